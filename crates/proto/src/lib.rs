@@ -1,0 +1,36 @@
+//! Wire types of opsd, generated from the `.proto` files under `proto/`.
+//!
+//! - [`yandex::cloud::operation`]: the clouds' public `OperationService` (`Get`, `Cancel`).
+//! - [`yandex::cloud::endpoint`]: endpoint discovery used by the official SDKs.
+//! - [`opsd::v1`]: opsd's own consumer extensions and producer API.
+//!
+//! [`json`] prints and parses any of these messages in the proto3 JSON mapping.
+
+pub mod json;
+
+pub mod yandex {
+    pub mod cloud {
+        pub mod operation {
+            tonic::include_proto!("yandex.cloud.operation");
+        }
+        pub mod endpoint {
+            tonic::include_proto!("yandex.cloud.endpoint");
+        }
+    }
+}
+
+pub mod opsd {
+    pub mod v1 {
+        tonic::include_proto!("opsd.v1");
+    }
+}
+
+pub use tonic_types::Status as RpcStatus;
+
+/// Encoded `FileDescriptorSet` of every opsd proto and its imports, for
+/// server reflection and the JSON mapping.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/opsd_descriptor.bin"));
+
+/// Prefix of every type URL opsd writes, as the official SDKs expect.
+pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
