@@ -1,0 +1,36 @@
+//! The operation domain of opsd, free of any transport or storage.
+//!
+//! An [`Operation`] runs until it is done with exactly one [`Outcome`]; every
+//! rule about how it may change lives in [`operation`]; every rule about which
+//! inputs are acceptable lives in [`validate`]. Errors carry a [`Code`] from the
+//! one table that adapters map to gRPC and HTTP.
+
+pub mod error;
+pub mod id;
+pub mod operation;
+pub mod payload;
+pub mod time;
+pub mod validate;
+
+pub use error::{Code, Error, FieldViolation, Precondition};
+pub use id::{IdPrefix, OperationId};
+pub use operation::{
+    CancellationPolicy, Idempotency, NewOperation, Operation, Outcome, State, Transition,
+};
+pub use payload::{Any, RpcStatus};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+
+/// The authenticated caller of a request; `created_by` is always taken from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+}
+
+impl Principal {
+    /// The caller of a server that has no authentication configured (loopback only).
+    pub fn anonymous() -> Self {
+        Self {
+            id: "anonymous".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The operation state machine. Every change to an operation is one of the
+//! transitions here; each returns the next version of the operation (or says
+//! that nothing changes) and never mutates in place, so the store can write it
+//! with a compare-and-set on `version`.
+//!
+//! Invariants kept by construction:
+//! - `done` never reverts: no transition leaves [`State::Done`];
+//! - a done operation has exactly one [`Outcome`] (a response or an error);
+//! - `modified_at` strictly increases with every change and is never before `created_at`;
+//! - the first completion wins; repeating it is a no-op, a different one is refused.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Precondition};
+use crate::id::{IdPrefix, OperationId};
+use crate::payload::{Any, RpcStatus};
+use crate::time::Timestamp;
+use crate::validate::Violations;
+
+/// gRPC's CANCELLED, which the clouds put in `error.code` of a cancelled operation.
+pub const CANCELLED_CODE: i32 = 1;
+pub const CANCELLED_MESSAGE: &str = "operation cancelled";
+
+/// How an operation reacts to Cancel; declared by its producer at creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CancellationPolicy {
+    /// Cancel completes it at once with error code 1 (CANCELLED).
+    #[default]
+    Immediate,
+    /// Cancel marks it cancel-requested; the producer cleans up and completes it.
+    Cooperative,
+    /// Cancel is refused with FAILED_PRECONDITION.
+    NotCancellable,
+}
+
+/// The result of a done operation: exactly one of a response or an error.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Response(Any),
+    Error(RpcStatus),
+}
+
+impl Outcome {
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Outcome::Error(status) if status.code == CANCELLED_CODE)
+    }
+
+    fn cancelled() -> Self {
+        Outcome::Error(RpcStatus {
+            code: CANCELLED_CODE,
+            message: CANCELLED_MESSAGE.to_owned(),
+            details: Vec::new(),
+        })
+    }
+}
+
+/// Where an operation is in its life, with the data that belongs to that state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    Running,
+    /// Running, and a consumer asked a cooperative producer to stop.
+    CancelRequested { requested_at: Timestamp },
+    Done {
+        outcome: Outcome,
+        /// Kept so a producer can tell a requested cancellation from its own failure.
+        cancel_requested_at: Option<Timestamp>,
+    },
+}
+
+/// An idempotency key and the fingerprint of the create request that first used it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// A validated create request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOperation {
+    pub description: String,
+    pub resource_id: Option<String>,
+    pub metadata: Option<Any>,
+    pub cancellation: CancellationPolicy,
+    pub idempotency_key: Option<String>,
+    pub id_prefix: Option<IdPrefix>,
+}
+
+impl NewOperation {
+    /// Checks every field; all violations are reported together.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut v = Violations::default();
+        v.description("description", &self.description);
+        if let Some(resource_id) = &self.resource_id {
+            v.resource_id("resource_id", resource_id);
+        }
+        if let Some(metadata) = &self.metadata {
+            v.any("metadata", metadata);
+        }
+        if let Some(key) = &self.idempotency_key {
+            v.idempotency_key("idempotency_key", key);
+        }
+        v.into_result()
+    }
+
+    /// A digest of everything the request asks for, to tell a retry from a reused key.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        fn field(h: &mut Sha256, bytes: &[u8]) {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        let mut h = Sha256::new();
+        field(&mut h, self.description.as_bytes());
+        field(&mut h, self.resource_id.as_deref().unwrap_or("").as_bytes());
+        h.update([u8::from(self.resource_id.is_some())]);
+        match &self.metadata {
+            Some(m) => {
+                h.update([1]);
+                field(&mut h, m.type_url.as_bytes());
+                field(&mut h, &m.value);
+            }
+            None => h.update([0]),
+        }
+        h.update([match self.cancellation {
+            CancellationPolicy::Immediate => 0,
+            CancellationPolicy::Cooperative => 1,
+            CancellationPolicy::NotCancellable => 2,
+        }]);
+        field(
+            &mut h,
+            self.id_prefix.as_ref().map_or("", IdPrefix::as_str).as_bytes(),
+        );
+        h.finalize().into()
+    }
+}
+
+/// A long-running operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation {
+    pub id: OperationId,
+    /// Starts at 1 and grows by one with every stored change; the store's compare-and-set key.
+    pub version: u64,
+    pub description: String,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    pub modified_at: Timestamp,
+    pub resource_id: Option<String>,
+    pub cancellation: CancellationPolicy,
+    pub metadata: Option<Any>,
+    pub state: State,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// What a transition does to an operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// The request is already satisfied; nothing to write.
+    Unchanged,
+    /// The next version, to be stored in place of the current one.
+    Changed(Operation),
+}
+
+impl Operation {
+    /// A new running operation. The request must have passed [`NewOperation::validate`].
+    pub fn create(id: OperationId, request: NewOperation, created_by: &str, now: Timestamp) -> Self {
+        let idempotency = request.idempotency_key.as_ref().map(|key| Idempotency {
+            key: key.clone(),
+            fingerprint: request.fingerprint(),
+        });
+        Self {
+            id,
+            version: 1,
+            description: request.description,
+            created_at: now,
+            created_by: created_by.to_owned(),
+            modified_at: now,
+            resource_id: request.resource_id,
+            cancellation: request.cancellation,
+            metadata: request.metadata,
+            state: State::Running,
+            idempotency,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done { .. })
+    }
+
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match &self.state {
+            State::Done { outcome, .. } => Some(outcome),
+            _ => None,
+        }
+    }
+
+    pub fn cancel_requested_at(&self) -> Option<Timestamp> {
+        match self.state {
+            State::Running => None,
+            State::CancelRequested { requested_at } => Some(requested_at),
+            State::Done {
+                cancel_requested_at, ..
+            } => cancel_requested_at,
+        }
+    }
+
+    /// A create request that carries the idempotency key this operation was
+    /// created with: a true retry gets this operation back, a different request
+    /// with the same key is refused.
+    pub fn answer_retry(&self, request: &NewOperation) -> Result<(), Error> {
+        match &self.idempotency {
+            Some(idempotency) if idempotency.fingerprint == request.fingerprint() => Ok(()),
+            _ => Err(self.refuse(Precondition::IdempotencyKeyReused)),
+        }
+    }
+
+    /// A consumer asks to cancel.
+    pub fn cancel(&self, now: Timestamp) -> Result<Transition, Error> {
+        match &self.state {
+            // Cancelling a cancelled operation returns it unchanged.
+            State::Done { outcome, .. } if outcome.is_cancelled() => Ok(Transition::Unchanged),
+            State::Done { .. } => Err(self.refuse(Precondition::AlreadyDone)),
+            State::CancelRequested { .. } => Ok(Transition::Unchanged),
+            State::Running => match self.cancellation {
+                CancellationPolicy::NotCancellable => Err(self.refuse(Precondition::NotCancellable)),
+                CancellationPolicy::Immediate => Ok(self.next(now, |op, at| {
+                    op.state = State::Done {
+                        outcome: Outcome::cancelled(),
+                        cancel_requested_at: Some(at),
+                    };
+                })),
+                CancellationPolicy::Cooperative => Ok(self.next(now, |op, at| {
+                    op.state = State::CancelRequested { requested_at: at };
+                })),
+            },
+        }
+    }
+
+    /// The producer completes the operation. The outcome must have been validated.
+    pub fn complete(&self, outcome: Outcome, now: Timestamp) -> Result<Transition, Error> {
+        match &self.state {
+            State::Done { outcome: current, .. } if *current == outcome => Ok(Transition::Unchanged),
+            State::Done { .. } => Err(self.refuse(Precondition::CompletedDifferently)),
+            State::Running | State::CancelRequested { .. } => {
+                let cancel_requested_at = self.cancel_requested_at();
+                Ok(self.next(now, |op, _| {
+                    op.state = State::Done {
+                        outcome,
+                        cancel_requested_at,
+                    };
+                }))
+            }
+        }
+    }
+
+    /// The producer reports progress. The metadata must have been validated.
+    pub fn update_metadata(&self, metadata: Any, now: Timestamp) -> Result<Transition, Error> {
+        if self.is_done() {
+            return Err(self.refuse(Precondition::MetadataOfDone));
+        }
+        if self.metadata.as_ref() == Some(&metadata) {
+            return Ok(Transition::Unchanged);
+        }
+        Ok(self.next(now, |op, _| op.metadata = Some(metadata)))
+    }
+
+    /// The next version: `modified_at` moves forward even if the clock stalls or steps back.
+    fn next(&self, now: Timestamp, change: impl FnOnce(&mut Operation, Timestamp)) -> Transition {
+        let mut next = self.clone();
+        next.version += 1;
+        next.modified_at = now.max(self.modified_at.next());
+        let at = next.modified_at;
+        change(&mut next, at);
+        Transition::Changed(next)
+    }
+
+    fn refuse(&self, precondition: Precondition) -> Error {
+        Error::FailedPrecondition {
+            id: self.id.to_string(),
+            precondition,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::Code;
+
+fn new_request(cancellation: CancellationPolicy) -> NewOperation {
+    NewOperation {
+        description: "create instance".into(),
+        resource_id: Some("vm-1".into()),
+        metadata: None,
+        cancellation,
+        idempotency_key: None,
+        id_prefix: None,
+    }
+}
+
+fn running(cancellation: CancellationPolicy) -> Operation {
+    let id = OperationId::parse("id", "ops0000000000000000a").unwrap();
+    Operation::create(id, new_request(cancellation), "alice", Timestamp::from_unix_nanos(1_000))
+}
+
+fn at(nanos: i64) -> Timestamp {
+    Timestamp::from_unix_nanos(nanos)
+}
+
+fn response(tag: u8) -> Outcome {
+    Outcome::Response(Any {
+        type_url: "type.googleapis.com/google.protobuf.Struct".into(),
+        value: vec![tag],
+    })
+}
+
+fn failure(code: i32) -> Outcome {
+    Outcome::Error(RpcStatus {
+        code,
+        message: "quota exceeded".into(),
+        details: vec![],
+    })
+}
+
+fn changed(t: Result<Transition, Error>) -> Operation {
+    match t {
+        Ok(Transition::Changed(op)) => op,
+        other => panic!("expected a change, got {other:?}"),
+    }
+}
+
+fn precondition(t: Result<Transition, Error>) -> Precondition {
+    match t {
+        Err(Error::FailedPrecondition { precondition, .. }) => precondition,
+        other => panic!("expected failed precondition, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_new_operation_runs_and_records_its_creator() {
+    let op = running(CancellationPolicy::Immediate);
+    assert_eq!(op.state, State::Running);
+    assert_eq!(op.created_by, "alice");
+    assert_eq!(op.created_at, op.modified_at);
+    assert_eq!(op.version, 1);
+}
+
+#[test]
+fn immediate_cancel_completes_with_code_1() {
+    let op = changed(running(CancellationPolicy::Immediate).cancel(at(2_000)));
+    assert!(op.is_done());
+    assert!(op.outcome().unwrap().is_cancelled());
+    assert_eq!(op.cancel_requested_at(), Some(at(2_000)));
+    assert_eq!(op.version, 2);
+    // Cancelling again returns it unchanged.
+    assert_eq!(op.cancel(at(3_000)), Ok(Transition::Unchanged));
+}
+
+#[test]
+fn cooperative_cancel_waits_for_the_producer() {
+    let op = changed(running(CancellationPolicy::Cooperative).cancel(at(2_000)));
+    assert_eq!(op.state, State::CancelRequested { requested_at: at(2_000) });
+    assert_eq!(op.cancel(at(2_500)), Ok(Transition::Unchanged));
+    // Progress may still be reported while the producer cleans up.
+    let meta = Any { type_url: "type.googleapis.com/x.Y".into(), value: vec![1] };
+    let op = changed(op.update_metadata(meta, at(2_600)));
+    let done = changed(op.complete(failure(CANCELLED_CODE), at(3_000)));
+    assert!(done.outcome().unwrap().is_cancelled());
+    assert_eq!(done.cancel_requested_at(), Some(at(2_000)));
+}
+
+#[test]
+fn not_cancellable_refuses_cancel() {
+    let op = running(CancellationPolicy::NotCancellable);
+    assert_eq!(precondition(op.cancel(at(2_000))), Precondition::NotCancellable);
+}
+
+#[test]
+fn cancel_of_a_completed_operation_is_refused() {
+    let op = changed(running(CancellationPolicy::Immediate).complete(response(1), at(2_000)));
+    assert_eq!(precondition(op.cancel(at(3_000))), Precondition::AlreadyDone);
+    let failed = changed(running(CancellationPolicy::Immediate).complete(failure(9), at(2_000)));
+    assert_eq!(precondition(failed.cancel(at(3_000))), Precondition::AlreadyDone);
+}
+
+#[test]
+fn the_first_completion_wins() {
+    let op = changed(running(CancellationPolicy::Immediate).complete(response(1), at(2_000)));
+    assert_eq!(op.complete(response(1), at(3_000)), Ok(Transition::Unchanged));
+    assert_eq!(
+        precondition(op.complete(response(2), at(3_000))),
+        Precondition::CompletedDifferently
+    );
+    assert_eq!(
+        precondition(op.complete(failure(9), at(3_000))),
+        Precondition::CompletedDifferently
+    );
+}
+
+#[test]
+fn completing_an_immediately_cancelled_operation_is_refused() {
+    let op = changed(running(CancellationPolicy::Immediate).cancel(at(2_000)));
+    assert_eq!(
+        precondition(op.complete(response(1), at(3_000))),
+        Precondition::CompletedDifferently
+    );
+}
+
+#[test]
+fn metadata_of_a_done_operation_cannot_change() {
+    let op = changed(running(CancellationPolicy::Immediate).complete(response(1), at(2_000)));
+    let meta = Any { type_url: "type.googleapis.com/x.Y".into(), value: vec![] };
+    let err = op.update_metadata(meta, at(3_000)).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}
+
+#[test]
+fn modified_at_moves_forward_when_the_clock_steps_back() {
+    let op = running(CancellationPolicy::Cooperative);
+    let next = changed(op.cancel(at(10)));
+    assert!(next.modified_at > op.modified_at);
+    assert!(next.created_at <= next.modified_at);
+}
+
+#[test]
+fn a_retry_is_told_from_a_reused_key() {
+    let mut request = new_request(CancellationPolicy::Immediate);
+    request.idempotency_key = Some("key-1".into());
+    let id = OperationId::parse("id", "ops0000000000000000a").unwrap();
+    let op = Operation::create(id, request.clone(), "alice", at(1));
+    assert_eq!(op.answer_retry(&request), Ok(()));
+    let mut other = request.clone();
+    other.description = "something else".into();
+    assert_eq!(
+        op.answer_retry(&other).unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+}
+
+#[test]
+fn fingerprints_separate_fields() {
+    let mut a = new_request(CancellationPolicy::Immediate);
+    a.description = "ab".into();
+    a.resource_id = Some("c".into());
+    let mut b = a.clone();
+    b.description = "a".into();
+    b.resource_id = Some("bc".into());
+    assert_ne!(a.fingerprint(), b.fingerprint());
+    let mut c = a.clone();
+    c.resource_id = None;
+    let mut d = a.clone();
+    d.resource_id = Some(String::new());
+    assert_ne!(c.fingerprint(), d.fingerprint());
+}
+
+#[derive(Clone, Debug)]
+enum Command {
+    Cancel,
+    Complete(Outcome),
+    UpdateMetadata(u8),
+    /// Moves the clock by this many nanoseconds (backwards too).
+    Tick(i64),
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        Just(Command::Cancel),
+        (0u8..3).prop_map(|t| Command::Complete(response(t))),
+        prop_oneof![Just(1), Just(9), Just(13)].prop_map(|c| Command::Complete(failure(c))),
+        (0u8..4).prop_map(Command::UpdateMetadata),
+        (-5_000i64..5_000).prop_map(Command::Tick),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = CancellationPolicy> {
+    prop_oneof![
+        Just(CancellationPolicy::Immediate),
+        Just(CancellationPolicy::Cooperative),
+        Just(CancellationPolicy::NotCancellable),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn random_histories_keep_every_invariant(
+        cancellation in policy(),
+        commands in prop::collection::vec(command(), 0..40),
+    ) {
+        let mut op = running(cancellation);
+        let mut now = 1_000i64;
+        let mut first_outcome: Option<Outcome> = None;
+
+        for command in commands {
+            let before = op.clone();
+            let result = match command.clone() {
+                Command::Tick(delta) => { now += delta; continue; }
+                Command::Cancel => op.cancel(at(now)),
+                Command::Complete(outcome) => op.complete(outcome, at(now)),
+                Command::UpdateMetadata(tag) => op.update_metadata(
+                    Any { type_url: "type.googleapis.com/x.Progress".into(), value: vec![tag] },
+                    at(now),
+                ),
+            };
+            match result {
+                Ok(Transition::Changed(next)) => {
+                    prop_assert_eq!(next.version, before.version + 1);
+                    prop_assert!(next.modified_at > before.modified_at, "modified_at moves on every change");
+                    prop_assert_eq!(&next.id, &before.id);
+                    prop_assert_eq!(next.created_at, before.created_at);
+                    prop_assert!(!before.is_done(), "a done operation never changes");
+                    op = next;
+                }
+                Ok(Transition::Unchanged) => {}
+                Err(e) => {
+                    prop_assert_eq!(e.code(), Code::FailedPrecondition);
+                    if let Command::Cancel = command {
+                        let cancellable_running = !before.is_done()
+                            && before.cancellation != CancellationPolicy::NotCancellable;
+                        prop_assert!(!cancellable_running);
+                    }
+                }
+            }
+            prop_assert!(op.created_at <= op.modified_at);
+            if before.is_done() {
+                prop_assert!(op.is_done(), "done never reverts");
+            }
+            if let Some(outcome) = op.outcome() {
+                // Exactly one result by construction; and it is the first one.
+                let first = first_outcome.get_or_insert_with(|| outcome.clone());
+                prop_assert_eq!(&*first, outcome, "the first completion wins");
+                if let Command::Complete(attempt) = &command {
+                    if before.is_done() {
+                        let repeat = before.outcome() == Some(attempt);
+                        prop_assert_eq!(repeat, result_is_ok(&op, &before, attempt));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn result_is_ok(op: &Operation, before: &Operation, attempt: &Outcome) -> bool {
+    // A repeat of the identical completion is a no-op success, anything else is refused.
+    op == before && before.complete(attempt.clone(), before.modified_at).is_ok()
+}

@@ -1,0 +1,168 @@
+//! Limits on what callers may send, checked before anything is stored.
+//! Every violation names the field by its path in the request message.
+
+use crate::error::FieldViolation;
+use crate::payload::{Any, RpcStatus};
+
+/// The contract allows 0–256 characters (not bytes) of description.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+pub const MAX_RESOURCE_ID_BYTES: usize = 256;
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+pub const MAX_TYPE_URL_BYTES: usize = 2048;
+/// Metadata, a response or an error's details, each.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
+pub const MAX_ERROR_DETAILS: usize = 16;
+
+/// Collects the violations of one request, so a caller learns of all at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    pub fn merge(&mut self, result: Result<(), crate::Error>) {
+        if let Err(crate::Error::InvalidArgument(v)) = result {
+            self.0.extend(v);
+        }
+    }
+
+    /// `Ok` when nothing was violated, else one INVALID_ARGUMENT listing everything.
+    pub fn into_result(self) -> Result<(), crate::Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::Error::InvalidArgument(self.0))
+        }
+    }
+
+    pub fn description(&mut self, field: &str, text: &str) {
+        if text.chars().count() > MAX_DESCRIPTION_CHARS {
+            self.add(field, format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
+        }
+    }
+
+    pub fn resource_id(&mut self, field: &str, text: &str) {
+        if text.len() > MAX_RESOURCE_ID_BYTES {
+            self.add(field, format!("must be at most {MAX_RESOURCE_ID_BYTES} bytes"));
+        } else if text.chars().any(char::is_control) {
+            self.add(field, "must not contain control characters");
+        }
+    }
+
+    pub fn idempotency_key(&mut self, field: &str, key: &str) {
+        if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            self.add(field, format!("must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"));
+        } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            self.add(field, "must be printable ascii without spaces");
+        }
+    }
+
+    pub fn any(&mut self, field: &str, any: &Any) {
+        if any.type_url.is_empty() {
+            self.add(format!("{field}.type_url"), "is required");
+        } else if any.type_url.len() > MAX_TYPE_URL_BYTES {
+            self.add(
+                format!("{field}.type_url"),
+                format!("must be at most {MAX_TYPE_URL_BYTES} bytes"),
+            );
+        } else if !any.type_url.contains('/') || any.type_url.ends_with('/') {
+            self.add(
+                format!("{field}.type_url"),
+                "must look like type.googleapis.com/full.message.Name",
+            );
+        }
+        if any.value.len() > MAX_PAYLOAD_BYTES {
+            self.add(
+                format!("{field}.value"),
+                format!("must be at most {MAX_PAYLOAD_BYTES} bytes"),
+            );
+        }
+    }
+
+    pub fn error_status(&mut self, field: &str, status: &RpcStatus) {
+        if !(1..=16).contains(&status.code) {
+            self.add(
+                format!("{field}.code"),
+                "must be a non-ok google.rpc.Code (1-16)",
+            );
+        }
+        if status.message.len() > MAX_ERROR_MESSAGE_BYTES {
+            self.add(
+                format!("{field}.message"),
+                format!("must be at most {MAX_ERROR_MESSAGE_BYTES} bytes"),
+            );
+        }
+        if status.details.len() > MAX_ERROR_DETAILS {
+            self.add(
+                format!("{field}.details"),
+                format!("must have at most {MAX_ERROR_DETAILS} entries"),
+            );
+        }
+        for (i, detail) in status.details.iter().enumerate() {
+            self.any(&format!("{field}.details[{i}]"), detail);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(f: impl FnOnce(&mut Violations)) -> Vec<FieldViolation> {
+        let mut v = Violations::default();
+        f(&mut v);
+        match v.into_result() {
+            Ok(()) => vec![],
+            Err(crate::Error::InvalidArgument(v)) => v,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn description_counts_characters_not_bytes() {
+        let cyrillic_256 = "я".repeat(256);
+        assert!(check(|v| v.description("description", &cyrillic_256)).is_empty());
+        let too_long = "я".repeat(257);
+        let v = check(|v| v.description("description", &too_long));
+        assert_eq!(v[0].field, "description");
+    }
+
+    #[test]
+    fn error_status_must_not_be_ok() {
+        let status = RpcStatus {
+            code: 0,
+            message: "fine".into(),
+            details: vec![],
+        };
+        let v = check(|v| v.error_status("error", &status));
+        assert_eq!(v[0].field, "error.code");
+    }
+
+    #[test]
+    fn every_violation_is_reported() {
+        let any = Any {
+            type_url: String::new(),
+            value: vec![0; MAX_PAYLOAD_BYTES + 1],
+        };
+        let v = check(|v| v.any("metadata", &any));
+        let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["metadata.type_url", "metadata.value"]);
+    }
+
+    proptest! {
+        #[test]
+        fn validators_never_panic(text in "\\PC*", code in any::<i32>()) {
+            let mut v = Violations::default();
+            v.description("d", &text);
+            v.resource_id("r", &text);
+            v.idempotency_key("k", &text);
+            v.any("a", &Any { type_url: text.clone(), value: vec![] });
+            v.error_status("e", &RpcStatus { code, message: text, details: vec![] });
+            let _ = v.into_result();
+        }
+    }
+}
