@@ -1,0 +1,79 @@
+//! Where operations live. [`OperationStore`] is the one interface; backends:
+//! [`MemoryStore`] (tests) and [`SqliteStore`] (embedded, durable, the default).
+//! Every backend passes the same [`conformance`] suite.
+//!
+//! Stores hold no rules: the service computes the next version of an operation
+//! with `opsd_core` and the store writes it only if nobody changed the operation
+//! in between (compare-and-set on `version`), so racing writers never both win.
+
+pub mod conformance;
+mod memory;
+mod record;
+mod sqlite;
+
+use async_trait::async_trait;
+use opsd_core::{Operation, OperationId};
+
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// Outcome of [`OperationStore::insert`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    /// The creator already used this idempotency key; this is the operation it made.
+    IdempotencyKeyUsed(Operation),
+    /// Another operation has this id (a random collision): pick another id.
+    IdTaken,
+}
+
+/// Outcome of [`OperationStore::compare_and_swap`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Swapped {
+    Swapped,
+    /// Someone changed the operation first; this is its current version.
+    Stale(Operation),
+    Missing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Transient: the storage cannot be reached or is overloaded; retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that opsd cannot read back: a bug or tampering.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store is closed")]
+    Closed,
+}
+
+impl From<StoreError> for opsd_core::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) | StoreError::Closed => {
+                opsd_core::Error::Unavailable(e.to_string())
+            }
+            StoreError::Corrupt(_) => opsd_core::Error::Internal(e.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+pub trait OperationStore: Send + Sync + 'static {
+    /// Stores a new operation (version 1). When it carries an idempotency key
+    /// that its creator already used, nothing is written and the earlier
+    /// operation is returned instead.
+    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError>;
+
+    /// The current version of an operation; readable as soon as the write that
+    /// made it was acknowledged.
+    async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError>;
+
+    /// Replaces the stored operation with `next` if the stored version is
+    /// exactly `next.version - 1`.
+    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError>;
+
+    /// Finishes pending writes and releases the storage; later calls fail with `Closed`.
+    async fn close(&self) -> Result<(), StoreError>;
+}

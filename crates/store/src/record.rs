@@ -1,0 +1,196 @@
+//! The flat, column-per-field form of an operation that SQL backends store,
+//! and its checked conversion back into the domain type.
+
+use opsd_core::{
+    Any, CancellationPolicy, Idempotency, Operation, OperationId, Outcome, RpcStatus, State,
+    Timestamp,
+};
+use prost::Message;
+
+use crate::StoreError;
+
+pub const STATE_RUNNING: i64 = 0;
+pub const STATE_CANCEL_REQUESTED: i64 = 1;
+pub const STATE_DONE: i64 = 2;
+
+/// One stored row. Integers are i64 because that is what SQL engines have.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub version: i64,
+    pub description: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub modified_at: i64,
+    pub resource_id: Option<String>,
+    pub cancellation: i64,
+    pub metadata_type_url: Option<String>,
+    pub metadata_value: Option<Vec<u8>>,
+    pub state: i64,
+    pub cancel_requested_at: Option<i64>,
+    pub response_type_url: Option<String>,
+    pub response_value: Option<Vec<u8>>,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    /// The error's details, encoded as a protobuf message of repeated Any.
+    pub error_details: Option<Vec<u8>>,
+    pub idempotency_key: Option<String>,
+    pub idempotency_fingerprint: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Details {
+    #[prost(message, repeated, tag = "1")]
+    details: Vec<prost_types::Any>,
+}
+
+impl From<&Operation> for Record {
+    fn from(op: &Operation) -> Self {
+        let (state, cancel_requested_at, outcome) = match &op.state {
+            State::Running => (STATE_RUNNING, None, None),
+            State::CancelRequested { requested_at } => {
+                (STATE_CANCEL_REQUESTED, Some(requested_at.unix_nanos()), None)
+            }
+            State::Done {
+                outcome,
+                cancel_requested_at,
+            } => (
+                STATE_DONE,
+                cancel_requested_at.map(Timestamp::unix_nanos),
+                Some(outcome),
+            ),
+        };
+        let mut record = Record {
+            id: op.id.to_string(),
+            version: i64::try_from(op.version).unwrap_or(i64::MAX),
+            description: op.description.clone(),
+            created_at: op.created_at.unix_nanos(),
+            created_by: op.created_by.clone(),
+            modified_at: op.modified_at.unix_nanos(),
+            resource_id: op.resource_id.clone(),
+            cancellation: match op.cancellation {
+                CancellationPolicy::Immediate => 0,
+                CancellationPolicy::Cooperative => 1,
+                CancellationPolicy::NotCancellable => 2,
+            },
+            metadata_type_url: op.metadata.as_ref().map(|m| m.type_url.clone()),
+            metadata_value: op.metadata.as_ref().map(|m| m.value.clone()),
+            state,
+            cancel_requested_at,
+            idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
+            idempotency_fingerprint: op.idempotency.as_ref().map(|i| i.fingerprint.to_vec()),
+            ..Record::default()
+        };
+        match outcome {
+            Some(Outcome::Response(any)) => {
+                record.response_type_url = Some(any.type_url.clone());
+                record.response_value = Some(any.value.clone());
+            }
+            Some(Outcome::Error(status)) => {
+                record.error_code = Some(i64::from(status.code));
+                record.error_message = Some(status.message.clone());
+                let details = Details {
+                    details: status
+                        .details
+                        .iter()
+                        .map(|d| prost_types::Any {
+                            type_url: d.type_url.clone(),
+                            value: d.value.clone(),
+                        })
+                        .collect(),
+                };
+                record.error_details = Some(details.encode_to_vec());
+            }
+            None => {}
+        }
+        record
+    }
+}
+
+impl TryFrom<Record> for Operation {
+    type Error = StoreError;
+
+    fn try_from(r: Record) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("operation {}: {what}", r.id));
+        let version = u64::try_from(r.version)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| corrupt("version is not positive"))?;
+        let cancellation = match r.cancellation {
+            0 => CancellationPolicy::Immediate,
+            1 => CancellationPolicy::Cooperative,
+            2 => CancellationPolicy::NotCancellable,
+            _ => return Err(corrupt("unknown cancellation policy")),
+        };
+        let metadata = match (r.metadata_type_url, r.metadata_value) {
+            (Some(type_url), Some(value)) => Some(Any { type_url, value }),
+            (None, None) => None,
+            _ => return Err(corrupt("half-written metadata")),
+        };
+        let cancel_requested_at = r.cancel_requested_at.map(Timestamp::from_unix_nanos);
+        let state = match r.state {
+            STATE_RUNNING => State::Running,
+            STATE_CANCEL_REQUESTED => State::CancelRequested {
+                requested_at: cancel_requested_at
+                    .ok_or_else(|| corrupt("cancel requested without a time"))?,
+            },
+            STATE_DONE => {
+                let outcome = match (
+                    r.response_type_url,
+                    r.response_value,
+                    r.error_code,
+                    r.error_message,
+                ) {
+                    (Some(type_url), Some(value), None, None) => {
+                        Outcome::Response(Any { type_url, value })
+                    }
+                    (None, None, Some(code), Some(message)) => {
+                        let details = Details::decode(r.error_details.as_deref().unwrap_or(&[]))
+                            .map_err(|_| corrupt("undecodable error details"))?;
+                        Outcome::Error(RpcStatus {
+                            code: i32::try_from(code).map_err(|_| corrupt("error code out of range"))?,
+                            message,
+                            details: details
+                                .details
+                                .into_iter()
+                                .map(|d| Any {
+                                    type_url: d.type_url,
+                                    value: d.value,
+                                })
+                                .collect(),
+                        })
+                    }
+                    _ => return Err(corrupt("done without exactly one result")),
+                };
+                State::Done {
+                    outcome,
+                    cancel_requested_at,
+                }
+            }
+            _ => return Err(corrupt("unknown state")),
+        };
+        let idempotency = match (r.idempotency_key, r.idempotency_fingerprint) {
+            (Some(key), Some(fingerprint)) => Some(Idempotency {
+                key,
+                fingerprint: fingerprint
+                    .try_into()
+                    .map_err(|_| corrupt("idempotency fingerprint is not 32 bytes"))?,
+            }),
+            (None, None) => None,
+            _ => return Err(corrupt("half-written idempotency key")),
+        };
+        Ok(Operation {
+            id: OperationId::from_trusted(r.id),
+            version,
+            description: r.description,
+            created_at: Timestamp::from_unix_nanos(r.created_at),
+            created_by: r.created_by,
+            modified_at: Timestamp::from_unix_nanos(r.modified_at),
+            resource_id: r.resource_id,
+            cancellation,
+            metadata,
+            state,
+            idempotency,
+        })
+    }
+}

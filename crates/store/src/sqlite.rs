@@ -1,0 +1,573 @@
+//! The embedded backend: one SQLite database in WAL mode with full sync, so a
+//! write is on disk before it is acknowledged.
+//!
+//! All writes go through one writer thread that owns the only read-write
+//! connection. It takes every request that is waiting, applies each inside its
+//! own savepoint of one transaction and commits once (group commit): one sync
+//! covers the whole batch, and each caller hears back only after that sync.
+//! Reads run on a small pool of read-only connections; WAL lets them proceed
+//! while the writer commits.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use opsd_core::{Operation, OperationId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::record::Record;
+use crate::{Inserted, OperationStore, StoreError, Swapped};
+
+/// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE operations (
+    id TEXT PRIMARY KEY NOT NULL,
+    version INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    modified_at INTEGER NOT NULL,
+    resource_id TEXT,
+    cancellation INTEGER NOT NULL,
+    metadata_type_url TEXT,
+    metadata_value BLOB,
+    state INTEGER NOT NULL,
+    cancel_requested_at INTEGER,
+    response_type_url TEXT,
+    response_value BLOB,
+    error_code INTEGER,
+    error_message TEXT,
+    error_details BLOB,
+    idempotency_key TEXT,
+    idempotency_fingerprint BLOB
+) STRICT;
+CREATE UNIQUE INDEX operations_by_idempotency_key
+    ON operations (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX operations_by_resource
+    ON operations (resource_id) WHERE resource_id IS NOT NULL;
+"#];
+
+const COLUMNS: &str = "id, version, description, created_at, created_by, modified_at, \
+    resource_id, cancellation, metadata_type_url, metadata_value, state, cancel_requested_at, \
+    response_type_url, response_value, error_code, error_message, error_details, \
+    idempotency_key, idempotency_fingerprint";
+
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// The database file; its directory must exist.
+    pub path: PathBuf,
+    /// Read-only connections serving `get` concurrently.
+    pub readers: usize,
+    /// The most writes one commit (and one sync) may carry.
+    pub max_batch: usize,
+    /// How long a connection waits for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            readers: 4,
+            max_batch: 512,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+enum Write {
+    Insert(Operation),
+    Swap(Operation),
+}
+
+enum Written {
+    Inserted(Inserted),
+    Swapped(Swapped),
+}
+
+struct WriteRequest {
+    write: Write,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+pub struct SqliteStore {
+    writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Readers>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(options: SqliteOptions) -> Result<Self, StoreError> {
+        let mut conn = open_connection(
+            &options.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            options.busy_timeout,
+        )?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(classify)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "sqlite refused wal journal mode (got {mode})"
+            )));
+        }
+        // FULL syncs the WAL on every commit: acknowledged writes survive power loss.
+        conn.execute_batch("PRAGMA synchronous = FULL")
+            .map_err(classify)?;
+        migrate(&mut conn)?;
+
+        let (sender, receiver) = mpsc::channel();
+        let max_batch = options.max_batch.max(1);
+        let writer_thread = std::thread::Builder::new()
+            .name("opsd-sqlite-writer".into())
+            .spawn(move || run_writer(conn, receiver, max_batch))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+
+        Ok(Self {
+            writer: Mutex::new(Some(sender)),
+            writer_thread: Mutex::new(Some(writer_thread)),
+            readers: Arc::new(Readers {
+                path: options.path,
+                busy_timeout: options.busy_timeout,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(options.readers.max(1)),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let sender = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(WriteRequest { write, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait]
+impl OperationStore for SqliteStore {
+    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
+        match self.write(Write::Insert(operation.clone())).await? {
+            Written::Inserted(inserted) => Ok(inserted),
+            Written::Swapped(_) => unreachable!("the writer answers an insert with Inserted"),
+        }
+    }
+
+    async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.readers
+            .run(move |conn| select_by_id(conn, &id))
+            .await
+    }
+
+    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
+        match self.write(Write::Swap(next.clone())).await? {
+            Written::Swapped(swapped) => Ok(swapped),
+            Written::Inserted(_) => unreachable!("the writer answers a swap with Swapped"),
+        }
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.readers.closed.store(true, Ordering::SeqCst);
+        self.readers
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        // Dropping the sender lets the writer finish what is queued and stop.
+        drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("writer shutdown failed: {e}")))?
+                .map_err(|_| StoreError::Unavailable("writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+fn open_connection(
+    path: &Path,
+    flags: OpenFlags,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open sqlite database {}: {e}", path.display()))
+        })?;
+    conn.busy_timeout(busy_timeout).map_err(classify)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(classify)?;
+    let applied: usize = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(classify)?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {applied} is newer than this opsd knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(migration).map_err(classify)?;
+        tx.pragma_update(None, "user_version", index + 1)
+            .map_err(classify)?;
+        tracing::info!(version = index + 1, "applied sqlite schema migration");
+    }
+    tx.commit().map_err(classify)
+}
+
+fn run_writer(mut conn: Connection, requests: mpsc::Receiver<WriteRequest>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    // `recv` fails only once every sender is gone and the queue is empty.
+    while let Ok(first) = requests.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        for (request, result) in batch.drain(..).zip(results) {
+            // The caller may have gone away; its write is committed all the same.
+            let _ = request.reply.send(result);
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "sqlite checkpoint at close failed");
+    }
+}
+
+/// Applies every write in one transaction, each in its own savepoint so one
+/// failing write does not undo the others, then commits once.
+fn commit_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Vec<Result<Written, StoreError>> {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let error = classify(e);
+            return batch.iter().map(|_| Err(error.clone())).collect();
+        }
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        results.push(apply_in_savepoint(&mut tx, &request.write));
+    }
+    if let Err(e) = tx.commit() {
+        let error = classify(e);
+        tracing::warn!(error = %error, writes = batch.len(), "sqlite commit failed");
+        return batch.iter().map(|_| Err(error.clone())).collect();
+    }
+    results
+}
+
+fn apply_in_savepoint(tx: &mut Transaction<'_>, write: &Write) -> Result<Written, StoreError> {
+    let savepoint = tx.savepoint().map_err(classify)?;
+    let result = match write {
+        Write::Insert(op) => insert(&savepoint, op).map(Written::Inserted),
+        Write::Swap(op) => swap(&savepoint, op).map(Written::Swapped),
+    };
+    if result.is_ok() {
+        savepoint.commit().map_err(classify)?;
+    }
+    // A dropped savepoint rolls back.
+    result
+}
+
+fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
+    if let Some(idempotency) = &op.idempotency {
+        let existing = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM operations WHERE created_by = ?1 AND idempotency_key = ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![op.created_by, idempotency.key], read_record)
+                    .optional()
+            })
+            .map_err(classify)?;
+        if let Some(existing) = existing {
+            return Ok(Inserted::IdempotencyKeyUsed(existing.try_into()?));
+        }
+    }
+    let r = Record::from(op);
+    let inserted = conn
+        .prepare_cached(&format!(
+            "INSERT INTO operations ({COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+             ON CONFLICT (id) DO NOTHING"
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                r.id,
+                r.version,
+                r.description,
+                r.created_at,
+                r.created_by,
+                r.modified_at,
+                r.resource_id,
+                r.cancellation,
+                r.metadata_type_url,
+                r.metadata_value,
+                r.state,
+                r.cancel_requested_at,
+                r.response_type_url,
+                r.response_value,
+                r.error_code,
+                r.error_message,
+                r.error_details,
+                r.idempotency_key,
+                r.idempotency_fingerprint,
+            ])
+        })
+        .map_err(classify)?;
+    Ok(if inserted == 1 {
+        Inserted::Created
+    } else {
+        Inserted::IdTaken
+    })
+}
+
+fn swap(conn: &Connection, next: &Operation) -> Result<Swapped, StoreError> {
+    let r = Record::from(next);
+    let updated = conn
+        .prepare_cached(
+            "UPDATE operations SET version = ?2, modified_at = ?3, metadata_type_url = ?4, \
+             metadata_value = ?5, state = ?6, cancel_requested_at = ?7, response_type_url = ?8, \
+             response_value = ?9, error_code = ?10, error_message = ?11, error_details = ?12 \
+             WHERE id = ?1 AND version = ?2 - 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                r.id,
+                r.version,
+                r.modified_at,
+                r.metadata_type_url,
+                r.metadata_value,
+                r.state,
+                r.cancel_requested_at,
+                r.response_type_url,
+                r.response_value,
+                r.error_code,
+                r.error_message,
+                r.error_details,
+            ])
+        })
+        .map_err(classify)?;
+    if updated == 1 {
+        return Ok(Swapped::Swapped);
+    }
+    Ok(match select_by_id(conn, &r.id)? {
+        Some(current) => Swapped::Stale(current),
+        None => Swapped::Missing,
+    })
+}
+
+fn select_by_id(conn: &Connection, id: &str) -> Result<Option<Operation>, StoreError> {
+    let record = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM operations WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id], read_record).optional())
+        .map_err(classify)?;
+    record.map(Operation::try_from).transpose()
+}
+
+fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        id: row.get(0)?,
+        version: row.get(1)?,
+        description: row.get(2)?,
+        created_at: row.get(3)?,
+        created_by: row.get(4)?,
+        modified_at: row.get(5)?,
+        resource_id: row.get(6)?,
+        cancellation: row.get(7)?,
+        metadata_type_url: row.get(8)?,
+        metadata_value: row.get(9)?,
+        state: row.get(10)?,
+        cancel_requested_at: row.get(11)?,
+        response_type_url: row.get(12)?,
+        response_value: row.get(13)?,
+        error_code: row.get(14)?,
+        error_message: row.get(15)?,
+        error_details: row.get(16)?,
+        idempotency_key: row.get(17)?,
+        idempotency_fingerprint: row.get(18)?,
+    })
+}
+
+/// Corruption is a bug to surface; anything else (busy, full disk, I/O) may pass.
+fn classify(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if matches!(
+                failure.code,
+                ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase
+            ) =>
+        {
+            StoreError::Corrupt(e.to_string())
+        }
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Read-only connections, opened on demand and reused.
+struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+    closed: AtomicBool,
+}
+
+impl Readers {
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(self);
+        let permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let result = tokio::task::spawn_blocking(move || {
+            if readers.closed.load(Ordering::SeqCst) {
+                return Err(StoreError::Closed);
+            }
+            let idle = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => open_connection(
+                    &readers.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY,
+                    readers.busy_timeout,
+                )?,
+            };
+            let result = read(&conn);
+            if !readers.closed.load(Ordering::SeqCst) {
+                readers
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite read task failed: {e}")))?;
+        drop(permit);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::sample;
+
+    #[tokio::test]
+    async fn acknowledged_writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let op = sample(1);
+        store.insert(&op).await.unwrap();
+        // No close: dropping the store is what a crash of the process looks like to SQLite's
+        // files, short of losing the page cache, which full sync covers.
+        drop(store);
+        let reopened = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        assert_eq!(reopened.get(&op.id).await.unwrap(), Some(op));
+        reopened.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_the_schema_and_refuses_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        SqliteStore::open(SqliteOptions::new(&path))
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        SqliteStore::open(SqliteOptions::new(&path))
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() + 1)
+            .unwrap();
+        drop(conn);
+        assert!(matches!(
+            SqliteStore::open(SqliteOptions::new(&path)),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON operations \
+                 WHEN NEW.description = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+            )
+            .unwrap();
+        let mut ops: Vec<_> = (0..64).map(sample).collect();
+        ops[17].description = "poison".into();
+        let tasks: Vec<_> = ops
+            .iter()
+            .cloned()
+            .map(|op| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.insert(&op).await })
+            })
+            .collect();
+        for (op, task) in ops.iter().zip(tasks) {
+            let result = task.await.unwrap();
+            if op.description == "poison" {
+                assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
+                assert_eq!(store.get(&op.id).await.unwrap(), None);
+            } else {
+                assert_eq!(result.unwrap(), Inserted::Created);
+                assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(op));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_rows_are_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let op = sample(1);
+        store.insert(&op).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE operations SET state = 2", []).unwrap();
+        drop(conn);
+        assert!(matches!(store.get(&op.id).await, Err(StoreError::Corrupt(_))));
+    }
+}
