@@ -1,0 +1,135 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use opsd_core::{CancellationPolicy, Code, ManualClock, RpcStatus, State, Timestamp};
+use opsd_store::MemoryStore;
+
+use super::*;
+
+fn service() -> (OperationService, ManualClock) {
+    let clock = ManualClock::new(Timestamp::from_unix_nanos(1_700_000_000_000_000_000));
+    let service = OperationService::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(clock.clone()),
+        ServiceConfig::default(),
+    );
+    (service, clock)
+}
+
+fn request(cancellation: CancellationPolicy) -> NewOperation {
+    NewOperation {
+        description: "snapshot disk".into(),
+        resource_id: Some("disk-1".into()),
+        metadata: None,
+        cancellation,
+        idempotency_key: None,
+        id_prefix: None,
+    }
+}
+
+fn alice() -> Principal {
+    Principal { id: "alice".into() }
+}
+
+fn response(tag: u8) -> Outcome {
+    Outcome::Response(Any {
+        type_url: "type.googleapis.com/google.protobuf.Struct".into(),
+        value: vec![tag],
+    })
+}
+
+#[tokio::test]
+async fn created_by_comes_from_the_caller_and_ids_from_the_prefix() {
+    let (service, _) = service();
+    let op = service.create(&alice(), request(CancellationPolicy::Immediate)).await.unwrap();
+    assert_eq!(op.created_by, "alice");
+    assert!(op.id.as_str().starts_with("ops"));
+
+    let mut named = request(CancellationPolicy::Immediate);
+    named.id_prefix = Some(IdPrefix::parse("id_prefix", "fhm").unwrap());
+    let op = service.create(&alice(), named).await.unwrap();
+    assert!(op.id.as_str().starts_with("fhm"));
+}
+
+#[tokio::test]
+async fn idempotent_create_returns_the_first_operation() {
+    let (service, _) = service();
+    let mut keyed = request(CancellationPolicy::Immediate);
+    keyed.idempotency_key = Some("k1".into());
+    let first = service.create(&alice(), keyed.clone()).await.unwrap();
+    let again = service.create(&alice(), keyed.clone()).await.unwrap();
+    assert_eq!(first, again);
+
+    let bob = Principal { id: "bob".into() };
+    let bobs = service.create(&bob, keyed.clone()).await.unwrap();
+    assert_ne!(bobs.id, first.id, "keys are scoped to the caller");
+
+    keyed.description = "another thing".into();
+    let err = service.create(&alice(), keyed).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_before_anything_is_stored() {
+    let (service, _) = service();
+    let mut long = request(CancellationPolicy::Immediate);
+    long.description = "x".repeat(257);
+    let err = service.create(&alice(), long).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let op = service.create(&alice(), request(CancellationPolicy::Immediate)).await.unwrap();
+    let bad = Outcome::Error(RpcStatus { code: 0, message: String::new(), details: vec![] });
+    assert_eq!(service.complete(&alice(), &op.id, bad).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(service.get(&alice(), &op.id).await.unwrap(), op, "nothing was written");
+}
+
+#[tokio::test]
+async fn unknown_ids_are_not_found() {
+    let (service, _) = service();
+    let id = OperationId::parse("id", "ops00000000000000000").unwrap();
+    assert_eq!(service.get(&alice(), &id).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(service.cancel(&alice(), &id).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(service.complete(&alice(), &id, response(1)).await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn modified_at_follows_the_injected_clock() {
+    let (service, clock) = service();
+    let op = service.create(&alice(), request(CancellationPolicy::Cooperative)).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    let cancelled = service.cancel(&alice(), &op.id).await.unwrap();
+    assert_eq!(cancelled.modified_at, op.created_at.saturating_add(Duration::from_secs(5)));
+    assert!(matches!(cancelled.state, State::CancelRequested { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_cancel_and_complete_leave_exactly_one_outcome() {
+    let (service, _) = service();
+    let service = Arc::new(service);
+    for _ in 0..200 {
+        let op = service.create(&alice(), request(CancellationPolicy::Immediate)).await.unwrap();
+        let canceller = {
+            let (service, id) = (Arc::clone(&service), op.id.clone());
+            tokio::spawn(async move { service.cancel(&alice(), &id).await })
+        };
+        let completer = {
+            let (service, id) = (Arc::clone(&service), op.id.clone());
+            tokio::spawn(async move { service.complete(&alice(), &id, response(7)).await })
+        };
+        let cancel = canceller.await.unwrap();
+        let complete = completer.await.unwrap();
+        let stored = service.get(&alice(), &op.id).await.unwrap();
+        // Whoever won, the loser was told so and the stored outcome is the winner's.
+        match stored.outcome().unwrap() {
+            outcome if outcome.is_cancelled() => {
+                assert_eq!(cancel.unwrap(), stored);
+                assert_eq!(complete.unwrap_err().code(), Code::FailedPrecondition);
+            }
+            outcome => {
+                assert_eq!(outcome, &response(7));
+                assert_eq!(complete.unwrap(), stored);
+                assert_eq!(cancel.unwrap_err().code(), Code::FailedPrecondition);
+            }
+        }
+    }
+}
