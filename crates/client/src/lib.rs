@@ -1,0 +1,227 @@
+//! A typed client for opsd: the clouds' `OperationService` (get, cancel) and
+//! opsd's own producer API (create, update metadata, complete).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), opsd_client::ClientError> {
+//! use opsd_client::{Client, NewOperation};
+//!
+//! let client = Client::connect("127.0.0.1:7117").await?;
+//! let op = client.create(NewOperation::new("snapshot disk-1")).await?;
+//! let id = op.operation.unwrap().id;
+//! let current = client.get(&id).await?;
+//! assert!(!current.done);
+//! # Ok(())
+//! # }
+//! ```
+
+use opsd_proto::opsd::v1 as pb;
+use opsd_proto::yandex::cloud::operation as ycop;
+use tonic::transport::{Channel, Endpoint};
+
+pub use opsd_proto::opsd::v1::CancellationPolicy;
+pub use opsd_proto::opsd::v1::Operation as OpsdOperation;
+pub use opsd_proto::yandex::cloud::operation::Operation;
+
+/// Type URL of `google.protobuf.Struct`, how JSON travels inside `Any`.
+pub const STRUCT_TYPE_URL: &str = "type.googleapis.com/google.protobuf.Struct";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid endpoint {endpoint}: {source}")]
+    Endpoint {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Rpc(#[from] tonic::Status),
+}
+
+impl ClientError {
+    /// The gRPC status, when the server answered with one.
+    pub fn status(&self) -> Option<&tonic::Status> {
+        match self {
+            ClientError::Rpc(status) => Some(status),
+            _ => None,
+        }
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as grpcurl and the SDKs print it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// What a producer asks for when it creates an operation.
+#[derive(Clone, Debug, Default)]
+pub struct NewOperation {
+    pub description: String,
+    pub resource_id: Option<String>,
+    pub metadata: Option<prost_types::Any>,
+    pub cancellation_policy: CancellationPolicy,
+    pub idempotency_key: Option<String>,
+    pub id_prefix: Option<String>,
+}
+
+impl NewOperation {
+    pub fn new(description: impl Into<String>) -> Self {
+        Self {
+            description: description.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// How an operation ends.
+#[derive(Clone, Debug)]
+pub enum Completion {
+    Response(prost_types::Any),
+    Error(opsd_proto::RpcStatus),
+}
+
+/// Packs a message into `Any` with the type URL the official SDKs expect.
+pub fn pack<M: prost::Name>(message: &M) -> prost_types::Any {
+    prost_types::Any {
+        type_url: M::type_url(),
+        value: message.encode_to_vec(),
+    }
+}
+
+/// Packs a `google.protobuf.Struct` (the form JSON takes inside `Any`).
+pub fn pack_struct(value: &prost_types::Struct) -> prost_types::Any {
+    use prost::Message;
+    prost_types::Any {
+        type_url: STRUCT_TYPE_URL.to_owned(),
+        value: value.encode_to_vec(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    operations: ycop::operation_service_client::OperationServiceClient<Channel>,
+    opsd: pb::operation_service_client::OperationServiceClient<Channel>,
+    producer: pb::producer_service_client::ProducerServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `HOST:PORT` (plaintext) or a full `http://` / `https://` URI.
+    pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
+        let uri = if endpoint.contains("://") {
+            endpoint.to_owned()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|source| ClientError::Endpoint {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    pub fn from_channel(channel: Channel) -> Self {
+        Self {
+            operations: ycop::operation_service_client::OperationServiceClient::new(
+                channel.clone(),
+            ),
+            opsd: pb::operation_service_client::OperationServiceClient::new(channel.clone()),
+            producer: pb::producer_service_client::ProducerServiceClient::new(channel),
+        }
+    }
+
+    /// `yandex.cloud.operation.OperationService/Get`.
+    pub async fn get(&self, operation_id: &str) -> Result<Operation, ClientError> {
+        let request = ycop::GetOperationRequest {
+            operation_id: operation_id.to_owned(),
+        };
+        Ok(self.operations.clone().get(request).await?.into_inner())
+    }
+
+    /// `yandex.cloud.operation.OperationService/Cancel`.
+    pub async fn cancel(&self, operation_id: &str) -> Result<Operation, ClientError> {
+        let request = ycop::CancelOperationRequest {
+            operation_id: operation_id.to_owned(),
+        };
+        Ok(self.operations.clone().cancel(request).await?.into_inner())
+    }
+
+    /// `opsd.v1.OperationService/Get`: the operation with opsd's extra fields,
+    /// such as whether cancellation was requested.
+    pub async fn get_details(&self, operation_id: &str) -> Result<OpsdOperation, ClientError> {
+        let request = pb::GetOperationRequest {
+            operation_id: operation_id.to_owned(),
+        };
+        Ok(self.opsd.clone().get(request).await?.into_inner())
+    }
+
+    pub async fn create(&self, new: NewOperation) -> Result<OpsdOperation, ClientError> {
+        let request = pb::CreateOperationRequest {
+            description: new.description,
+            resource_id: new.resource_id.unwrap_or_default(),
+            metadata: new.metadata,
+            cancellation_policy: new.cancellation_policy.into(),
+            idempotency_key: new.idempotency_key.unwrap_or_default(),
+            id_prefix: new.id_prefix.unwrap_or_default(),
+        };
+        Ok(self.producer.clone().create(request).await?.into_inner())
+    }
+
+    pub async fn update_metadata(
+        &self,
+        operation_id: &str,
+        metadata: prost_types::Any,
+    ) -> Result<OpsdOperation, ClientError> {
+        let request = pb::UpdateMetadataRequest {
+            operation_id: operation_id.to_owned(),
+            metadata: Some(metadata),
+        };
+        Ok(self.producer.clone().update_metadata(request).await?.into_inner())
+    }
+
+    pub async fn complete(
+        &self,
+        operation_id: &str,
+        completion: Completion,
+    ) -> Result<OpsdOperation, ClientError> {
+        use pb::complete_operation_request::Result as Wire;
+        let result = match completion {
+            Completion::Response(any) => Wire::Response(any),
+            Completion::Error(status) => Wire::Error(status),
+        };
+        let request = pb::CompleteOperationRequest {
+            operation_id: operation_id.to_owned(),
+            result: Some(result),
+        };
+        Ok(self.producer.clone().complete(request).await?.into_inner())
+    }
+}

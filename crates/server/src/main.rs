@@ -1,0 +1,122 @@
+use std::fs::File;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use opsd_core::{IdPrefix, SystemClock};
+use opsd_server::config::{Config, LogFormat, StoreKind};
+use opsd_service::{OperationService, ServiceConfig};
+use opsd_store::{MemoryStore, OperationStore, SqliteOptions, SqliteStore};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    init_logging(config.log_format);
+    match run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "opsd failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("OPSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    opsd_server::check_listen_address(config.listen)?;
+    let default_id_prefix = IdPrefix::parse("id_prefix", &config.id_prefix)
+        .map_err(|e| anyhow::anyhow!("--id-prefix: {e}"))?;
+
+    // Held until exit: a second opsd on the same data directory would corrupt nothing
+    // (SQLite locks) but would confuse everyone, so it is refused up front.
+    let mut _data_dir_lock = None;
+    let store: Arc<dyn OperationStore> = match config.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+            let lock_path = config.data_dir.join("opsd.lock");
+            let lock = File::create(&lock_path)
+                .with_context(|| format!("cannot create {}", lock_path.display()))?;
+            lock.try_lock().with_context(|| {
+                format!(
+                    "data directory {} is in use by another opsd",
+                    config.data_dir.display()
+                )
+            })?;
+            _data_dir_lock = Some(lock);
+            let path = config.data_dir.join("opsd.db");
+            tracing::info!(path = %path.display(), "opening sqlite store");
+            Arc::new(SqliteStore::open(SqliteOptions::new(path))?)
+        }
+    };
+
+    let service = Arc::new(OperationService::new(
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        ServiceConfig { default_id_prefix },
+    ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, store = ?config.store, "opsd listening");
+
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(opsd_server::serve(listener, service, async move {
+        shutdown_signal().await;
+        let _ = signalled.send(());
+    }));
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => served??,
+        _ = on_signal => match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+            Ok(served) => served??,
+            Err(_) => {
+                tracing::warn!(grace = ?config.shutdown_grace, "calls still open after the grace period, dropping them");
+                server.abort();
+            }
+        },
+    }
+    tracing::info!("calls finished, closing the store");
+    store.close().await?;
+    tracing::info!("opsd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!(signal = "SIGINT", "shutting down"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}

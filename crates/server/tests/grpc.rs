@@ -1,0 +1,545 @@
+//! End-to-end tests over real gRPC: a server on port 0 with the SQLite store,
+//! driven by the opsd client. Each rule of design.md §3 built so far is pinned
+//! with its exact status code.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use opsd_client::{CancellationPolicy, Client, ClientError, Completion, NewOperation, pack_struct};
+use opsd_core::SystemClock;
+use opsd_service::{OperationService, ServiceConfig};
+use opsd_store::{OperationStore, SqliteOptions, SqliteStore};
+use tokio::sync::oneshot;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+struct TestServer {
+    client: Client,
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    store: Arc<dyn OperationStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn OperationStore> =
+            Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap());
+        let service = Arc::new(OperationService::new(
+            Arc::clone(&store),
+            Arc::new(SystemClock),
+            ServiceConfig::default(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(opsd_server::serve(listener, service, async {
+            let _ = stopped.await;
+        }));
+        let client = Client::connect(&address.to_string()).await.unwrap();
+        Self {
+            client,
+            address,
+            stop: Some(stop),
+            task: Some(task),
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        self.store.close().await.unwrap();
+    }
+}
+
+fn code(result: Result<impl std::fmt::Debug, ClientError>) -> Code {
+    match result {
+        Err(ClientError::Rpc(status)) => status.code(),
+        other => panic!("expected an rpc error, got {other:?}"),
+    }
+}
+
+fn status(result: Result<impl std::fmt::Debug, ClientError>) -> tonic::Status {
+    match result {
+        Err(ClientError::Rpc(status)) => status,
+        other => panic!("expected an rpc error, got {other:?}"),
+    }
+}
+
+fn policy(policy: CancellationPolicy) -> NewOperation {
+    NewOperation {
+        cancellation_policy: policy,
+        ..NewOperation::new("create instance")
+    }
+}
+
+fn struct_response(name: &str) -> Completion {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert(
+        "name".to_owned(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue(name.to_owned())),
+        },
+    );
+    Completion::Response(pack_struct(&prost_types::Struct { fields }))
+}
+
+fn failure(code: i32, message: &str) -> Completion {
+    Completion::Error(opsd_proto::RpcStatus {
+        code,
+        message: message.into(),
+        details: vec![],
+    })
+}
+
+async fn create(server: &TestServer, new: NewOperation) -> opsd_client::Operation {
+    server.client.create(new).await.unwrap().operation.unwrap()
+}
+
+#[tokio::test]
+async fn get_with_an_empty_id_names_the_field() {
+    let server = TestServer::start().await;
+    for result in [
+        server.client.get("").await,
+        server.client.cancel("").await,
+    ] {
+        let status = status(result);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let bad_request = details.bad_request().expect("a BadRequest detail");
+        assert_eq!(bad_request.field_violations[0].field, "operation_id");
+    }
+    assert_eq!(code(server.client.get("not an id").await), Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_ids_are_not_found() {
+    let server = TestServer::start().await;
+    assert_eq!(code(server.client.get("ops00000000000000000").await), Code::NotFound);
+    assert_eq!(code(server.client.cancel("ops00000000000000000").await), Code::NotFound);
+    assert_eq!(
+        code(server.client.complete("ops00000000000000000", failure(9, "x")).await),
+        Code::NotFound
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn created_operations_are_readable_at_once_and_well_formed() {
+    let server = TestServer::start().await;
+    let created = create(&server, policy(CancellationPolicy::Immediate)).await;
+    assert_eq!(created.id.len(), 20);
+    assert!(created.id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+    assert_eq!(created.created_by, "anonymous");
+    assert!(!created.done && created.result.is_none());
+
+    let got = server.client.get(&created.id).await.unwrap();
+    assert_eq!(got, created);
+    let (c, m) = (got.created_at.unwrap(), got.modified_at.unwrap());
+    assert!((c.seconds, c.nanos) <= (m.seconds, m.nanos), "created_at <= modified_at");
+
+    let mut named = policy(CancellationPolicy::Immediate);
+    named.id_prefix = Some("fhm".into());
+    assert!(create(&server, named).await.id.starts_with("fhm"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_of_a_not_cancellable_operation_is_a_failed_precondition() {
+    let server = TestServer::start().await;
+    let op = create(&server, policy(CancellationPolicy::NotCancellable)).await;
+    let status = status(server.client.cancel(&op.id).await);
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let details = status.get_error_details();
+    assert_eq!(
+        details.precondition_failure().unwrap().violations[0].r#type,
+        "NOT_CANCELLABLE"
+    );
+    assert!(!server.client.get(&op.id).await.unwrap().done);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_of_a_completed_operation_is_a_failed_precondition() {
+    let server = TestServer::start().await;
+    let op = create(&server, policy(CancellationPolicy::Immediate)).await;
+    server.client.complete(&op.id, struct_response("vm-1")).await.unwrap();
+    assert_eq!(code(server.client.cancel(&op.id).await), Code::FailedPrecondition);
+
+    let failed = create(&server, policy(CancellationPolicy::Immediate)).await;
+    server.client.complete(&failed.id, failure(9, "quota exceeded")).await.unwrap();
+    assert_eq!(code(server.client.cancel(&failed.id).await), Code::FailedPrecondition);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn immediate_cancel_is_done_with_code_1_and_repeats_unchanged() {
+    let server = TestServer::start().await;
+    let op = create(&server, policy(CancellationPolicy::Immediate)).await;
+    let cancelled = server.client.cancel(&op.id).await.unwrap();
+    assert!(cancelled.done);
+    match &cancelled.result {
+        Some(opsd_proto::yandex::cloud::operation::operation::Result::Error(status)) => {
+            assert_eq!(status.code, 1)
+        }
+        other => panic!("expected a cancelled error, got {other:?}"),
+    }
+    let again = server.client.cancel(&op.id).await.unwrap();
+    assert_eq!(again, cancelled, "cancel twice returns the same cancelled operation");
+    assert_eq!(server.client.get(&op.id).await.unwrap(), cancelled);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cooperative_cancel_reaches_the_producer_which_completes() {
+    let server = TestServer::start().await;
+    let op = create(&server, policy(CancellationPolicy::Cooperative)).await;
+
+    let requested = server.client.cancel(&op.id).await.unwrap();
+    assert!(!requested.done, "the producer has not stopped yet");
+
+    // The producer learns of it from its own view of the operation...
+    let view = server.client.get_details(&op.id).await.unwrap();
+    assert_eq!(view.state(), opsd_proto::opsd::v1::OperationState::CancelRequested);
+    assert!(view.cancel_requested_at.is_some());
+    // ...and from the answer to its progress report.
+    let progress = server
+        .client
+        .update_metadata(&op.id, pack_struct(&prost_types::Struct::default()))
+        .await
+        .unwrap();
+    assert!(progress.cancel_requested_at.is_some());
+
+    let done = server.client.complete(&op.id, failure(1, "cancelled by user")).await.unwrap();
+    assert_eq!(done.state(), opsd_proto::opsd::v1::OperationState::Done);
+    let public = server.client.get(&op.id).await.unwrap();
+    assert!(public.done);
+    // Cancelling the cancelled operation again returns it unchanged.
+    assert_eq!(server.client.cancel(&op.id).await.unwrap(), public);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_completion_wins() {
+    let server = TestServer::start().await;
+    let op = create(&server, policy(CancellationPolicy::Immediate)).await;
+    let first = server.client.complete(&op.id, struct_response("vm-1")).await.unwrap();
+    let repeat = server.client.complete(&op.id, struct_response("vm-1")).await.unwrap();
+    assert_eq!(repeat, first, "the same completion twice is a no-op success");
+    assert_eq!(
+        code(server.client.complete(&op.id, struct_response("vm-2")).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(server.client.complete(&op.id, failure(13, "boom")).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(server.client.get(&op.id).await.unwrap(), first.operation.unwrap());
+    assert_eq!(
+        code(server.client.update_metadata(&op.id, pack_struct(&prost_types::Struct::default())).await),
+        Code::FailedPrecondition
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn descriptions_are_limited_to_256_characters() {
+    let server = TestServer::start().await;
+    let ok = create(&server, NewOperation::new("я".repeat(256))).await;
+    assert_eq!(ok.description.chars().count(), 256);
+    let status = status(server.client.create(NewOperation::new("я".repeat(257))).await);
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    assert_eq!(details.bad_request().unwrap().field_violations[0].field, "description");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_fields_are_invalid_arguments() {
+    let server = TestServer::start().await;
+    let mut bad_prefix = NewOperation::new("x");
+    bad_prefix.id_prefix = Some("1ab".into());
+    assert_eq!(code(server.client.create(bad_prefix).await), Code::InvalidArgument);
+
+    let mut bad_metadata = NewOperation::new("x");
+    bad_metadata.metadata = Some(prost_types::Any { type_url: String::new(), value: vec![] });
+    assert_eq!(code(server.client.create(bad_metadata).await), Code::InvalidArgument);
+
+    let op = create(&server, NewOperation::new("x")).await;
+    assert_eq!(
+        code(server.client.complete(&op.id, failure(0, "ok is not an error")).await),
+        Code::InvalidArgument
+    );
+    assert!(!server.client.get(&op.id).await.unwrap().done, "nothing half-written");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_used_idempotency_key_returns_the_same_operation() {
+    let server = TestServer::start().await;
+    let mut keyed = NewOperation::new("create instance");
+    keyed.idempotency_key = Some("request-42".into());
+    let first = create(&server, keyed.clone()).await;
+    let second = create(&server, keyed.clone()).await;
+    assert_eq!(first.id, second.id);
+
+    // The clouds' SDKs send the key as a header; it counts the same.
+    let mut producer = opsd_proto::opsd::v1::producer_service_client::ProducerServiceClient::connect(
+        format!("http://{}", server.address),
+    )
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(opsd_proto::opsd::v1::CreateOperationRequest {
+        description: "create instance".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert("idempotency-key", "request-42".parse().unwrap());
+    let by_header = producer.create(request).await.unwrap().into_inner();
+    assert_eq!(by_header.operation.unwrap().id, first.id);
+
+    // The same key for a different request is refused, not silently merged.
+    keyed.description = "delete instance".into();
+    assert_eq!(code(server.client.create(keyed).await), Code::FailedPrecondition);
+    server.stop().await;
+}
+
+/// A real opsd process on a fresh port, its data in `data_dir`.
+struct Process {
+    child: Child,
+    endpoint: String,
+}
+
+impl Process {
+    fn start(data_dir: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_opsd"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("OPSD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let endpoint = loop {
+            let line = lines.next().expect("opsd exited before listening").unwrap();
+            if let Some(rest) = line.split("address=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, endpoint }
+    }
+
+    /// SIGTERM, then waits off the runtime thread: the server's graceful
+    /// shutdown needs this process's client connections to answer its GOAWAY.
+    async fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::task::spawn_blocking(move || self.child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(exit.success(), "clean shutdown exits 0, got {exit}");
+    }
+
+    async fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        tokio::task::spawn_blocking(move || self.child.wait().unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+async fn write_some_operations(client: &Client) -> Vec<opsd_client::Operation> {
+    let mut ops = Vec::new();
+    for i in 0..20 {
+        let op = client
+            .create(policy(match i % 3 {
+                0 => CancellationPolicy::Immediate,
+                1 => CancellationPolicy::Cooperative,
+                _ => CancellationPolicy::NotCancellable,
+            }))
+            .await
+            .unwrap();
+        let id = op.operation.unwrap().id;
+        match i % 4 {
+            0 => drop(client.complete(&id, struct_response(&format!("vm-{i}"))).await.unwrap()),
+            1 => drop(client.complete(&id, failure(9, "quota exceeded")).await.unwrap()),
+            2 if i % 3 != 2 => drop(client.cancel(&id).await.unwrap()),
+            _ => {}
+        }
+        ops.push(client.get(&id).await.unwrap());
+    }
+    ops
+}
+
+async fn assert_unchanged(endpoint: &str, ops: &[opsd_client::Operation]) {
+    let client = Client::connect(endpoint).await.unwrap();
+    for op in ops {
+        assert_eq!(&client.get(&op.id).await.unwrap(), op);
+    }
+}
+
+#[tokio::test]
+async fn operations_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Process::start(dir.path());
+    let ops = write_some_operations(&Client::connect(&first.endpoint).await.unwrap()).await;
+    first.terminate().await;
+
+    let second = Process::start(dir.path());
+    assert_unchanged(&second.endpoint, &ops).await;
+    second.terminate().await;
+}
+
+#[tokio::test]
+async fn acknowledged_operations_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Process::start(dir.path());
+    let ops = write_some_operations(&Client::connect(&first.endpoint).await.unwrap()).await;
+    first.kill_9().await;
+
+    let second = Process::start(dir.path());
+    assert_unchanged(&second.endpoint, &ops).await;
+    second.kill_9().await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Process::start(dir.path());
+    let second = Command::new(env!("CARGO_BIN_EXE_opsd"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another opsd"));
+    first.terminate().await;
+}
+
+#[test]
+fn non_loopback_addresses_are_refused_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_opsd"))
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    let server = TestServer::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "yandex.cloud.operation.OperationService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    // Both reflection versions list every service (grpcurl speaks v1alpha).
+    use tonic_reflection::pb::{v1, v1alpha};
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(listed)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<_> = listed.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in [
+        "yandex.cloud.operation.OperationService",
+        "opsd.v1.OperationService",
+        "opsd.v1.ProducerService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "yandex.cloud.operation.OperationService".into(),
+            ),
+        ),
+    };
+    let mut answers =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+    let answer = answers.message().await.unwrap().unwrap().message_response;
+    assert!(
+        matches!(
+            answer,
+            Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+        ),
+        "{answer:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_keeps_every_acknowledged_call() {
+    let server = TestServer::start().await;
+    let path = server._dir.path().join("opsd.db");
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let client = server.client.clone();
+            tokio::spawn(async move { client.create(NewOperation::new(format!("op {i}"))).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let TestServer { stop, task, store, _dir: dir, .. } = server;
+    let _ = stop.unwrap().send(());
+    task.unwrap().await.unwrap().unwrap();
+    store.close().await.unwrap();
+
+    let reopened = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+    let mut acknowledged = 0;
+    for call in calls {
+        if let Ok(op) = call.await.unwrap() {
+            acknowledged += 1;
+            let id = opsd_core::OperationId::parse("id", &op.operation.unwrap().id).unwrap();
+            assert!(reopened.get(&id).await.unwrap().is_some(), "acknowledged but lost");
+        }
+    }
+    assert!(acknowledged > 0, "calls in flight at the stop were allowed to finish");
+    reopened.close().await.unwrap();
+    drop(dir);
+}
