@@ -34,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     described.extend(WELL_KNOWN.iter().map(PathBuf::from));
     let described = protox::compile(&described, [&root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("opsd_descriptor.bin"), described.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("opsd_descriptor.bin"),
+        described.encode_to_vec(),
+    )?;
 
     let mut config = prost_build::Config::new();
     config.enable_type_names();

@@ -32,7 +32,7 @@ pub enum ClientError {
         endpoint: String,
         source: tonic::transport::Error,
     },
-    #[error("cannot connect to {endpoint}: {source}")]
+    #[error("cannot connect to {endpoint}: {}", root_cause(.source))]
     Connect {
         endpoint: String,
         source: tonic::transport::Error,
@@ -50,6 +50,15 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// The innermost error: transport errors nest the same words several times.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
 }
 
 /// The canonical upper-case name of a gRPC code, as grpcurl and the SDKs print it.
@@ -205,7 +214,12 @@ impl Client {
             operation_id: operation_id.to_owned(),
             metadata: Some(metadata),
         };
-        Ok(self.producer.clone().update_metadata(request).await?.into_inner())
+        Ok(self
+            .producer
+            .clone()
+            .update_metadata(request)
+            .await?
+            .into_inner())
     }
 
     pub async fn complete(

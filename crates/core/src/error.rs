@@ -58,7 +58,10 @@ impl Code {
 
     /// Whether a client should retry the same request later.
     pub const fn is_retryable(self) -> bool {
-        matches!(self, Code::Unavailable | Code::ResourceExhausted | Code::Aborted)
+        matches!(
+            self,
+            Code::Unavailable | Code::ResourceExhausted | Code::Aborted
+        )
     }
 }
 
@@ -123,12 +126,15 @@ impl Precondition {
 /// Everything that can go wrong in a request, named by outcome.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("invalid argument: {}", describe(.0))]
+    #[error("{}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
     #[error("operation {id} not found")]
     NotFound { id: String },
     #[error("{}: {id}", .precondition.message())]
-    FailedPrecondition { id: String, precondition: Precondition },
+    FailedPrecondition {
+        id: String,
+        precondition: Precondition,
+    },
     /// A transient failure (storage down, too much contention): retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),

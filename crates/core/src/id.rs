@@ -110,8 +110,9 @@ mod tests {
     fn generated_ids_do_not_repeat() {
         let prefix = IdPrefix::default();
         let mut rng = rand::rng();
-        let ids: std::collections::HashSet<_> =
-            (0..10_000).map(|_| OperationId::generate(&prefix, &mut rng)).collect();
+        let ids: std::collections::HashSet<_> = (0..10_000)
+            .map(|_| OperationId::generate(&prefix, &mut rng))
+            .collect();
         assert_eq!(ids.len(), 10_000);
     }
 
@@ -122,7 +123,14 @@ mod tests {
         };
         assert_eq!(v[0].field, "operation_id");
         assert_eq!(v[0].description, "is required");
-        for bad in ["short", "FHM0a1b2c3d4e5f6g7h8", "fhm0a1b2c3d4e5f6g7h", "fhm0a1b2c3d4e5f6g7h8x", "fhm0a1b2c3d4e5f6g7h-", "fhm0a1b2c3d4e5f6g7hя"] {
+        for bad in [
+            "short",
+            "FHM0a1b2c3d4e5f6g7h8",
+            "fhm0a1b2c3d4e5f6g7h",
+            "fhm0a1b2c3d4e5f6g7h8x",
+            "fhm0a1b2c3d4e5f6g7h-",
+            "fhm0a1b2c3d4e5f6g7hя",
+        ] {
             assert!(OperationId::parse("operation_id", bad).is_err(), "{bad}");
         }
     }

@@ -59,7 +59,9 @@ impl Outcome {
 pub enum State {
     Running,
     /// Running, and a consumer asked a cooperative producer to stop.
-    CancelRequested { requested_at: Timestamp },
+    CancelRequested {
+        requested_at: Timestamp,
+    },
     Done {
         outcome: Outcome,
         /// Kept so a producer can tell a requested cancellation from its own failure.
@@ -127,7 +129,10 @@ impl NewOperation {
         }]);
         field(
             &mut h,
-            self.id_prefix.as_ref().map_or("", IdPrefix::as_str).as_bytes(),
+            self.id_prefix
+                .as_ref()
+                .map_or("", IdPrefix::as_str)
+                .as_bytes(),
         );
         h.finalize().into()
     }
@@ -161,7 +166,12 @@ pub enum Transition {
 
 impl Operation {
     /// A new running operation. The request must have passed [`NewOperation::validate`].
-    pub fn create(id: OperationId, request: NewOperation, created_by: &str, now: Timestamp) -> Self {
+    pub fn create(
+        id: OperationId,
+        request: NewOperation,
+        created_by: &str,
+        now: Timestamp,
+    ) -> Self {
         let idempotency = request.idempotency_key.as_ref().map(|key| Idempotency {
             key: key.clone(),
             fingerprint: request.fingerprint(),
@@ -197,7 +207,8 @@ impl Operation {
             State::Running => None,
             State::CancelRequested { requested_at } => Some(requested_at),
             State::Done {
-                cancel_requested_at, ..
+                cancel_requested_at,
+                ..
             } => cancel_requested_at,
         }
     }
@@ -220,7 +231,9 @@ impl Operation {
             State::Done { .. } => Err(self.refuse(Precondition::AlreadyDone)),
             State::CancelRequested { .. } => Ok(Transition::Unchanged),
             State::Running => match self.cancellation {
-                CancellationPolicy::NotCancellable => Err(self.refuse(Precondition::NotCancellable)),
+                CancellationPolicy::NotCancellable => {
+                    Err(self.refuse(Precondition::NotCancellable))
+                }
                 CancellationPolicy::Immediate => Ok(self.next(now, |op, at| {
                     op.state = State::Done {
                         outcome: Outcome::cancelled(),
@@ -237,7 +250,9 @@ impl Operation {
     /// The producer completes the operation. The outcome must have been validated.
     pub fn complete(&self, outcome: Outcome, now: Timestamp) -> Result<Transition, Error> {
         match &self.state {
-            State::Done { outcome: current, .. } if *current == outcome => Ok(Transition::Unchanged),
+            State::Done {
+                outcome: current, ..
+            } if *current == outcome => Ok(Transition::Unchanged),
             State::Done { .. } => Err(self.refuse(Precondition::CompletedDifferently)),
             State::Running | State::CancelRequested { .. } => {
                 let cancel_requested_at = self.cancel_requested_at();

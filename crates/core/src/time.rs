@@ -100,7 +100,16 @@ mod tests {
 
     #[test]
     fn seconds_and_nanos_round_trip_before_and_after_the_epoch() {
-        for nanos in [0, 1, 999_999_999, 1_000_000_000, -1, -1_000_000_001, i64::MAX, i64::MIN] {
+        for nanos in [
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            -1,
+            -1_000_000_001,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let t = Timestamp::from_unix_nanos(nanos);
             let (s, n) = t.seconds_and_nanos();
             assert!((0..1_000_000_000).contains(&n));

@@ -40,13 +40,19 @@ impl Violations {
 
     pub fn description(&mut self, field: &str, text: &str) {
         if text.chars().count() > MAX_DESCRIPTION_CHARS {
-            self.add(field, format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
+            self.add(
+                field,
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            );
         }
     }
 
     pub fn resource_id(&mut self, field: &str, text: &str) {
         if text.len() > MAX_RESOURCE_ID_BYTES {
-            self.add(field, format!("must be at most {MAX_RESOURCE_ID_BYTES} bytes"));
+            self.add(
+                field,
+                format!("must be at most {MAX_RESOURCE_ID_BYTES} bytes"),
+            );
         } else if text.chars().any(char::is_control) {
             self.add(field, "must not contain control characters");
         }
@@ -54,7 +60,10 @@ impl Violations {
 
     pub fn idempotency_key(&mut self, field: &str, key: &str) {
         if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-            self.add(field, format!("must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"));
+            self.add(
+                field,
+                format!("must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"),
+            );
         } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
             self.add(field, "must be printable ascii without spaces");
         }

@@ -30,7 +30,6 @@ pub enum JsonError {
     },
 }
 
-
 fn descriptor(full_name: &str) -> Result<MessageDescriptor, JsonError> {
     descriptor_pool()
         .get_message_by_name(full_name)
@@ -60,21 +59,26 @@ pub fn encoded_to_json(full_name: &str, bytes: &[u8]) -> Result<serde_json::Valu
         })
 }
 
-/// Parses a message from the proto3 JSON mapping, rejecting unknown fields.
-pub fn from_json<M: prost::Name + Default>(json: &str) -> Result<M, JsonError> {
-    let full_name = M::full_name();
-    let descriptor = descriptor(&full_name)?;
+/// Parses the message named `full_name` from the proto3 JSON mapping and
+/// returns it encoded, rejecting unknown fields.
+pub fn encoded_from_json(full_name: &str, json: &str) -> Result<Vec<u8>, JsonError> {
+    let descriptor = descriptor(full_name)?;
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let dynamic = DynamicMessage::deserialize(descriptor, &mut deserializer)
         .and_then(|m| deserializer.end().map(|()| m))
         .map_err(|source| JsonError::Json {
-            message: full_name.clone(),
+            message: full_name.to_owned(),
             source,
         })?;
-    dynamic
-        .transcode_to::<M>()
-        .map_err(|source| JsonError::Decode {
-            message: full_name,
-            source,
-        })
+    Ok(prost::Message::encode_to_vec(&dynamic))
+}
+
+/// Parses a message from the proto3 JSON mapping, rejecting unknown fields.
+pub fn from_json<M: prost::Name + Default>(json: &str) -> Result<M, JsonError> {
+    let full_name = M::full_name();
+    let bytes = encoded_from_json(&full_name, json)?;
+    M::decode(bytes.as_slice()).map_err(|source| JsonError::Decode {
+        message: full_name,
+        source,
+    })
 }

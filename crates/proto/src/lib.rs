@@ -10,6 +10,8 @@ pub mod json;
 
 pub mod yandex {
     pub mod cloud {
+        // Generated code: prost names a oneof's module after its message.
+        #[allow(clippy::module_inception)]
         pub mod operation {
             tonic::include_proto!("yandex.cloud.operation");
         }

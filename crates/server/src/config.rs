@@ -24,7 +24,11 @@ pub enum LogFormat {
 }
 
 #[derive(Clone, Debug, Parser)]
-#[command(name = "opsd", version, about = "opsd: the long-running operations service")]
+#[command(
+    name = "opsd",
+    version,
+    about = "opsd: the long-running operations service"
+)]
 pub struct Config {
     /// Address to serve gRPC on; port 0 picks a free port.
     #[arg(long, env = "OPSD_LISTEN", default_value = DEFAULT_LISTEN)]

@@ -105,27 +105,38 @@ async fn create(server: &TestServer, new: NewOperation) -> opsd_client::Operatio
 #[tokio::test]
 async fn get_with_an_empty_id_names_the_field() {
     let server = TestServer::start().await;
-    for result in [
-        server.client.get("").await,
-        server.client.cancel("").await,
-    ] {
+    for result in [server.client.get("").await, server.client.cancel("").await] {
         let status = status(result);
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
         let bad_request = details.bad_request().expect("a BadRequest detail");
         assert_eq!(bad_request.field_violations[0].field, "operation_id");
     }
-    assert_eq!(code(server.client.get("not an id").await), Code::InvalidArgument);
+    assert_eq!(
+        code(server.client.get("not an id").await),
+        Code::InvalidArgument
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn unknown_ids_are_not_found() {
     let server = TestServer::start().await;
-    assert_eq!(code(server.client.get("ops00000000000000000").await), Code::NotFound);
-    assert_eq!(code(server.client.cancel("ops00000000000000000").await), Code::NotFound);
     assert_eq!(
-        code(server.client.complete("ops00000000000000000", failure(9, "x")).await),
+        code(server.client.get("ops00000000000000000").await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(server.client.cancel("ops00000000000000000").await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            server
+                .client
+                .complete("ops00000000000000000", failure(9, "x"))
+                .await
+        ),
         Code::NotFound
     );
     server.stop().await;
@@ -136,14 +147,22 @@ async fn created_operations_are_readable_at_once_and_well_formed() {
     let server = TestServer::start().await;
     let created = create(&server, policy(CancellationPolicy::Immediate)).await;
     assert_eq!(created.id.len(), 20);
-    assert!(created.id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+    assert!(
+        created
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    );
     assert_eq!(created.created_by, "anonymous");
     assert!(!created.done && created.result.is_none());
 
     let got = server.client.get(&created.id).await.unwrap();
     assert_eq!(got, created);
     let (c, m) = (got.created_at.unwrap(), got.modified_at.unwrap());
-    assert!((c.seconds, c.nanos) <= (m.seconds, m.nanos), "created_at <= modified_at");
+    assert!(
+        (c.seconds, c.nanos) <= (m.seconds, m.nanos),
+        "created_at <= modified_at"
+    );
 
     let mut named = policy(CancellationPolicy::Immediate);
     named.id_prefix = Some("fhm".into());
@@ -170,12 +189,26 @@ async fn cancel_of_a_not_cancellable_operation_is_a_failed_precondition() {
 async fn cancel_of_a_completed_operation_is_a_failed_precondition() {
     let server = TestServer::start().await;
     let op = create(&server, policy(CancellationPolicy::Immediate)).await;
-    server.client.complete(&op.id, struct_response("vm-1")).await.unwrap();
-    assert_eq!(code(server.client.cancel(&op.id).await), Code::FailedPrecondition);
+    server
+        .client
+        .complete(&op.id, struct_response("vm-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(server.client.cancel(&op.id).await),
+        Code::FailedPrecondition
+    );
 
     let failed = create(&server, policy(CancellationPolicy::Immediate)).await;
-    server.client.complete(&failed.id, failure(9, "quota exceeded")).await.unwrap();
-    assert_eq!(code(server.client.cancel(&failed.id).await), Code::FailedPrecondition);
+    server
+        .client
+        .complete(&failed.id, failure(9, "quota exceeded"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(server.client.cancel(&failed.id).await),
+        Code::FailedPrecondition
+    );
     server.stop().await;
 }
 
@@ -192,7 +225,10 @@ async fn immediate_cancel_is_done_with_code_1_and_repeats_unchanged() {
         other => panic!("expected a cancelled error, got {other:?}"),
     }
     let again = server.client.cancel(&op.id).await.unwrap();
-    assert_eq!(again, cancelled, "cancel twice returns the same cancelled operation");
+    assert_eq!(
+        again, cancelled,
+        "cancel twice returns the same cancelled operation"
+    );
     assert_eq!(server.client.get(&op.id).await.unwrap(), cancelled);
     server.stop().await;
 }
@@ -207,7 +243,10 @@ async fn cooperative_cancel_reaches_the_producer_which_completes() {
 
     // The producer learns of it from its own view of the operation...
     let view = server.client.get_details(&op.id).await.unwrap();
-    assert_eq!(view.state(), opsd_proto::opsd::v1::OperationState::CancelRequested);
+    assert_eq!(
+        view.state(),
+        opsd_proto::opsd::v1::OperationState::CancelRequested
+    );
     assert!(view.cancel_requested_at.is_some());
     // ...and from the answer to its progress report.
     let progress = server
@@ -217,7 +256,11 @@ async fn cooperative_cancel_reaches_the_producer_which_completes() {
         .unwrap();
     assert!(progress.cancel_requested_at.is_some());
 
-    let done = server.client.complete(&op.id, failure(1, "cancelled by user")).await.unwrap();
+    let done = server
+        .client
+        .complete(&op.id, failure(1, "cancelled by user"))
+        .await
+        .unwrap();
     assert_eq!(done.state(), opsd_proto::opsd::v1::OperationState::Done);
     let public = server.client.get(&op.id).await.unwrap();
     assert!(public.done);
@@ -230,20 +273,44 @@ async fn cooperative_cancel_reaches_the_producer_which_completes() {
 async fn the_first_completion_wins() {
     let server = TestServer::start().await;
     let op = create(&server, policy(CancellationPolicy::Immediate)).await;
-    let first = server.client.complete(&op.id, struct_response("vm-1")).await.unwrap();
-    let repeat = server.client.complete(&op.id, struct_response("vm-1")).await.unwrap();
-    assert_eq!(repeat, first, "the same completion twice is a no-op success");
+    let first = server
+        .client
+        .complete(&op.id, struct_response("vm-1"))
+        .await
+        .unwrap();
+    let repeat = server
+        .client
+        .complete(&op.id, struct_response("vm-1"))
+        .await
+        .unwrap();
     assert_eq!(
-        code(server.client.complete(&op.id, struct_response("vm-2")).await),
+        repeat, first,
+        "the same completion twice is a no-op success"
+    );
+    assert_eq!(
+        code(
+            server
+                .client
+                .complete(&op.id, struct_response("vm-2"))
+                .await
+        ),
         Code::FailedPrecondition
     );
     assert_eq!(
         code(server.client.complete(&op.id, failure(13, "boom")).await),
         Code::FailedPrecondition
     );
-    assert_eq!(server.client.get(&op.id).await.unwrap(), first.operation.unwrap());
     assert_eq!(
-        code(server.client.update_metadata(&op.id, pack_struct(&prost_types::Struct::default())).await),
+        server.client.get(&op.id).await.unwrap(),
+        first.operation.unwrap()
+    );
+    assert_eq!(
+        code(
+            server
+                .client
+                .update_metadata(&op.id, pack_struct(&prost_types::Struct::default()))
+                .await
+        ),
         Code::FailedPrecondition
     );
     server.stop().await;
@@ -254,10 +321,18 @@ async fn descriptions_are_limited_to_256_characters() {
     let server = TestServer::start().await;
     let ok = create(&server, NewOperation::new("я".repeat(256))).await;
     assert_eq!(ok.description.chars().count(), 256);
-    let status = status(server.client.create(NewOperation::new("я".repeat(257))).await);
+    let status = status(
+        server
+            .client
+            .create(NewOperation::new("я".repeat(257)))
+            .await,
+    );
     assert_eq!(status.code(), Code::InvalidArgument);
     let details = status.get_error_details();
-    assert_eq!(details.bad_request().unwrap().field_violations[0].field, "description");
+    assert_eq!(
+        details.bad_request().unwrap().field_violations[0].field,
+        "description"
+    );
     server.stop().await;
 }
 
@@ -266,18 +341,35 @@ async fn malformed_fields_are_invalid_arguments() {
     let server = TestServer::start().await;
     let mut bad_prefix = NewOperation::new("x");
     bad_prefix.id_prefix = Some("1ab".into());
-    assert_eq!(code(server.client.create(bad_prefix).await), Code::InvalidArgument);
+    assert_eq!(
+        code(server.client.create(bad_prefix).await),
+        Code::InvalidArgument
+    );
 
     let mut bad_metadata = NewOperation::new("x");
-    bad_metadata.metadata = Some(prost_types::Any { type_url: String::new(), value: vec![] });
-    assert_eq!(code(server.client.create(bad_metadata).await), Code::InvalidArgument);
+    bad_metadata.metadata = Some(prost_types::Any {
+        type_url: String::new(),
+        value: vec![],
+    });
+    assert_eq!(
+        code(server.client.create(bad_metadata).await),
+        Code::InvalidArgument
+    );
 
     let op = create(&server, NewOperation::new("x")).await;
     assert_eq!(
-        code(server.client.complete(&op.id, failure(0, "ok is not an error")).await),
+        code(
+            server
+                .client
+                .complete(&op.id, failure(0, "ok is not an error"))
+                .await
+        ),
         Code::InvalidArgument
     );
-    assert!(!server.client.get(&op.id).await.unwrap().done, "nothing half-written");
+    assert!(
+        !server.client.get(&op.id).await.unwrap().done,
+        "nothing half-written"
+    );
     server.stop().await;
 }
 
@@ -291,22 +383,29 @@ async fn a_used_idempotency_key_returns_the_same_operation() {
     assert_eq!(first.id, second.id);
 
     // The clouds' SDKs send the key as a header; it counts the same.
-    let mut producer = opsd_proto::opsd::v1::producer_service_client::ProducerServiceClient::connect(
-        format!("http://{}", server.address),
-    )
-    .await
-    .unwrap();
+    let mut producer =
+        opsd_proto::opsd::v1::producer_service_client::ProducerServiceClient::connect(format!(
+            "http://{}",
+            server.address
+        ))
+        .await
+        .unwrap();
     let mut request = tonic::Request::new(opsd_proto::opsd::v1::CreateOperationRequest {
         description: "create instance".into(),
         ..Default::default()
     });
-    request.metadata_mut().insert("idempotency-key", "request-42".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("idempotency-key", "request-42".parse().unwrap());
     let by_header = producer.create(request).await.unwrap().into_inner();
     assert_eq!(by_header.operation.unwrap().id, first.id);
 
     // The same key for a different request is refused, not silently merged.
     keyed.description = "delete instance".into();
-    assert_eq!(code(server.client.create(keyed).await), Code::FailedPrecondition);
+    assert_eq!(
+        code(server.client.create(keyed).await),
+        Code::FailedPrecondition
+    );
     server.stop().await;
 }
 
@@ -373,8 +472,18 @@ async fn write_some_operations(client: &Client) -> Vec<opsd_client::Operation> {
             .unwrap();
         let id = op.operation.unwrap().id;
         match i % 4 {
-            0 => drop(client.complete(&id, struct_response(&format!("vm-{i}"))).await.unwrap()),
-            1 => drop(client.complete(&id, failure(9, "quota exceeded")).await.unwrap()),
+            0 => drop(
+                client
+                    .complete(&id, struct_response(&format!("vm-{i}")))
+                    .await
+                    .unwrap(),
+            ),
+            1 => drop(
+                client
+                    .complete(&id, failure(9, "quota exceeded"))
+                    .await
+                    .unwrap(),
+            ),
             2 if i % 3 != 2 => drop(client.cancel(&id).await.unwrap()),
             _ => {}
         }
@@ -486,7 +595,10 @@ async fn health_and_reflection_are_served() {
         "opsd.v1.ProducerService",
         "grpc.health.v1.Health",
     ] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     let request = v1alpha::ServerReflectionRequest {
@@ -497,12 +609,11 @@ async fn health_and_reflection_are_served() {
             ),
         ),
     };
-    let mut answers =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
+    let mut answers = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     let answer = answers.message().await.unwrap().unwrap().message_response;
     assert!(
         matches!(
@@ -514,32 +625,92 @@ async fn health_and_reflection_are_served() {
     server.stop().await;
 }
 
+/// The real SQLite store, with inserts held at a gate so the test controls
+/// which calls are in flight when the server is told to stop.
+struct GatedStore {
+    inner: SqliteStore,
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    gate: tokio::sync::Semaphore,
+}
+
+#[tonic::async_trait]
+impl OperationStore for GatedStore {
+    async fn insert(
+        &self,
+        operation: &opsd_core::Operation,
+    ) -> Result<opsd_store::Inserted, opsd_store::StoreError> {
+        let _ = self.entered.send(());
+        self.gate.acquire().await.unwrap().forget();
+        self.inner.insert(operation).await
+    }
+    async fn get(
+        &self,
+        id: &opsd_core::OperationId,
+    ) -> Result<Option<opsd_core::Operation>, opsd_store::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn compare_and_swap(
+        &self,
+        next: &opsd_core::Operation,
+    ) -> Result<opsd_store::Swapped, opsd_store::StoreError> {
+        self.inner.compare_and_swap(next).await
+    }
+    async fn close(&self) -> Result<(), opsd_store::StoreError> {
+        self.inner.close().await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_keeps_every_acknowledged_call() {
-    let server = TestServer::start().await;
-    let path = server._dir.path().join("opsd.db");
-    let calls: Vec<_> = (0..100)
+async fn graceful_shutdown_finishes_calls_in_flight() {
+    const IN_FLIGHT: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("opsd.db");
+    let (entered, mut entries) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(GatedStore {
+        inner: SqliteStore::open(SqliteOptions::new(&path)).unwrap(),
+        entered,
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let service = Arc::new(OperationService::new(
+        Arc::clone(&store) as Arc<dyn OperationStore>,
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(opsd_server::serve(listener, service, async {
+        let _ = stopped.await;
+    }));
+    let client = Client::connect(&address.to_string()).await.unwrap();
+    let calls: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
-            let client = server.client.clone();
+            let client = client.clone();
             tokio::spawn(async move { client.create(NewOperation::new(format!("op {i}"))).await })
         })
         .collect();
+    for _ in 0..IN_FLIGHT {
+        entries.recv().await.unwrap();
+    }
+
+    // Every call is inside the store now. Stop the server, then let them through.
+    stop.send(()).unwrap();
     tokio::task::yield_now().await;
-    let TestServer { stop, task, store, _dir: dir, .. } = server;
-    let _ = stop.unwrap().send(());
-    task.unwrap().await.unwrap().unwrap();
+    store.gate.add_permits(IN_FLIGHT);
+    server.await.unwrap().unwrap();
     store.close().await.unwrap();
 
     let reopened = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
-    let mut acknowledged = 0;
     for call in calls {
-        if let Ok(op) = call.await.unwrap() {
-            acknowledged += 1;
-            let id = opsd_core::OperationId::parse("id", &op.operation.unwrap().id).unwrap();
-            assert!(reopened.get(&id).await.unwrap().is_some(), "acknowledged but lost");
-        }
+        let op = call
+            .await
+            .unwrap()
+            .expect("a call in flight at the stop completes");
+        let id = opsd_core::OperationId::parse("id", &op.operation.unwrap().id).unwrap();
+        assert!(
+            reopened.get(&id).await.unwrap().is_some(),
+            "acknowledged but lost"
+        );
     }
-    assert!(acknowledged > 0, "calls in flight at the stop were allowed to finish");
     reopened.close().await.unwrap();
-    drop(dir);
 }

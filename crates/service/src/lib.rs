@@ -30,7 +30,11 @@ pub struct OperationService {
 }
 
 impl OperationService {
-    pub fn new(store: Arc<dyn OperationStore>, clock: Arc<dyn Clock>, config: ServiceConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn OperationStore>,
+        clock: Arc<dyn Clock>,
+        config: ServiceConfig,
+    ) -> Self {
         Self {
             store,
             clock,
@@ -48,7 +52,11 @@ impl OperationService {
 
     /// Creates a running operation owned by `caller`, or returns the one an
     /// earlier request with the same idempotency key created.
-    pub async fn create(&self, caller: &Principal, request: NewOperation) -> Result<Operation, Error> {
+    pub async fn create(
+        &self,
+        caller: &Principal,
+        request: NewOperation,
+    ) -> Result<Operation, Error> {
         request.validate()?;
         let prefix = request
             .id_prefix
@@ -72,7 +80,9 @@ impl OperationService {
                 }
             }
         }
-        Err(Error::Internal("could not generate a free operation id".into()))
+        Err(Error::Internal(
+            "could not generate a free operation id".into(),
+        ))
     }
 
     pub async fn cancel(&self, caller: &Principal, id: &OperationId) -> Result<Operation, Error> {

@@ -41,7 +41,10 @@ fn response(tag: u8) -> Outcome {
 #[tokio::test]
 async fn created_by_comes_from_the_caller_and_ids_from_the_prefix() {
     let (service, _) = service();
-    let op = service.create(&alice(), request(CancellationPolicy::Immediate)).await.unwrap();
+    let op = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
     assert_eq!(op.created_by, "alice");
     assert!(op.id.as_str().starts_with("ops"));
 
@@ -77,28 +80,65 @@ async fn invalid_requests_are_refused_before_anything_is_stored() {
     let err = service.create(&alice(), long).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    let op = service.create(&alice(), request(CancellationPolicy::Immediate)).await.unwrap();
-    let bad = Outcome::Error(RpcStatus { code: 0, message: String::new(), details: vec![] });
-    assert_eq!(service.complete(&alice(), &op.id, bad).await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(service.get(&alice(), &op.id).await.unwrap(), op, "nothing was written");
+    let op = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+    let bad = Outcome::Error(RpcStatus {
+        code: 0,
+        message: String::new(),
+        details: vec![],
+    });
+    assert_eq!(
+        service
+            .complete(&alice(), &op.id, bad)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        service.get(&alice(), &op.id).await.unwrap(),
+        op,
+        "nothing was written"
+    );
 }
 
 #[tokio::test]
 async fn unknown_ids_are_not_found() {
     let (service, _) = service();
     let id = OperationId::parse("id", "ops00000000000000000").unwrap();
-    assert_eq!(service.get(&alice(), &id).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(service.cancel(&alice(), &id).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(service.complete(&alice(), &id, response(1)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        service.get(&alice(), &id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        service.cancel(&alice(), &id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        service
+            .complete(&alice(), &id, response(1))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test]
 async fn modified_at_follows_the_injected_clock() {
     let (service, clock) = service();
-    let op = service.create(&alice(), request(CancellationPolicy::Cooperative)).await.unwrap();
+    let op = service
+        .create(&alice(), request(CancellationPolicy::Cooperative))
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(5));
     let cancelled = service.cancel(&alice(), &op.id).await.unwrap();
-    assert_eq!(cancelled.modified_at, op.created_at.saturating_add(Duration::from_secs(5)));
+    assert_eq!(
+        cancelled.modified_at,
+        op.created_at.saturating_add(Duration::from_secs(5))
+    );
     assert!(matches!(cancelled.state, State::CancelRequested { .. }));
 }
 
@@ -107,7 +147,10 @@ async fn racing_cancel_and_complete_leave_exactly_one_outcome() {
     let (service, _) = service();
     let service = Arc::new(service);
     for _ in 0..200 {
-        let op = service.create(&alice(), request(CancellationPolicy::Immediate)).await.unwrap();
+        let op = service
+            .create(&alice(), request(CancellationPolicy::Immediate))
+            .await
+            .unwrap();
         let canceller = {
             let (service, id) = (Arc::clone(&service), op.id.clone());
             tokio::spawn(async move { service.cancel(&alice(), &id).await })

@@ -119,7 +119,11 @@ pub async fn idempotency_key_returns_the_first_operation(store: Arc<dyn Operatio
         store.insert(&retry).await.unwrap(),
         Inserted::IdempotencyKeyUsed(first.clone())
     );
-    assert_eq!(store.get(&retry.id).await.unwrap(), None, "no second operation");
+    assert_eq!(
+        store.get(&retry.id).await.unwrap(),
+        None,
+        "no second operation"
+    );
 
     // The key still finds the operation after it changed.
     let done = next_version(
@@ -129,7 +133,10 @@ pub async fn idempotency_key_returns_the_first_operation(store: Arc<dyn Operatio
             cancel_requested_at: None,
         },
     );
-    assert_eq!(store.compare_and_swap(&done).await.unwrap(), Swapped::Swapped);
+    assert_eq!(
+        store.compare_and_swap(&done).await.unwrap(),
+        Swapped::Swapped
+    );
     assert_eq!(
         store.insert(&retry).await.unwrap(),
         Inserted::IdempotencyKeyUsed(done)
@@ -147,8 +154,16 @@ pub async fn idempotency_keys_are_scoped_to_the_creator(store: Arc<dyn Operation
 pub async fn compare_and_swap_replaces_the_expected_version(store: Arc<dyn OperationStore>) {
     let op = sample(1);
     store.insert(&op).await.unwrap();
-    let next = next_version(&op, State::CancelRequested { requested_at: at(5) });
-    assert_eq!(store.compare_and_swap(&next).await.unwrap(), Swapped::Swapped);
+    let next = next_version(
+        &op,
+        State::CancelRequested {
+            requested_at: at(5),
+        },
+    );
+    assert_eq!(
+        store.compare_and_swap(&next).await.unwrap(),
+        Swapped::Swapped
+    );
     assert_eq!(store.get(&op.id).await.unwrap(), Some(next));
 }
 
@@ -188,7 +203,10 @@ pub async fn compare_and_swap_with_a_stale_version_returns_the_current_one(
 
 pub async fn compare_and_swap_of_a_missing_operation(store: Arc<dyn OperationStore>) {
     let next = next_version(&sample(9), State::Running);
-    assert_eq!(store.compare_and_swap(&next).await.unwrap(), Swapped::Missing);
+    assert_eq!(
+        store.compare_and_swap(&next).await.unwrap(),
+        Swapped::Missing
+    );
     assert_eq!(store.get(&next.id).await.unwrap(), None);
 }
 
@@ -247,7 +265,9 @@ pub async fn every_state_and_field_round_trips(store: Arc<dyn OperationStore>) {
     ops.push(empty_resource);
 
     let mut cancel_requested = sample(3);
-    cancel_requested.state = State::CancelRequested { requested_at: at(-1) };
+    cancel_requested.state = State::CancelRequested {
+        requested_at: at(-1),
+    };
     ops.push(cancel_requested);
 
     let mut failed = sample(4);

@@ -48,9 +48,11 @@ impl From<&Operation> for Record {
     fn from(op: &Operation) -> Self {
         let (state, cancel_requested_at, outcome) = match &op.state {
             State::Running => (STATE_RUNNING, None, None),
-            State::CancelRequested { requested_at } => {
-                (STATE_CANCEL_REQUESTED, Some(requested_at.unix_nanos()), None)
-            }
+            State::CancelRequested { requested_at } => (
+                STATE_CANCEL_REQUESTED,
+                Some(requested_at.unix_nanos()),
+                None,
+            ),
             State::Done {
                 outcome,
                 cancel_requested_at,
@@ -148,7 +150,8 @@ impl TryFrom<Record> for Operation {
                         let details = Details::decode(r.error_details.as_deref().unwrap_or(&[]))
                             .map_err(|_| corrupt("undecodable error details"))?;
                         Outcome::Error(RpcStatus {
-                            code: i32::try_from(code).map_err(|_| corrupt("error code out of range"))?,
+                            code: i32::try_from(code)
+                                .map_err(|_| corrupt("error code out of range"))?,
                             message,
                             details: details
                                 .details

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use opsd_core::{Operation, OperationId};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::record::Record;
@@ -166,9 +168,7 @@ impl OperationStore for SqliteStore {
 
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
         let id = id.as_str().to_owned();
-        self.readers
-            .run(move |conn| select_by_id(conn, &id))
-            .await
+        self.readers.run(move |conn| select_by_id(conn, &id)).await
     }
 
     async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
@@ -207,10 +207,14 @@ fn open_connection(
     flags: OpenFlags,
     busy_timeout: Duration,
 ) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| {
-            StoreError::Unavailable(format!("cannot open sqlite database {}: {e}", path.display()))
-        })?;
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(
+        |e| {
+            StoreError::Unavailable(format!(
+                "cannot open sqlite database {}: {e}",
+                path.display()
+            ))
+        },
+    )?;
     conn.busy_timeout(busy_timeout).map_err(classify)?;
     Ok(conn)
 }
@@ -448,7 +452,11 @@ impl Readers {
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let readers = Arc::clone(self);
-        let permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let result = tokio::task::spawn_blocking(move || {
             if readers.closed.load(Ordering::SeqCst) {
                 return Err(StoreError::Closed);
@@ -549,7 +557,10 @@ mod tests {
         for (op, task) in ops.iter().zip(tasks) {
             let result = task.await.unwrap();
             if op.description == "poison" {
-                assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
+                assert!(
+                    matches!(result, Err(StoreError::Unavailable(_))),
+                    "{result:?}"
+                );
                 assert_eq!(store.get(&op.id).await.unwrap(), None);
             } else {
                 assert_eq!(result.unwrap(), Inserted::Created);
@@ -568,6 +579,9 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         conn.execute("UPDATE operations SET state = 2", []).unwrap();
         drop(conn);
-        assert!(matches!(store.get(&op.id).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            store.get(&op.id).await,
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -1,0 +1,56 @@
+//! One module per verb: its arguments and the request they make.
+
+pub mod cancel;
+pub mod complete;
+pub mod create;
+pub mod get;
+
+use opsd_client::{Client, ClientError, Completion, NewOperation, Operation};
+
+use crate::Command;
+
+/// A checked request, ready to send.
+pub enum Request {
+    Get(String),
+    Cancel(String),
+    Create(NewOperation),
+    Complete(String, Completion),
+}
+
+impl Request {
+    pub fn from_command(command: Command) -> anyhow::Result<Self> {
+        Ok(match command {
+            Command::Get(args) => Request::Get(args.id),
+            Command::Cancel(args) => Request::Cancel(args.id),
+            Command::Create(args) => Request::Create(args.into_request()?),
+            Command::Complete(args) => {
+                let completion = args.completion()?;
+                Request::Complete(args.id, completion)
+            }
+        })
+    }
+
+    pub async fn send(self, client: &Client) -> Result<Operation, ClientError> {
+        Ok(match self {
+            Request::Get(id) => client.get(&id).await?,
+            Request::Cancel(id) => client.cancel(&id).await?,
+            Request::Create(new) => public(client.create(new).await?),
+            Request::Complete(id, completion) => public(client.complete(&id, completion).await?),
+        })
+    }
+}
+
+fn public(op: opsd_client::OpsdOperation) -> Operation {
+    op.operation.unwrap_or_default()
+}
+
+/// A JSON object as `google.protobuf.Struct` packed in `Any`.
+pub fn struct_from_json(flag: &str, json: &str) -> anyhow::Result<prost_types::Any> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| anyhow::anyhow!("{flag}: not valid json: {e}"))?;
+    anyhow::ensure!(value.is_object(), "{flag}: must be a json object");
+    let bytes = opsd_proto::json::encoded_from_json("google.protobuf.Struct", json)
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    let parsed: prost_types::Struct = prost::Message::decode(bytes.as_slice())?;
+    Ok(opsd_client::pack_struct(&parsed))
+}

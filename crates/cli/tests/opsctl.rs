@@ -1,0 +1,296 @@
+//! opsctl run as a binary against a real server, and the official Python
+//! SDK's stubs reading operations that opsctl created.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use opsd_core::SystemClock;
+use opsd_service::{OperationService, ServiceConfig};
+use opsd_store::{OperationStore, SqliteOptions, SqliteStore};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+struct Server {
+    endpoint: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    store: Arc<dyn OperationStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn OperationStore> =
+            Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap());
+        let service = Arc::new(OperationService::new(
+            Arc::clone(&store),
+            Arc::new(SystemClock),
+            ServiceConfig::default(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(opsd_server::serve(listener, service, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            endpoint,
+            stop,
+            task,
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+        self.store.close().await.unwrap();
+    }
+
+    /// Runs opsctl against this server; off the runtime thread, which serves it.
+    async fn opsctl(&self, args: &[&str]) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"));
+        command.env("OPSD_ENDPOINT", &self.endpoint).args(args);
+        command.output().await.unwrap()
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let output = self.opsctl(&all).await;
+        assert!(
+            output.status.success(),
+            "opsctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("opsctl prints json")
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_complete_round_trip_as_proto3_json() {
+    let server = Server::start().await;
+    let created = server
+        .json(&[
+            "create",
+            "--description",
+            "snapshot disk-1",
+            "--resource-id",
+            "disk-1",
+            "--metadata-json",
+            r#"{"step":"copy","percent":10}"#,
+        ])
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 20);
+    assert_eq!(created["description"], "snapshot disk-1");
+    assert_eq!(created["createdBy"], "anonymous");
+    assert_eq!(
+        created["metadata"]["@type"],
+        "type.googleapis.com/google.protobuf.Struct"
+    );
+    assert_eq!(created["metadata"]["value"]["step"], "copy");
+    assert!(
+        created.get("done").is_none(),
+        "false is omitted by the json mapping"
+    );
+    assert!(created["createdAt"].as_str().unwrap().ends_with('Z'));
+
+    assert_eq!(server.json(&["get", &id]).await, created);
+
+    let done = server
+        .json(&[
+            "complete",
+            &id,
+            "--response-json",
+            r#"{"snapshotId":"snap-1"}"#,
+        ])
+        .await;
+    assert_eq!(done["done"], true);
+    assert_eq!(done["response"]["value"]["snapshotId"], "snap-1");
+    assert!(done.get("error").is_none());
+    assert_eq!(server.json(&["get", &id]).await, done);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_error_completion() {
+    let server = Server::start().await;
+    let id = server.json(&["create", "--description", "x"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cancelled = server.json(&["cancel", &id]).await;
+    assert_eq!(cancelled["error"]["code"], 1);
+
+    let id = server.json(&["create", "--cooperative-cancel"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let requested = server.json(&["cancel", &id]).await;
+    assert!(requested.get("done").is_none());
+    let failed = server
+        .json(&[
+            "complete",
+            &id,
+            "--error-code",
+            "1",
+            "--error-message",
+            "stopped",
+        ])
+        .await;
+    assert_eq!(failed["error"]["code"], 1);
+    assert_eq!(failed["error"]["message"], "stopped");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_errors_print_the_code_name_and_exit_1() {
+    let server = Server::start().await;
+    let output = server.opsctl(&["get", "ops00000000000000000"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with("NOT_FOUND: "),
+        "{}",
+        stderr(&output)
+    );
+
+    let id = server.json(&["create", "--not-cancellable"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let output = server.opsctl(&["cancel", &id]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).starts_with("FAILED_PRECONDITION: "));
+
+    let output = server.opsctl(&["get", ""]).await;
+    assert!(stderr(&output).starts_with("INVALID_ARGUMENT: operation_id: is required"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_usage_exits_2_without_calling_the_server() {
+    let server = Server::start().await;
+    for args in [
+        &["create", "--metadata-json", "[1,2]"][..],
+        &["create", "--metadata-json", "{not json"],
+        &["create", "--not-cancellable", "--cooperative-cancel"],
+        &["complete", "ops00000000000000000"],
+        &["complete", "ops00000000000000000", "--error-code", "9"],
+    ] {
+        let output = server.opsctl(args).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_exits_3() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"))
+        .args(["--endpoint", "127.0.0.1:1", "get", "ops00000000000000000"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr(&output).contains("cannot connect to 127.0.0.1:1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_output_lists_the_fields() {
+    let server = Server::start().await;
+    let output = server
+        .opsctl(&["create", "--description", "resize disk"])
+        .await;
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("description: resize disk"), "{text}");
+    assert!(text.contains("done:        false"), "{text}");
+    let id = text
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let output = server
+        .opsctl(&[
+            "complete",
+            &id,
+            "--error-code",
+            "9",
+            "--error-message",
+            "quota exceeded",
+        ])
+        .await;
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("error:       FAILED_PRECONDITION (9): quota exceeded"),
+        "{text}"
+    );
+    server.stop().await;
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The official Yandex Cloud Python SDK's stubs, pinned in tests/sdk, Get and
+/// Cancel operations that opsctl created: a client no one here wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_reads_and_cancels_what_opsctl_created() {
+    let root = repo_root();
+    let venv = tokio::process::Command::new("bash")
+        .arg(root.join("scripts/sdk-venv"))
+        .output()
+        .await
+        .expect("bash runs scripts/sdk-venv");
+    assert!(
+        venv.status.success(),
+        "cannot prepare the python sdk environment: {}",
+        stderr(&venv)
+    );
+    let python = String::from_utf8(venv.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .expect("sdk-venv prints the python path")
+        .trim()
+        .to_owned();
+
+    let server = Server::start().await;
+    let output = tokio::process::Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(root.join("tests/sdk"))
+        .env("OPSD_ENDPOINT", &server.endpoint)
+        .env("OPSCTL", env!("CARGO_BIN_EXE_opsctl"))
+        .output()
+        .await
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
+    assert!(
+        output.status.success(),
+        "python sdk tests failed:\n{report}"
+    );
+    assert!(report.contains(" passed"), "pytest ran no test:\n{report}");
+    assert!(
+        !report.contains("skipped"),
+        "a python sdk test was skipped:\n{report}"
+    );
+    server.stop().await;
+}
