@@ -44,6 +44,15 @@ impl Violations {
                 field,
                 format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
             );
+        } else {
+            self.no_nul(field, text);
+        }
+    }
+
+    /// NUL cannot be stored as text by every backend (PostgreSQL refuses it).
+    fn no_nul(&mut self, field: &str, text: &str) {
+        if text.contains('\0') {
+            self.add(field, "must not contain NUL characters");
         }
     }
 
@@ -77,7 +86,10 @@ impl Violations {
                 format!("{field}.type_url"),
                 format!("must be at most {MAX_TYPE_URL_BYTES} bytes"),
             );
-        } else if !any.type_url.contains('/') || any.type_url.ends_with('/') {
+        } else if !any.type_url.contains('/')
+            || any.type_url.ends_with('/')
+            || any.type_url.contains('\0')
+        {
             self.add(
                 format!("{field}.type_url"),
                 "must look like type.googleapis.com/full.message.Name",
@@ -103,6 +115,8 @@ impl Violations {
                 format!("{field}.message"),
                 format!("must be at most {MAX_ERROR_MESSAGE_BYTES} bytes"),
             );
+        } else {
+            self.no_nul(&format!("{field}.message"), &status.message);
         }
         if status.details.len() > MAX_ERROR_DETAILS {
             self.add(
@@ -138,6 +152,39 @@ mod tests {
         let too_long = "я".repeat(257);
         let v = check(|v| v.description("description", &too_long));
         assert_eq!(v[0].field, "description");
+    }
+
+    #[test]
+    fn nul_characters_are_refused_in_stored_text() {
+        let v = check(|v| {
+            v.description("description", "a\0b");
+            v.resource_id("resource_id", "a\0b");
+            v.any(
+                "metadata",
+                &Any {
+                    type_url: "type.googleapis.com/a\0b".into(),
+                    value: vec![],
+                },
+            );
+            v.error_status(
+                "error",
+                &RpcStatus {
+                    code: 9,
+                    message: "\0".into(),
+                    details: vec![],
+                },
+            );
+        });
+        let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "description",
+                "resource_id",
+                "metadata.type_url",
+                "error.message"
+            ]
+        );
     }
 
     #[test]

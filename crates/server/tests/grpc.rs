@@ -655,6 +655,9 @@ impl OperationStore for GatedStore {
     ) -> Result<opsd_store::Swapped, opsd_store::StoreError> {
         self.inner.compare_and_swap(next).await
     }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<opsd_store::Change> {
+        self.inner.subscribe()
+    }
     async fn close(&self) -> Result<(), opsd_store::StoreError> {
         self.inner.close().await
     }

@@ -1,5 +1,6 @@
 //! Where operations live. [`OperationStore`] is the one interface; backends:
-//! [`MemoryStore`] (tests) and [`SqliteStore`] (embedded, durable, the default).
+//! [`MemoryStore`] (tests), [`SqliteStore`] (embedded, durable, the default) and
+//! [`PostgresStore`] (shared by many opsd replicas).
 //! Every backend passes the same [`conformance`] suite.
 //!
 //! Stores hold no rules: the service computes the next version of an operation
@@ -8,6 +9,7 @@
 
 pub mod conformance;
 mod memory;
+mod postgres;
 mod record;
 mod sqlite;
 
@@ -15,6 +17,7 @@ use async_trait::async_trait;
 use opsd_core::{Operation, OperationId};
 
 pub use memory::MemoryStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// Outcome of [`OperationStore::insert`].
@@ -35,6 +38,20 @@ pub enum Swapped {
     Stale(Operation),
     Missing,
 }
+
+/// What subscribers of [`OperationStore::subscribe`] hear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// This version of the operation was committed (by this process or, for a
+    /// shared database, by any replica).
+    Committed { id: OperationId, version: u64 },
+    /// Changes may have been missed (the notification connection dropped and
+    /// came back): re-read whatever you are waiting on.
+    Resync,
+}
+
+/// Room for bursts of changes before a slow subscriber lags (and must resync).
+pub const CHANGE_BUFFER: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -73,6 +90,11 @@ pub trait OperationStore: Send + Sync + 'static {
     /// Replaces the stored operation with `next` if the stored version is
     /// exactly `next.version - 1`.
     async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError>;
+
+    /// Every committed change from now on. A receiver that falls more than
+    /// [`CHANGE_BUFFER`] changes behind gets `Lagged` and should treat it as
+    /// [`Change::Resync`].
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;
 
     /// Finishes pending writes and releases the storage; later calls fail with `Closed`.
     async fn close(&self) -> Result<(), StoreError>;

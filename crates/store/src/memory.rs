@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use opsd_core::{Operation, OperationId};
 
-use crate::{Inserted, OperationStore, StoreError, Swapped};
+use tokio::sync::broadcast;
+
+use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
 
 #[derive(Default)]
 struct Tables {
@@ -16,14 +18,31 @@ struct Tables {
     closed: bool,
 }
 
-#[derive(Default)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            tables: Mutex::default(),
+            changes: broadcast::channel(CHANGE_BUFFER).0,
+        }
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn committed(&self, op: &Operation) {
+        // No subscribers is fine: nobody is waiting.
+        let _ = self.changes.send(Change::Committed {
+            id: op.id.clone(),
+            version: op.version,
+        });
     }
 
     fn tables(&self) -> Result<std::sync::MutexGuard<'_, Tables>, StoreError> {
@@ -58,6 +77,7 @@ impl OperationStore for MemoryStore {
         if let Some(key) = key {
             tables.idempotency.insert(key, operation.id.clone());
         }
+        self.committed(operation);
         Ok(Inserted::Created)
     }
 
@@ -74,7 +94,12 @@ impl OperationStore for MemoryStore {
             return Ok(Swapped::Stale(current.clone()));
         }
         *current = next.clone();
+        self.committed(next);
         Ok(Swapped::Swapped)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     async fn close(&self) -> Result<(), StoreError> {

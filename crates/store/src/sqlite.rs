@@ -18,10 +18,10 @@ use opsd_core::{Operation, OperationId};
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use crate::record::Record;
-use crate::{Inserted, OperationStore, StoreError, Swapped};
+use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[r#"
@@ -96,6 +96,7 @@ struct WriteRequest {
 }
 
 pub struct SqliteStore {
+    changes: broadcast::Sender<Change>,
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Readers>,
@@ -124,12 +125,15 @@ impl SqliteStore {
 
         let (sender, receiver) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
+        let changes = broadcast::channel(CHANGE_BUFFER).0;
+        let committed = changes.clone();
         let writer_thread = std::thread::Builder::new()
             .name("opsd-sqlite-writer".into())
-            .spawn(move || run_writer(conn, receiver, max_batch))
+            .spawn(move || run_writer(conn, receiver, max_batch, committed))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
 
         Ok(Self {
+            changes,
             writer: Mutex::new(Some(sender)),
             writer_thread: Mutex::new(Some(writer_thread)),
             readers: Arc::new(Readers {
@@ -176,6 +180,10 @@ impl OperationStore for SqliteStore {
             Written::Swapped(swapped) => Ok(swapped),
             Written::Inserted(_) => unreachable!("the writer answers a swap with Swapped"),
         }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     async fn close(&self) -> Result<(), StoreError> {
@@ -241,7 +249,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(classify)
 }
 
-fn run_writer(mut conn: Connection, requests: mpsc::Receiver<WriteRequest>, max_batch: usize) {
+fn run_writer(
+    mut conn: Connection,
+    requests: mpsc::Receiver<WriteRequest>,
+    max_batch: usize,
+    changes: broadcast::Sender<Change>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     // `recv` fails only once every sender is gone and the queue is empty.
     while let Ok(first) = requests.recv() {
@@ -253,6 +266,17 @@ fn run_writer(mut conn: Connection, requests: mpsc::Receiver<WriteRequest>, max_
             }
         }
         let results = commit_batch(&mut conn, &batch);
+        for (request, result) in batch.iter().zip(&results) {
+            let written = match (&request.write, result) {
+                (Write::Insert(op), Ok(Written::Inserted(Inserted::Created)))
+                | (Write::Swap(op), Ok(Written::Swapped(Swapped::Swapped))) => op,
+                _ => continue,
+            };
+            let _ = changes.send(Change::Committed {
+                id: written.id.clone(),
+                version: written.version,
+            });
+        }
         for (request, result) in batch.drain(..).zip(results) {
             // The caller may have gone away; its write is committed all the same.
             let _ = request.reply.send(result);

@@ -1,0 +1,496 @@
+//! The shared backend: many stateless opsd replicas on one PostgreSQL database.
+//!
+//! Every state change is one statement: an `INSERT … ON CONFLICT DO NOTHING`
+//! or an `UPDATE … WHERE version = expected`, so two replicas racing on an
+//! operation cannot both win. The same statement calls `pg_notify`, so a
+//! notification goes out exactly when (and only if) the change commits; every
+//! replica LISTENs and turns notifications into [`Change`]s. When the
+//! listening connection drops, it reconnects and announces [`Change::Resync`]
+//! so that waiters re-read instead of missing what happened in between.
+
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
+use opsd_core::{Operation, OperationId};
+use tokio::sync::{broadcast, oneshot};
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use crate::record::Record;
+use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
+
+const CHANNEL: &str = "opsd_changes";
+/// Serializes schema migrations across replicas starting at once.
+const MIGRATION_LOCK: i64 = 0x6f70_7364_6d69_6772; // "opsdmigr"
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE operations (
+    id TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    description TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    modified_at BIGINT NOT NULL,
+    resource_id TEXT,
+    cancellation BIGINT NOT NULL,
+    metadata_type_url TEXT,
+    metadata_value BYTEA,
+    state BIGINT NOT NULL,
+    cancel_requested_at BIGINT,
+    response_type_url TEXT,
+    response_value BYTEA,
+    error_code BIGINT,
+    error_message TEXT,
+    error_details BYTEA,
+    idempotency_key TEXT,
+    idempotency_fingerprint BYTEA
+);
+CREATE UNIQUE INDEX operations_by_idempotency_key
+    ON operations (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX operations_by_resource
+    ON operations (resource_id) WHERE resource_id IS NOT NULL;
+"#];
+
+const COLUMNS: &str = "id, version, description, created_at, created_by, modified_at, \
+    resource_id, cancellation, metadata_type_url, metadata_value, state, cancel_requested_at, \
+    response_type_url, response_value, error_code, error_message, error_details, \
+    idempotency_key, idempotency_fingerprint";
+
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// `postgres://user:password@host:port/database?…` (libpq URL or key=value form).
+    pub url: String,
+    /// Most connections this process opens for requests (the listener uses one more).
+    pub max_connections: usize,
+    /// How long a request waits for a connection, to connect, or for a statement.
+    pub timeout: Duration,
+}
+
+impl PostgresOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    changes: broadcast::Sender<Change>,
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl PostgresStore {
+    /// Connects, brings the schema up to date and starts listening for changes.
+    /// Fails when the database cannot be reached now.
+    pub async fn open(options: PostgresOptions) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(&options.url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid postgres url: {e}")))?;
+        config
+            .connect_timeout(options.timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("opsd");
+        }
+        if config.get_options().is_none() {
+            // A statement that outlives this is cancelled, so a request never hangs.
+            config.options(format!(
+                "-c statement_timeout={}",
+                options.timeout.as_millis()
+            ));
+        }
+
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.timeout))
+            .recycle_timeout(Some(options.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot build the connection pool: {e}"))
+            })?;
+
+        migrate(&pool).await?;
+
+        let changes = broadcast::channel(CHANGE_BUFFER).0;
+        let (listening, ready) = oneshot::channel();
+        let listener = tokio::spawn(listen(config, changes.clone(), listening));
+        // Changes committed after `open` returns must not be missed.
+        match tokio::time::timeout(options.timeout, ready).await {
+            Ok(Ok(())) => {}
+            _ => {
+                listener.abort();
+                return Err(StoreError::Unavailable(
+                    "cannot listen for change notifications".into(),
+                ));
+            }
+        }
+        Ok(Self {
+            pool,
+            changes,
+            listener: Mutex::new(Some(listener)),
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if self.pool.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            other => StoreError::Unavailable(format!("no database connection: {other}")),
+        })
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            listener.abort();
+        }
+    }
+}
+
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+    let tx = client.transaction().await.map_err(classify)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(classify)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS opsd_schema_migrations (version BIGINT PRIMARY KEY)",
+    )
+    .await
+    .map_err(classify)?;
+    let applied: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM opsd_schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(classify)?
+        .get(0);
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {applied} is newer than this opsd knows ({known})"
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let version = index as i64 + 1;
+        tx.batch_execute(migration).await.map_err(classify)?;
+        tx.execute(
+            "INSERT INTO opsd_schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(classify)?;
+        tracing::info!(version, "applied postgres schema migration");
+    }
+    tx.commit().await.map_err(classify)
+}
+
+/// Keeps one connection LISTENing, reconnecting with backoff when it drops.
+async fn listen(
+    config: tokio_postgres::Config,
+    changes: broadcast::Sender<Change>,
+    listening: oneshot::Sender<()>,
+) {
+    let mut listening = Some(listening);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen_once(&config, &changes, &mut listening).await {
+            Ok(()) => tracing::warn!("change notification connection closed, reconnecting"),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "change notification connection failed")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    changes: &broadcast::Sender<Change>,
+    listening: &mut Option<oneshot::Sender<()>>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (notifications, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let driver = tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message?
+                && notifications.send(n.payload().to_owned()).is_err()
+            {
+                break;
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    // Whatever committed while no connection listened is unknown: waiters re-read.
+    let _ = changes.send(Change::Resync);
+    if let Some(listening) = listening.take() {
+        let _ = listening.send(());
+    }
+    while let Some(payload) = received.recv().await {
+        match parse_notification(&payload) {
+            Some(change) => {
+                let _ = changes.send(change);
+            }
+            None => tracing::warn!(payload, "ignoring a malformed change notification"),
+        }
+    }
+    drop(client);
+    match driver.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+/// `id:version`, as the write statements send it.
+fn parse_notification(payload: &str) -> Option<Change> {
+    let (id, version) = payload.rsplit_once(':')?;
+    let id = OperationId::parse("id", id).ok()?;
+    Some(Change::Committed {
+        id,
+        version: version.parse().ok()?,
+    })
+}
+
+#[async_trait]
+impl OperationStore for PostgresStore {
+    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
+        let client = self.client().await?;
+        let r = Record::from(operation);
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH inserted AS ( \
+                   INSERT INTO operations ({COLUMNS}) VALUES \
+                   ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                   ON CONFLICT DO NOTHING RETURNING id, version) \
+                 SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
+            ))
+            .await
+            .map_err(classify)?;
+        let inserted = client
+            .execute(
+                &statement,
+                &[
+                    &r.id,
+                    &r.version,
+                    &r.description,
+                    &r.created_at,
+                    &r.created_by,
+                    &r.modified_at,
+                    &r.resource_id,
+                    &r.cancellation,
+                    &r.metadata_type_url,
+                    &r.metadata_value,
+                    &r.state,
+                    &r.cancel_requested_at,
+                    &r.response_type_url,
+                    &r.response_value,
+                    &r.error_code,
+                    &r.error_message,
+                    &r.error_details,
+                    &r.idempotency_key,
+                    &r.idempotency_fingerprint,
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        if inserted == 1 {
+            return Ok(Inserted::Created);
+        }
+        // A conflict: the idempotency key (checked first, it is the likely one) or the id.
+        if let Some(key) = &r.idempotency_key {
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM operations WHERE created_by = $1 AND idempotency_key = $2"
+                ))
+                .await
+                .map_err(classify)?;
+            if let Some(row) = client
+                .query_opt(&statement, &[&r.created_by, key])
+                .await
+                .map_err(classify)?
+            {
+                return Ok(Inserted::IdempotencyKeyUsed(read_row(&row)?));
+            }
+        }
+        Ok(Inserted::IdTaken)
+    }
+
+    async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        let client = self.client().await?;
+        select_by_id(&client, id.as_str()).await
+    }
+
+    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
+        let client = self.client().await?;
+        let r = Record::from(next);
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH updated AS ( \
+                   UPDATE operations SET version = $2::BIGINT, modified_at = $3, metadata_type_url = $4, \
+                   metadata_value = $5, state = $6, cancel_requested_at = $7, response_type_url = $8, \
+                   response_value = $9, error_code = $10, error_message = $11, error_details = $12 \
+                   WHERE id = $1 AND version = $2::BIGINT - 1 RETURNING id, version) \
+                 SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM updated"
+            ))
+            .await
+            .map_err(classify)?;
+        let updated = client
+            .execute(
+                &statement,
+                &[
+                    &r.id,
+                    &r.version,
+                    &r.modified_at,
+                    &r.metadata_type_url,
+                    &r.metadata_value,
+                    &r.state,
+                    &r.cancel_requested_at,
+                    &r.response_type_url,
+                    &r.response_value,
+                    &r.error_code,
+                    &r.error_message,
+                    &r.error_details,
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        if updated == 1 {
+            return Ok(Swapped::Swapped);
+        }
+        Ok(match select_by_id(&client, &r.id).await? {
+            Some(current) => Swapped::Stale(current),
+            None => Swapped::Missing,
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        if let Some(listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            listener.abort();
+        }
+        self.pool.close();
+        Ok(())
+    }
+}
+
+async fn select_by_id(
+    client: &deadpool_postgres::Object,
+    id: &str,
+) -> Result<Option<Operation>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM operations WHERE id = $1"))
+        .await
+        .map_err(classify)?;
+    client
+        .query_opt(&statement, &[&id])
+        .await
+        .map_err(classify)?
+        .map(|row| read_row(&row))
+        .transpose()
+}
+
+fn read_row(row: &Row) -> Result<Operation, StoreError> {
+    let record = (|| -> Result<Record, tokio_postgres::Error> {
+        Ok(Record {
+            id: row.try_get(0)?,
+            version: row.try_get(1)?,
+            description: row.try_get(2)?,
+            created_at: row.try_get(3)?,
+            created_by: row.try_get(4)?,
+            modified_at: row.try_get(5)?,
+            resource_id: row.try_get(6)?,
+            cancellation: row.try_get(7)?,
+            metadata_type_url: row.try_get(8)?,
+            metadata_value: row.try_get(9)?,
+            state: row.try_get(10)?,
+            cancel_requested_at: row.try_get(11)?,
+            response_type_url: row.try_get(12)?,
+            response_value: row.try_get(13)?,
+            error_code: row.try_get(14)?,
+            error_message: row.try_get(15)?,
+            error_details: row.try_get(16)?,
+            idempotency_key: row.try_get(17)?,
+            idempotency_fingerprint: row.try_get(18)?,
+        })
+    })()
+    .map_err(|e| StoreError::Corrupt(format!("unreadable operation row: {e}")))?;
+    Operation::try_from(record)
+}
+
+/// Corruption is a bug to surface; everything else (a dropped connection, a
+/// timeout, the server restarting) passes and is retryable.
+fn classify(e: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(code) if *code == SqlState::DATA_CORRUPTED || *code == SqlState::INDEX_CORRUPTED => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Unavailable(match e.as_db_error() {
+            Some(db) => format!("postgres: {}", db.message()),
+            None => format!("postgres: {e}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_parse_or_are_ignored() {
+        assert_eq!(
+            parse_notification("ops00000000000000001:7"),
+            Some(Change::Committed {
+                id: OperationId::parse("id", "ops00000000000000001").unwrap(),
+                version: 7
+            })
+        );
+        for bad in [
+            "",
+            ":",
+            "ops00000000000000001",
+            "bad:1",
+            "ops00000000000000001:x",
+        ] {
+            assert_eq!(parse_notification(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Test support: a throwaway PostgreSQL cluster for the tests of one process.
+//!
+//! [`postgres`] gives each caller a fresh, empty database. The server comes
+//! from `OPSD_TEST_DATABASE_URL` when set (its user must be allowed to create
+//! databases), or else is started from the installed PostgreSQL binaries on a
+//! free loopback port, once per test process, and torn down when that process
+//! exits. With neither available the caller is told to skip, loudly, unless
+//! `OPSD_REQUIRE_POSTGRES=1` (set by CI), which turns the skip into a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// Where a test's own database is, and how to reach the server as its admin.
+#[derive(Clone, Debug)]
+pub struct TestDatabase {
+    /// `postgres://…/opsd_test_…`: an empty database of this test's own.
+    pub url: String,
+    /// The server's admin URL (database `postgres`).
+    pub admin_url: String,
+    /// Stop and start the server, for outage tests; `None` for a server this
+    /// process did not start (`OPSD_TEST_DATABASE_URL`).
+    pub cluster: Option<&'static ClusterControl>,
+}
+
+/// A fresh database, or `None` when PostgreSQL is unavailable and the caller
+/// should skip (already announced on stderr).
+pub async fn postgres() -> Option<TestDatabase> {
+    let server = match server() {
+        Ok(server) => server,
+        Err(reason) => {
+            if std::env::var("OPSD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("postgres tests are required (OPSD_REQUIRE_POSTGRES=1) but {reason}");
+            }
+            eprintln!("SKIPPED: postgres test skipped because {reason}");
+            return None;
+        }
+    };
+    let admin_url = server.admin_url.clone();
+    let name = format!("opsd_test_{:016x}", rand::random::<u64>());
+    let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to test postgres at {admin_url}: {e}"));
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+    drop(client);
+    let _ = connection.await;
+    Some(TestDatabase {
+        url: with_database(&admin_url, &name),
+        admin_url,
+        cluster: server.cluster.as_ref(),
+    })
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    // postgres://user@host:port[/db]: replace or add the path.
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|i| start + i))
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+struct Server {
+    admin_url: String,
+    cluster: Option<ClusterControl>,
+}
+
+fn server() -> Result<&'static Server, String> {
+    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| match std::env::var("OPSD_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Ok(Server {
+                admin_url: url,
+                cluster: None,
+            }),
+            _ => start_cluster(),
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn postgres_bin_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("OPSD_TEST_POSTGRES_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("pg_ctl").exists())
+        .collect();
+    candidates.sort();
+    candidates.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when we are root (initdb refuses root).
+fn pg_command(bin: &Path, tool: &str, as_postgres: bool) -> Command {
+    if as_postgres {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        command
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+fn start_cluster() -> Result<Server, String> {
+    let bin = postgres_bin_dir().ok_or_else(|| {
+        "no PostgreSQL server binaries were found (install postgresql, or set OPSD_TEST_DATABASE_URL)"
+            .to_owned()
+    })?;
+    let as_postgres = is_root();
+    // Outlives this function; the watchdog below removes it with the cluster.
+    let base = tempfile::Builder::new()
+        .prefix("opsd-test-pg-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temp dir: {e}"))?
+        .keep();
+    let data = base.join("data");
+    let socket = base.join("socket");
+    std::fs::create_dir_all(&socket).map_err(|e| e.to_string())?;
+    let mut owned = vec![base.clone(), socket.clone()];
+    owned.push(data.clone());
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    // Every parent must be traversable by the postgres user.
+    let chmod = Command::new("chmod")
+        .args(["755"])
+        .arg(&base)
+        .arg(&socket)
+        .status();
+    if as_postgres {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg("postgres:")
+            .args(&owned)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            return Err("cannot hand the temp dir to the postgres user".into());
+        }
+    }
+    if !matches!(chmod, Ok(s) if s.success()) {
+        return Err("cannot make the temp dir traversable".into());
+    }
+
+    let initdb = pg_command(&bin, "initdb", as_postgres)
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run initdb: {e}"))?;
+    if !initdb.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        ));
+    }
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot find a free port: {e}"))?
+        .port();
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
+        socket.display()
+    );
+    let log = base.join("postgres.log");
+    let start = pg_command(&bin, "pg_ctl", as_postgres)
+        .arg("-D")
+        .arg(&data)
+        .args(["-o", &options, "-l"])
+        .arg(&log)
+        .args(["-w", "-t", "60", "start"])
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+    if !start.status.success() {
+        return Err(format!(
+            "pg_ctl start failed: {} {}",
+            String::from_utf8_lossy(&start.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ));
+    }
+
+    // The cluster must not outlive the test process, however that process ends.
+    let pg_ctl = bin.join("pg_ctl");
+    let log = log.clone();
+    let stop = if as_postgres {
+        format!(
+            "runuser -u postgres -- {} -D {} -m immediate stop",
+            pg_ctl.display(),
+            data.display()
+        )
+    } else {
+        format!(
+            "{} -D {} -m immediate stop",
+            pg_ctl.display(),
+            data.display()
+        )
+    };
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {base}",
+        pid = std::process::id(),
+        base = base.display()
+    );
+    Command::new("setsid")
+        .args(["bash", "-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the cluster watchdog: {e}"))?;
+
+    Ok(Server {
+        admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        cluster: Some(ClusterControl {
+            bin,
+            data,
+            log,
+            as_postgres,
+        }),
+    })
+}
+
+/// Stops and starts the cluster this process started.
+#[derive(Debug)]
+pub struct ClusterControl {
+    bin: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    as_postgres: bool,
+}
+
+impl ClusterControl {
+    fn pg_ctl(&self, args: &[&str]) {
+        let status = pg_command(&self.bin, "pg_ctl", self.as_postgres)
+            .arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+
+    /// Stops the server at once, as a crash or an outage would.
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts it again with the options it had.
+    pub fn start(&self) {
+        let log = self.log.to_string_lossy().into_owned();
+        self.pg_ctl(&["-l", &log, "-w", "-t", "60", "start"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_names_replace_or_extend_the_path() {
+        assert_eq!(
+            with_database("postgres://u@h:1/postgres", "x"),
+            "postgres://u@h:1/x"
+        );
+        assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+        assert_eq!(
+            with_database("postgres://u@h:1/db?sslmode=disable", "x"),
+            "postgres://u@h:1/x?sslmode=disable"
+        );
+    }
+}
