@@ -9,12 +9,60 @@ use clap::{Parser, ValueEnum};
 /// The documented default: loopback on a fixed port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7117";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// Where operations are kept.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
     /// SQLite in the data directory: durable, the default.
     Sqlite,
     /// In memory: everything is lost when opsd stops. For experiments.
     Memory,
+    /// A PostgreSQL database shared by any number of opsd replicas.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Sqlite => f.write_str("sqlite"),
+            StoreKind::Memory => f.write_str("memory"),
+            StoreKind::Postgres(url) => write!(f, "{}", redact_url(url)),
+        }
+    }
+}
+
+/// `sqlite`, `memory`, or a `postgres://` / `postgresql://` URL.
+pub fn parse_store(raw: &str) -> Result<StoreKind, String> {
+    match raw {
+        "sqlite" => Ok(StoreKind::Sqlite),
+        "memory" => Ok(StoreKind::Memory),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(StoreKind::Postgres(url.to_owned()))
+        }
+        _ => Err("expected sqlite, memory or a postgres:// url".to_owned()),
+    }
+}
+
+/// The URL without its password, fit for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!(
+                "{}{user}{hidden}@{host}{}",
+                &url[..scheme_end],
+                &url[authority_end..]
+            )
+        }
+        None => url.to_owned(),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -38,9 +86,19 @@ pub struct Config {
     #[arg(long, env = "OPSD_DATA_DIR", default_value = "./opsd-data")]
     pub data_dir: PathBuf,
 
-    /// Storage backend.
-    #[arg(long, env = "OPSD_STORE", value_enum, default_value = "sqlite")]
+    /// Storage: `sqlite` (in --data-dir), `memory`, or a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/db`) shared by several replicas.
+    #[arg(long, env = "OPSD_STORE", default_value = "sqlite", value_parser = parse_store)]
     pub store: StoreKind,
+
+    /// Most PostgreSQL connections one replica opens for requests.
+    #[arg(long, env = "OPSD_POSTGRES_MAX_CONNECTIONS", default_value_t = 16)]
+    pub postgres_max_connections: usize,
+
+    /// How long a request waits for the database (connection, lock or statement)
+    /// before failing with UNAVAILABLE.
+    #[arg(long, env = "OPSD_STORE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub store_timeout: Duration,
 
     /// Prefix of operation ids when a producer names none ([a-z][0-9a-z]{2}).
     #[arg(long, env = "OPSD_ID_PREFIX", default_value = "ops")]
@@ -90,7 +148,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn stores_are_named_or_given_by_url() {
+        assert_eq!(parse_store("sqlite"), Ok(StoreKind::Sqlite));
+        assert_eq!(parse_store("memory"), Ok(StoreKind::Memory));
+        assert_eq!(
+            parse_store("postgres://u@h/db"),
+            Ok(StoreKind::Postgres("postgres://u@h/db".into()))
+        );
+        assert!(parse_store("mysql://h/db").is_err());
+        assert!(parse_store("").is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact_url("postgres://opsd:s3cret@db:5432/ops?sslmode=require"),
+            "postgres://opsd:***@db:5432/ops?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://opsd@db/ops"),
+            "postgres://opsd@db/ops"
+        );
+        assert_eq!(redact_url("postgres://db/ops"), "postgres://db/ops");
+        let shown = format!("{:?}", StoreKind::Postgres("postgres://a:b@c/d".into()));
+        assert!(!shown.contains(":b@"), "{shown}");
+    }
+
     proptest! {
+        #[test]
+        fn redact_url_never_panics(raw in "\\PC{0,40}") {
+            let _ = redact_url(&raw);
+        }
+
         #[test]
         fn parse_duration_never_panics(raw in "\\PC{0,24}") {
             let _ = parse_duration(&raw);

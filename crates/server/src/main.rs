@@ -7,7 +7,9 @@ use clap::Parser;
 use opsd_core::{IdPrefix, SystemClock};
 use opsd_server::config::{Config, LogFormat, StoreKind};
 use opsd_service::{OperationService, ServiceConfig};
-use opsd_store::{MemoryStore, OperationStore, SqliteOptions, SqliteStore};
+use opsd_store::{
+    MemoryStore, OperationStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
+};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -42,8 +44,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Held until exit: a second opsd on the same data directory would corrupt nothing
     // (SQLite locks) but would confuse everyone, so it is refused up front.
     let mut _data_dir_lock = None;
-    let store: Arc<dyn OperationStore> = match config.store {
+    let store: Arc<dyn OperationStore> = match &config.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Postgres(url) => {
+            tracing::info!(store = ?config.store, "opening postgres store");
+            let options = PostgresOptions {
+                max_connections: config.postgres_max_connections,
+                timeout: config.store_timeout,
+                ..PostgresOptions::new(url)
+            };
+            Arc::new(PostgresStore::open(options).await?)
+        }
         StoreKind::Sqlite => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
                 format!("cannot create data directory {}", config.data_dir.display())

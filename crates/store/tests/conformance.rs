@@ -40,3 +40,95 @@ mod postgres {
 
     opsd_store::conformance_suite!(open());
 }
+
+/// What only a shared database has: several replicas, and a notification
+/// connection that can drop.
+mod postgres_replicas {
+    use std::time::Duration;
+
+    use opsd_store::conformance::sample;
+    use opsd_store::{Change, PostgresOptions, PostgresStore};
+    use tokio::sync::broadcast;
+
+    use super::*;
+
+    async fn next_change(changes: &mut broadcast::Receiver<Change>) -> Change {
+        tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("a change arrives within 10 s")
+            .expect("the change stream stays open")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_hears_what_another_commits_and_reads_it_at_once() {
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let a = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let b = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let mut heard_by_a = a.subscribe();
+
+        let op = sample(1);
+        b.insert(&op).await.unwrap();
+        // Read-your-writes across replicas: visible through A once B acknowledged.
+        assert_eq!(a.get(&op.id).await.unwrap(), Some(op.clone()));
+        loop {
+            match next_change(&mut heard_by_a).await {
+                Change::Committed { id, version } if id == op.id => {
+                    assert_eq!(version, 1);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_listener_reconnects_and_asks_for_a_resync() {
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let store = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let mut changes = store.subscribe();
+
+        let (admin, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let killed = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(killed.len(), 1, "one listening connection per store");
+
+        // Whatever happened while it was gone is unknown: the store says so...
+        loop {
+            if next_change(&mut changes).await == Change::Resync {
+                break;
+            }
+        }
+        // ...and hears changes again afterwards.
+        let op = sample(2);
+        store.insert(&op).await.unwrap();
+        loop {
+            if let Change::Committed { id, .. } = next_change(&mut changes).await
+                && id == op.id
+            {
+                break;
+            }
+        }
+        store.close().await.unwrap();
+    }
+}

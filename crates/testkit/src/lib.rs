@@ -18,25 +18,15 @@ pub struct TestDatabase {
     pub url: String,
     /// The server's admin URL (database `postgres`).
     pub admin_url: String,
-    /// Stop and start the server, for outage tests; `None` for a server this
-    /// process did not start (`OPSD_TEST_DATABASE_URL`).
-    pub cluster: Option<&'static ClusterControl>,
 }
 
 /// A fresh database, or `None` when PostgreSQL is unavailable and the caller
 /// should skip (already announced on stderr).
 pub async fn postgres() -> Option<TestDatabase> {
-    let server = match server() {
-        Ok(server) => server,
-        Err(reason) => {
-            if std::env::var("OPSD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("postgres tests are required (OPSD_REQUIRE_POSTGRES=1) but {reason}");
-            }
-            eprintln!("SKIPPED: postgres test skipped because {reason}");
-            return None;
-        }
+    let admin_url = match shared_server() {
+        Ok(url) => url.clone(),
+        Err(reason) => return unavailable(reason),
     };
-    let admin_url = server.admin_url.clone();
     let name = format!("opsd_test_{:016x}", rand::random::<u64>());
     let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
         .await
@@ -51,8 +41,21 @@ pub async fn postgres() -> Option<TestDatabase> {
     Some(TestDatabase {
         url: with_database(&admin_url, &name),
         admin_url,
-        cluster: server.cluster.as_ref(),
     })
+}
+
+/// A cluster of the caller's own, for tests that stop and start the server;
+/// stopped and removed when dropped. Never `OPSD_TEST_DATABASE_URL`'s server.
+pub fn dedicated_cluster() -> Option<Cluster> {
+    Cluster::launch().map_or_else(|reason| unavailable(&reason), Some)
+}
+
+fn unavailable<T>(reason: &str) -> Option<T> {
+    if std::env::var("OPSD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!("postgres tests are required (OPSD_REQUIRE_POSTGRES=1) but {reason}");
+    }
+    eprintln!("SKIPPED: postgres test skipped because {reason}");
+    None
 }
 
 fn with_database(url: &str, database: &str) -> String {
@@ -74,23 +77,18 @@ fn with_database(url: &str, database: &str) -> String {
     out
 }
 
-struct Server {
-    admin_url: String,
-    cluster: Option<ClusterControl>,
-}
-
-fn server() -> Result<&'static Server, String> {
-    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+/// The admin URL of the server every test of this process shares.
+fn shared_server() -> Result<&'static String, &'static str> {
+    static SERVER: OnceLock<Result<String, String>> = OnceLock::new();
     SERVER
         .get_or_init(|| match std::env::var("OPSD_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Ok(Server {
-                admin_url: url,
-                cluster: None,
-            }),
-            _ => start_cluster(),
+            Ok(url) if !url.is_empty() => Ok(url),
+            // Never dropped: the watchdog stops it when this process exits.
+            _ => Cluster::launch()
+                .map(|cluster| std::mem::ManuallyDrop::new(cluster).admin_url.clone()),
         })
         .as_ref()
-        .map_err(Clone::clone)
+        .map_err(String::as_str)
 }
 
 fn postgres_bin_dir() -> Option<PathBuf> {
@@ -125,134 +123,160 @@ fn pg_command(bin: &Path, tool: &str, as_postgres: bool) -> Command {
     }
 }
 
-fn start_cluster() -> Result<Server, String> {
-    let bin = postgres_bin_dir().ok_or_else(|| {
+impl Cluster {
+    /// initdb, start on a free loopback port, and arrange the teardown.
+    fn launch() -> Result<Cluster, String> {
+        let bin = postgres_bin_dir().ok_or_else(|| {
         "no PostgreSQL server binaries were found (install postgresql, or set OPSD_TEST_DATABASE_URL)"
             .to_owned()
     })?;
-    let as_postgres = is_root();
-    // Outlives this function; the watchdog below removes it with the cluster.
-    let base = tempfile::Builder::new()
-        .prefix("opsd-test-pg-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a temp dir: {e}"))?
-        .keep();
-    let data = base.join("data");
-    let socket = base.join("socket");
-    std::fs::create_dir_all(&socket).map_err(|e| e.to_string())?;
-    let mut owned = vec![base.clone(), socket.clone()];
-    owned.push(data.clone());
-    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
-    // Every parent must be traversable by the postgres user.
-    let chmod = Command::new("chmod")
-        .args(["755"])
-        .arg(&base)
-        .arg(&socket)
-        .status();
-    if as_postgres {
-        let status = Command::new("chown")
-            .arg("-R")
-            .arg("postgres:")
-            .args(&owned)
+        let as_postgres = is_root();
+        // Outlives this function; the watchdog below removes it with the cluster.
+        let base = tempfile::Builder::new()
+            .prefix("opsd-test-pg-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir: {e}"))?
+            .keep();
+        let data = base.join("data");
+        let socket = base.join("socket");
+        std::fs::create_dir_all(&socket).map_err(|e| e.to_string())?;
+        let mut owned = vec![base.clone(), socket.clone()];
+        owned.push(data.clone());
+        std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        // Every parent must be traversable by the postgres user.
+        let chmod = Command::new("chmod")
+            .args(["755"])
+            .arg(&base)
+            .arg(&socket)
             .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            return Err("cannot hand the temp dir to the postgres user".into());
+        if as_postgres {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:")
+                .args(&owned)
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                return Err("cannot hand the temp dir to the postgres user".into());
+            }
         }
-    }
-    if !matches!(chmod, Ok(s) if s.success()) {
-        return Err("cannot make the temp dir traversable".into());
-    }
+        if !matches!(chmod, Ok(s) if s.success()) {
+            return Err("cannot make the temp dir traversable".into());
+        }
 
-    let initdb = pg_command(&bin, "initdb", as_postgres)
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-        .stdout(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run initdb: {e}"))?;
-    if !initdb.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&initdb.stderr)
-        ));
-    }
+        let initdb = pg_command(&bin, "initdb", as_postgres)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run initdb: {e}"))?;
+        if !initdb.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&initdb.stderr)
+            ));
+        }
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("cannot find a free port: {e}"))?
-        .port();
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
-        socket.display()
-    );
-    let log = base.join("postgres.log");
-    let start = pg_command(&bin, "pg_ctl", as_postgres)
-        .arg("-D")
-        .arg(&data)
-        .args(["-o", &options, "-l"])
-        .arg(&log)
-        .args(["-w", "-t", "60", "start"])
-        .stdout(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
-    if !start.status.success() {
-        return Err(format!(
-            "pg_ctl start failed: {} {}",
-            String::from_utf8_lossy(&start.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        ));
-    }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot find a free port: {e}"))?
+            .port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
+            socket.display()
+        );
+        let log = base.join("postgres.log");
+        let start = pg_command(&bin, "pg_ctl", as_postgres)
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(&log)
+            .args(["-w", "-t", "60", "start"])
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+        if !start.status.success() {
+            return Err(format!(
+                "pg_ctl start failed: {} {}",
+                String::from_utf8_lossy(&start.stderr),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
 
-    // The cluster must not outlive the test process, however that process ends.
-    let pg_ctl = bin.join("pg_ctl");
-    let log = log.clone();
-    let stop = if as_postgres {
-        format!(
-            "runuser -u postgres -- {} -D {} -m immediate stop",
-            pg_ctl.display(),
-            data.display()
-        )
-    } else {
-        format!(
-            "{} -D {} -m immediate stop",
-            pg_ctl.display(),
-            data.display()
-        )
-    };
-    let watchdog = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {base}",
-        pid = std::process::id(),
-        base = base.display()
-    );
-    Command::new("setsid")
-        .args(["bash", "-c", &watchdog])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the cluster watchdog: {e}"))?;
+        // The cluster must not outlive the test process, however that process ends.
+        let pg_ctl = bin.join("pg_ctl");
+        let log = log.clone();
+        let stop = if as_postgres {
+            format!(
+                "runuser -u postgres -- {} -D {} -m immediate stop",
+                pg_ctl.display(),
+                data.display()
+            )
+        } else {
+            format!(
+                "{} -D {} -m immediate stop",
+                pg_ctl.display(),
+                data.display()
+            )
+        };
+        let watchdog = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {base}",
+            pid = std::process::id(),
+            base = base.display()
+        );
+        Command::new("setsid")
+            .args(["bash", "-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the cluster watchdog: {e}"))?;
 
-    Ok(Server {
-        admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        cluster: Some(ClusterControl {
+        Ok(Cluster {
+            admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             bin,
+            base,
             data,
             log,
+            options,
             as_postgres,
-        }),
-    })
+        })
+    }
 }
 
-/// Stops and starts the cluster this process started.
+/// A PostgreSQL cluster this process started; it never outlives the process.
 #[derive(Debug)]
-pub struct ClusterControl {
+pub struct Cluster {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`, trusted, no password.
+    pub admin_url: String,
     bin: PathBuf,
+    base: PathBuf,
     data: PathBuf,
     log: PathBuf,
+    /// The server options (port, socket dir), given again at every start.
+    options: String,
     as_postgres: bool,
 }
 
-impl ClusterControl {
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = pg_command(&self.bin, "pg_ctl", self.as_postgres)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+impl Cluster {
+    /// A URL for `database` on this cluster.
+    pub fn url(&self, database: &str) -> String {
+        with_database(&self.admin_url, database)
+    }
+
     fn pg_ctl(&self, args: &[&str]) {
         let status = pg_command(&self.bin, "pg_ctl", self.as_postgres)
             .arg("-D")
@@ -272,7 +296,7 @@ impl ClusterControl {
     /// Starts it again with the options it had.
     pub fn start(&self) {
         let log = self.log.to_string_lossy().into_owned();
-        self.pg_ctl(&["-l", &log, "-w", "-t", "60", "start"]);
+        self.pg_ctl(&["-o", &self.options, "-l", &log, "-w", "-t", "60", "start"]);
     }
 }
 
