@@ -90,6 +90,36 @@ mod postgres_replicas {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_starting_together_migrate_once() {
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let url = database.url.clone();
+                tokio::spawn(async move { PostgresStore::open(PostgresOptions::new(url)).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap().expect("every replica starts"));
+        }
+        let (admin, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let versions: i64 = admin
+            .query_one("SELECT count(*) FROM opsd_schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, 1, "each migration applied exactly once");
+        for store in stores {
+            store.close().await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_listener_reconnects_and_asks_for_a_resync() {
         let Some(database) = opsd_testkit::postgres().await else {
             return;
