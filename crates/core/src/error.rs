@@ -94,6 +94,8 @@ pub enum Precondition {
     MetadataOfDone,
     /// An idempotency key reused for a create request with other contents.
     IdempotencyKeyReused,
+    /// A heartbeat for an operation that is already done.
+    HeartbeatOfDone,
 }
 
 impl Precondition {
@@ -105,6 +107,7 @@ impl Precondition {
             Precondition::CompletedDifferently => "COMPLETED_DIFFERENTLY",
             Precondition::MetadataOfDone => "ALREADY_DONE",
             Precondition::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Precondition::HeartbeatOfDone => "ALREADY_DONE",
         }
     }
 
@@ -119,6 +122,7 @@ impl Precondition {
             Precondition::IdempotencyKeyReused => {
                 "idempotency key was already used for a different create request"
             }
+            Precondition::HeartbeatOfDone => "operation is already done, stop working on it",
         }
     }
 }
@@ -134,6 +138,12 @@ pub enum Error {
     FailedPrecondition {
         id: String,
         precondition: Precondition,
+    },
+    /// An exclusive operation on the resource is already running (AIP-151).
+    #[error("resource {resource_id} is busy with running operation {running_id}")]
+    ResourceBusy {
+        resource_id: String,
+        running_id: String,
     },
     /// A transient failure (storage down, too much contention): retry later.
     #[error("unavailable: {0}")]
@@ -165,6 +175,7 @@ impl Error {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NotFound { .. } => Code::NotFound,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::ResourceBusy { .. } => Code::Aborted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }

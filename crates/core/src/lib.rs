@@ -7,17 +7,21 @@
 
 pub mod error;
 pub mod id;
+pub mod list;
 pub mod operation;
 pub mod payload;
+pub mod progress;
 pub mod time;
 pub mod validate;
 
 pub use error::{Code, Error, FieldViolation, Precondition};
 pub use id::{IdPrefix, OperationId};
+pub use list::{Cursor, ListFilter, ListQuery, StateFilter};
 pub use operation::{
-    CancellationPolicy, Idempotency, NewOperation, Operation, Outcome, State, Transition,
+    CancellationPolicy, Idempotency, NewOperation, Operation, Outcome, State, Transition, Update,
 };
 pub use payload::{Any, RpcStatus};
+pub use progress::{Progress, Step, StepState};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 
 /// The authenticated caller of a request; `created_by` is always taken from it.

@@ -9,17 +9,30 @@
 //! - `modified_at` strictly increases with every change and is never before `created_at`;
 //! - the first completion wins; repeating it is a no-op, a different one is refused.
 
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Precondition};
 use crate::id::{IdPrefix, OperationId};
 use crate::payload::{Any, RpcStatus};
+use crate::progress::Progress;
 use crate::time::Timestamp;
 use crate::validate::Violations;
 
 /// gRPC's CANCELLED, which the clouds put in `error.code` of a cancelled operation.
 pub const CANCELLED_CODE: i32 = 1;
 pub const CANCELLED_MESSAGE: &str = "operation cancelled";
+/// gRPC's ABORTED: the producer stopped heartbeating.
+pub const LEASE_LAPSED_CODE: i32 = 10;
+pub const LEASE_LAPSED_MESSAGE: &str = "the producer stopped renewing its lease";
+/// gRPC's DEADLINE_EXCEEDED: the operation outlived its deadline.
+pub const DEADLINE_CODE: i32 = 4;
+pub const DEADLINE_MESSAGE: &str = "the operation did not finish before its deadline";
+
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// How an operation reacts to Cancel; declared by its producer at creation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -46,9 +59,13 @@ impl Outcome {
     }
 
     fn cancelled() -> Self {
+        Self::failure(CANCELLED_CODE, CANCELLED_MESSAGE)
+    }
+
+    fn failure(code: i32, message: &str) -> Self {
         Outcome::Error(RpcStatus {
-            code: CANCELLED_CODE,
-            message: CANCELLED_MESSAGE.to_owned(),
+            code,
+            message: message.to_owned(),
             details: Vec::new(),
         })
     }
@@ -85,15 +102,53 @@ pub struct NewOperation {
     pub cancellation: CancellationPolicy,
     pub idempotency_key: Option<String>,
     pub id_prefix: Option<IdPrefix>,
+    /// Take a lease at creation, lasting this long.
+    pub lease_duration: Option<Duration>,
+    pub deadline: Option<Timestamp>,
+    /// At most one running exclusive operation per resource id.
+    pub exclusive: bool,
+}
+
+/// Checks a requested lease length.
+pub fn validate_lease(field: &str, lease: Duration) -> Result<(), Error> {
+    if (MIN_LEASE..=MAX_LEASE).contains(&lease) {
+        Ok(())
+    } else {
+        Err(Error::invalid_argument(field, "must be between 1s and 1h"))
+    }
 }
 
 impl NewOperation {
+    /// A request with only a description; everything else default.
+    pub fn new(description: impl Into<String>) -> Self {
+        Self {
+            description: description.into(),
+            resource_id: None,
+            metadata: None,
+            cancellation: CancellationPolicy::default(),
+            idempotency_key: None,
+            id_prefix: None,
+            lease_duration: None,
+            deadline: None,
+            exclusive: false,
+        }
+    }
+
     /// Checks every field; all violations are reported together.
-    pub fn validate(&self) -> Result<(), Error> {
+    pub fn validate(&self, now: Timestamp) -> Result<(), Error> {
         let mut v = Violations::default();
         v.description("description", &self.description);
         if let Some(resource_id) = &self.resource_id {
             v.resource_id("resource_id", resource_id);
+        }
+        if self.exclusive && self.resource_id.as_deref().unwrap_or("").is_empty() {
+            v.add("resource_id", "is required for an exclusive operation");
+        }
+        if let Some(lease) = self.lease_duration {
+            v.merge(validate_lease("lease_duration", lease));
+        }
+        if self.deadline.is_some_and(|deadline| deadline <= now) {
+            v.add("deadline", "must be in the future");
         }
         if let Some(metadata) = &self.metadata {
             v.any("metadata", metadata);
@@ -151,8 +206,21 @@ pub struct Operation {
     pub resource_id: Option<String>,
     pub cancellation: CancellationPolicy,
     pub metadata: Option<Any>,
+    pub progress: Option<Progress>,
     pub state: State,
     pub idempotency: Option<Idempotency>,
+    /// Completed with DEADLINE_EXCEEDED if still running then.
+    pub deadline: Option<Timestamp>,
+    /// Completed with ABORTED if still running then (unless renewed).
+    pub lease_expires_at: Option<Timestamp>,
+    pub exclusive: bool,
+}
+
+/// A producer's progress report: whatever is `Some` replaces what was there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Update {
+    pub metadata: Option<Any>,
+    pub progress: Option<Progress>,
 }
 
 /// What a transition does to an operation.
@@ -186,8 +254,14 @@ impl Operation {
             resource_id: request.resource_id,
             cancellation: request.cancellation,
             metadata: request.metadata,
+            progress: None,
             state: State::Running,
             idempotency,
+            deadline: request.deadline,
+            lease_expires_at: request
+                .lease_duration
+                .map(|lease| now.saturating_add(lease)),
+            exclusive: request.exclusive,
         }
     }
 
@@ -266,15 +340,63 @@ impl Operation {
         }
     }
 
-    /// The producer reports progress. The metadata must have been validated.
-    pub fn update_metadata(&self, metadata: Any, now: Timestamp) -> Result<Transition, Error> {
+    /// The producer reports progress. The update must have been validated.
+    pub fn update(&self, update: Update, now: Timestamp) -> Result<Transition, Error> {
         if self.is_done() {
             return Err(self.refuse(Precondition::MetadataOfDone));
         }
-        if self.metadata.as_ref() == Some(&metadata) {
+        let metadata = update.metadata.or_else(|| self.metadata.clone());
+        let progress = update.progress.or_else(|| self.progress.clone());
+        if metadata == self.metadata && progress == self.progress {
             return Ok(Transition::Unchanged);
         }
-        Ok(self.next(now, |op, _| op.metadata = Some(metadata)))
+        Ok(self.next(now, |op, _| {
+            op.metadata = metadata;
+            op.progress = progress;
+        }))
+    }
+
+    /// The producer takes or renews its lease. The length must have been validated.
+    pub fn heartbeat(&self, lease: Duration, now: Timestamp) -> Result<Transition, Error> {
+        if self.is_done() {
+            return Err(self.refuse(Precondition::HeartbeatOfDone));
+        }
+        Ok(self.next(now, |op, at| {
+            op.lease_expires_at = Some(at.saturating_add(lease))
+        }))
+    }
+
+    /// The earliest time at which [`Operation::expire`] would complete it.
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        if self.is_done() {
+            return None;
+        }
+        match (self.deadline, self.lease_expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Completes a running operation whose deadline passed (DEADLINE_EXCEEDED)
+    /// or whose lease lapsed (ABORTED); otherwise leaves it alone.
+    pub fn expire(&self, now: Timestamp) -> Transition {
+        if self.is_done() {
+            return Transition::Unchanged;
+        }
+        let outcome = if self.deadline.is_some_and(|d| d <= now) {
+            Outcome::failure(DEADLINE_CODE, DEADLINE_MESSAGE)
+        } else if self.lease_expires_at.is_some_and(|l| l <= now) {
+            Outcome::failure(LEASE_LAPSED_CODE, LEASE_LAPSED_MESSAGE)
+        } else {
+            return Transition::Unchanged;
+        };
+        let cancel_requested_at = self.cancel_requested_at();
+        self.next(now, |op, _| {
+            op.state = State::Done {
+                outcome,
+                cancel_requested_at,
+            }
+        })
     }
 
     /// The next version: `modified_at` moves forward even if the clock stalls or steps back.

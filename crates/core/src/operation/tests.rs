@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -5,12 +7,16 @@ use crate::Code;
 
 fn new_request(cancellation: CancellationPolicy) -> NewOperation {
     NewOperation {
-        description: "create instance".into(),
         resource_id: Some("vm-1".into()),
-        metadata: None,
         cancellation,
-        idempotency_key: None,
-        id_prefix: None,
+        ..NewOperation::new("create instance")
+    }
+}
+
+fn metadata_update(meta: Any) -> Update {
+    Update {
+        metadata: Some(meta),
+        progress: None,
     }
 }
 
@@ -92,7 +98,7 @@ fn cooperative_cancel_waits_for_the_producer() {
         type_url: "type.googleapis.com/x.Y".into(),
         value: vec![1],
     };
-    let op = changed(op.update_metadata(meta, at(2_600)));
+    let op = changed(op.update(metadata_update(meta), at(2_600)));
     let done = changed(op.complete(failure(CANCELLED_CODE), at(3_000)));
     assert!(done.outcome().unwrap().is_cancelled());
     assert_eq!(done.cancel_requested_at(), Some(at(2_000)));
@@ -154,7 +160,7 @@ fn metadata_of_a_done_operation_cannot_change() {
         type_url: "type.googleapis.com/x.Y".into(),
         value: vec![],
     };
-    let err = op.update_metadata(meta, at(3_000)).unwrap_err();
+    let err = op.update(metadata_update(meta), at(3_000)).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
 }
 
@@ -202,6 +208,8 @@ enum Command {
     Cancel,
     Complete(Outcome),
     UpdateMetadata(u8),
+    Heartbeat(u64),
+    Expire,
     /// Moves the clock by this many nanoseconds (backwards too).
     Tick(i64),
 }
@@ -212,7 +220,10 @@ fn command() -> impl Strategy<Value = Command> {
         (0u8..3).prop_map(|t| Command::Complete(response(t))),
         prop_oneof![Just(1), Just(9), Just(13)].prop_map(|c| Command::Complete(failure(c))),
         (0u8..4).prop_map(Command::UpdateMetadata),
+        (1u64..3).prop_map(Command::Heartbeat),
+        Just(Command::Expire),
         (-5_000i64..5_000).prop_map(Command::Tick),
+        (0i64..3_000_000_000).prop_map(Command::Tick),
     ]
 }
 
@@ -230,9 +241,13 @@ proptest! {
     #[test]
     fn random_histories_keep_every_invariant(
         cancellation in policy(),
+        lease in prop::option::of(1u64..3),
+        deadline in prop::option::of(1i64..6_000_000_000),
         commands in prop::collection::vec(command(), 0..40),
     ) {
         let mut op = running(cancellation);
+        op.lease_expires_at = lease.map(|secs| op.created_at.saturating_add(Duration::from_secs(secs)));
+        op.deadline = deadline.map(|d| Timestamp::from_unix_nanos(op.created_at.unix_nanos() + d));
         let mut now = 1_000i64;
         let mut first_outcome: Option<Outcome> = None;
 
@@ -242,10 +257,12 @@ proptest! {
                 Command::Tick(delta) => { now += delta; continue; }
                 Command::Cancel => op.cancel(at(now)),
                 Command::Complete(outcome) => op.complete(outcome, at(now)),
-                Command::UpdateMetadata(tag) => op.update_metadata(
-                    Any { type_url: "type.googleapis.com/x.Progress".into(), value: vec![tag] },
+                Command::UpdateMetadata(tag) => op.update(
+                    metadata_update(Any { type_url: "type.googleapis.com/x.Progress".into(), value: vec![tag] }),
                     at(now),
                 ),
+                Command::Heartbeat(secs) => op.heartbeat(Duration::from_secs(secs), at(now)),
+                Command::Expire => Ok(op.expire(at(now))),
             };
             let refused = result.is_err();
             let unchanged = matches!(result, Ok(Transition::Unchanged));
@@ -277,6 +294,16 @@ proptest! {
                 let first = first_outcome.get_or_insert_with(|| outcome.clone());
                 prop_assert_eq!(&*first, outcome, "the first completion wins");
             }
+            if let Command::Expire = command {
+                // Expiry completes exactly the running operations past their deadline or lease.
+                let due = before.expires_at().is_some_and(|t| t <= at(now));
+                prop_assert_eq!(op.is_done() && !before.is_done(), due);
+                if due {
+                    let code = match op.outcome() { Some(Outcome::Error(s)) => s.code, _ => 0 };
+                    let deadline_passed = before.deadline.is_some_and(|d| d <= at(now));
+                    prop_assert_eq!(code, if deadline_passed { DEADLINE_CODE } else { LEASE_LAPSED_CODE });
+                }
+            }
             if let (Command::Complete(attempt), true) = (&command, before.is_done()) {
                 // A repeat of the identical completion is a no-op success, anything else is refused.
                 let repeat = before.outcome() == Some(attempt);
@@ -285,4 +312,89 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_lapsed_lease_aborts_and_a_passed_deadline_exceeds_once() {
+    let mut op = running(CancellationPolicy::Immediate);
+    op.lease_expires_at = Some(at(5_000));
+    assert_eq!(op.expire(at(4_999)), Transition::Unchanged);
+    let renewed = changed(op.heartbeat(Duration::from_secs(1), at(4_000)));
+    assert_eq!(renewed.lease_expires_at, Some(at(1_000_004_000)));
+    assert_eq!(
+        renewed.expire(at(5_000)),
+        Transition::Unchanged,
+        "renewed in time"
+    );
+    let Transition::Changed(aborted) = renewed.expire(at(1_000_004_000)) else {
+        panic!("expected the lease to lapse");
+    };
+    assert!(matches!(aborted.outcome(), Some(Outcome::Error(s)) if s.code == LEASE_LAPSED_CODE));
+    assert_eq!(
+        aborted.expire(at(i64::MAX)),
+        Transition::Unchanged,
+        "exactly once"
+    );
+    assert_eq!(
+        precondition(aborted.heartbeat(Duration::from_secs(1), at(2_000_000_000))),
+        Precondition::HeartbeatOfDone
+    );
+
+    let mut op = running(CancellationPolicy::Immediate);
+    op.deadline = Some(at(3_000));
+    op.lease_expires_at = Some(at(3_000));
+    let Transition::Changed(late) = op.expire(at(3_000)) else {
+        panic!("expected the deadline to pass");
+    };
+    assert!(matches!(late.outcome(), Some(Outcome::Error(s)) if s.code == DEADLINE_CODE));
+}
+
+#[test]
+fn progress_and_metadata_update_independently() {
+    let op = running(CancellationPolicy::Immediate);
+    let progress = crate::Progress {
+        work_done: 1,
+        work_total: 4,
+        ..Default::default()
+    };
+    let with_progress = changed(op.update(
+        Update {
+            metadata: None,
+            progress: Some(progress.clone()),
+        },
+        at(2_000),
+    ));
+    let meta = Any {
+        type_url: "type.googleapis.com/x.Y".into(),
+        value: vec![1],
+    };
+    let both = changed(with_progress.update(metadata_update(meta.clone()), at(3_000)));
+    assert_eq!(both.progress, Some(progress));
+    assert_eq!(both.metadata, Some(meta.clone()));
+    assert_eq!(
+        both.update(metadata_update(meta), at(4_000)),
+        Ok(Transition::Unchanged)
+    );
+}
+
+#[test]
+fn create_requests_are_checked_against_the_clock() {
+    let now = at(1_000);
+    let mut request = NewOperation::new("x");
+    request.deadline = Some(now);
+    assert!(
+        request.validate(now).is_err(),
+        "a deadline must be in the future"
+    );
+    request.deadline = Some(at(1_001));
+    assert!(request.validate(now).is_ok());
+    request.exclusive = true;
+    assert!(
+        request.validate(now).is_err(),
+        "exclusive needs a resource id"
+    );
+    request.resource_id = Some("disk-1".into());
+    assert!(request.validate(now).is_ok());
+    request.lease_duration = Some(Duration::from_millis(10));
+    assert!(request.validate(now).is_err());
 }
