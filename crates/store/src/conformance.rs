@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use opsd_core::{
-    Any, CancellationPolicy, Idempotency, Operation, OperationId, Outcome, RpcStatus, State,
-    Timestamp,
+    Any, CancellationPolicy, Cursor, Idempotency, ListFilter, ListQuery, Operation, OperationId,
+    Outcome, Progress, RpcStatus, State, StateFilter, Step, StepState, Timestamp,
 };
 
 use crate::{Change, Inserted, OperationStore, StoreError, Swapped};
@@ -31,6 +31,11 @@ macro_rules! conformance_suite {
             every_state_and_field_round_trips,
             concurrent_inserts_are_all_readable_at_once,
             subscribers_hear_every_committed_change,
+            list_pages_newest_first_without_gaps_or_duplicates,
+            list_filters_by_resource_creator_state_and_time,
+            the_resource_guard_admits_one_running_exclusive_operation,
+            due_for_expiry_finds_lapsed_leases_and_deadlines,
+            retention_deletes_exactly_the_expired_done_operations,
             a_closed_store_refuses_calls
         );
     };
@@ -67,8 +72,12 @@ pub fn sample(n: u64) -> Operation {
         resource_id: None,
         cancellation: CancellationPolicy::Immediate,
         metadata: None,
+        progress: None,
         state: State::Running,
         idempotency: None,
+        deadline: None,
+        lease_expires_at: None,
+        exclusive: false,
     }
 }
 
@@ -250,6 +259,24 @@ pub async fn every_state_and_field_round_trips(store: Arc<dyn OperationStore>) {
     let mut ops = Vec::new();
 
     let mut full = with_key(sample(1), "aje1234567890abcdefg", "k");
+    full.progress = Some(Progress {
+        work_done: 3,
+        work_total: 10,
+        message: "copying ✓".into(),
+        steps: vec![
+            Step {
+                name: "copy".into(),
+                state: StepState::Running,
+            },
+            Step {
+                name: "verify".into(),
+                state: StepState::Pending,
+            },
+        ],
+    });
+    full.deadline = Some(at(1_800_000_000_000_000_000));
+    full.lease_expires_at = Some(at(1_700_000_030_000_000_000));
+    full.exclusive = true;
     full.description = "я".repeat(256);
     full.resource_id = Some("disk/fhm123 ünïcode".into());
     full.cancellation = CancellationPolicy::Cooperative;
@@ -375,4 +402,295 @@ pub async fn subscribers_hear_every_committed_change(store: Arc<dyn OperationSto
             expected.retain(|e| *e != (id.clone(), version));
         }
     }
+}
+
+fn done(op: &Operation, tag: u8) -> Operation {
+    next_version(
+        op,
+        State::Done {
+            outcome: response(tag),
+            cancel_requested_at: None,
+        },
+    )
+}
+
+/// An operation created `n` ticks after the sample's time.
+fn created_at_tick(n: u64, tick: i64) -> Operation {
+    let mut op = sample(n);
+    op.created_at = at(1_700_000_000_000_000_000 + tick);
+    op.modified_at = op.created_at;
+    op
+}
+
+async fn all_pages(store: &dyn OperationStore, filter: &ListFilter, size: usize) -> Vec<Operation> {
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(&ListQuery {
+                filter: filter.clone(),
+                after: after.clone(),
+                limit: size,
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(Cursor::of(last));
+        let full = page.len() == size;
+        seen.extend(page);
+        if !full {
+            break;
+        }
+    }
+    seen
+}
+
+pub async fn list_pages_newest_first_without_gaps_or_duplicates(store: Arc<dyn OperationStore>) {
+    // Ties on created_at are broken by id.
+    for n in 0..25u64 {
+        store
+            .insert(&created_at_tick(n, (n / 2) as i64))
+            .await
+            .unwrap();
+    }
+    let filter = ListFilter::default();
+    let first = store
+        .list(&ListQuery {
+            filter: filter.clone(),
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 10);
+    // Operations created while paging come before the first page, not inside later ones.
+    for n in 100..105u64 {
+        store
+            .insert(&created_at_tick(n, 1_000 + n as i64))
+            .await
+            .unwrap();
+    }
+    let mut seen = first.clone();
+    let mut after = Some(Cursor::of(first.last().unwrap()));
+    loop {
+        let page = store
+            .list(&ListQuery {
+                filter: filter.clone(),
+                after: after.clone(),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = Some(Cursor::of(page.last().unwrap()));
+        seen.extend(page);
+    }
+    let ids: Vec<_> = seen.iter().map(|op| op.id.clone()).collect();
+    let expected: Vec<_> = (0..25u64).rev().map(id).collect();
+    assert_eq!(ids, expected, "newest first, every operation once");
+    assert_eq!(all_pages(store.as_ref(), &filter, 7).await.len(), 30);
+}
+
+pub async fn list_filters_by_resource_creator_state_and_time(store: Arc<dyn OperationStore>) {
+    let mut expected_disk = Vec::new();
+    for n in 0..12u64 {
+        let mut op = created_at_tick(n, n as i64 * 10);
+        op.resource_id = Some(if n % 3 == 0 {
+            "disk-1".into()
+        } else {
+            format!("vm-{n}")
+        });
+        op.created_by = if n % 2 == 0 {
+            "alice".into()
+        } else {
+            "bob".into()
+        };
+        store.insert(&op).await.unwrap();
+        if n % 4 == 0 {
+            store.compare_and_swap(&done(&op, 1)).await.unwrap();
+        }
+        if n % 3 == 0 {
+            expected_disk.push(op.id.clone());
+        }
+    }
+    let ids = |ops: Vec<Operation>| ops.into_iter().map(|op| op.id).collect::<Vec<_>>();
+    let by = |filter: ListFilter| {
+        let store = Arc::clone(&store);
+        async move { ids(all_pages(store.as_ref(), &filter, 4).await) }
+    };
+    expected_disk.reverse();
+    assert_eq!(
+        by(ListFilter {
+            resource_id: Some("disk-1".into()),
+            ..ListFilter::default()
+        })
+        .await,
+        expected_disk
+    );
+    let bobs = by(ListFilter {
+        created_by: Some("bob".into()),
+        ..ListFilter::default()
+    })
+    .await;
+    assert_eq!(bobs, [11u64, 9, 7, 5, 3, 1].map(id));
+    let done_ops = by(ListFilter {
+        state: StateFilter::Done,
+        ..ListFilter::default()
+    })
+    .await;
+    assert_eq!(done_ops, [8u64, 4, 0].map(id));
+    let running = by(ListFilter {
+        state: StateFilter::Running,
+        ..ListFilter::default()
+    })
+    .await;
+    assert_eq!(running.len(), 9);
+    let window = by(ListFilter {
+        created_after: Some(at(1_700_000_000_000_000_000 + 30)),
+        created_before: Some(at(1_700_000_000_000_000_000 + 60)),
+        ..ListFilter::default()
+    })
+    .await;
+    assert_eq!(
+        window,
+        [5u64, 4, 3].map(id),
+        "after is inclusive, before exclusive"
+    );
+    let combined = by(ListFilter {
+        created_by: Some("alice".into()),
+        state: StateFilter::Running,
+        resource_id: Some("disk-1".into()),
+        ..ListFilter::default()
+    })
+    .await;
+    assert_eq!(combined, [6u64].map(id));
+}
+
+pub async fn the_resource_guard_admits_one_running_exclusive_operation(
+    store: Arc<dyn OperationStore>,
+) {
+    let exclusive = |n| {
+        let mut op = sample(n);
+        op.resource_id = Some("disk-1".into());
+        op.exclusive = true;
+        op
+    };
+    let first = exclusive(1);
+    assert_eq!(store.insert(&first).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        store.insert(&exclusive(2)).await.unwrap(),
+        Inserted::ResourceBusy(first.clone())
+    );
+    // Non-exclusive work on the resource, and exclusive work elsewhere, go ahead.
+    let mut shared = sample(3);
+    shared.resource_id = Some("disk-1".into());
+    assert_eq!(store.insert(&shared).await.unwrap(), Inserted::Created);
+    let mut elsewhere = exclusive(4);
+    elsewhere.resource_id = Some("disk-2".into());
+    assert_eq!(store.insert(&elsewhere).await.unwrap(), Inserted::Created);
+
+    // Once the first is done, the next exclusive operation is admitted.
+    store.compare_and_swap(&done(&first, 1)).await.unwrap();
+    assert_eq!(
+        store.insert(&exclusive(5)).await.unwrap(),
+        Inserted::Created
+    );
+
+    // Racing exclusive creates: exactly one is admitted.
+    let racers: Vec<_> = (0..16u64)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let mut op = exclusive(100 + n);
+            op.resource_id = Some("disk-3".into());
+            tokio::spawn(async move { store.insert(&op).await.unwrap() })
+        })
+        .collect();
+    let mut admitted = 0;
+    for racer in racers {
+        if racer.await.unwrap() == Inserted::Created {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 1);
+}
+
+pub async fn due_for_expiry_finds_lapsed_leases_and_deadlines(store: Arc<dyn OperationStore>) {
+    let base = 1_700_000_000_000_000_000i64;
+    let mut leased = sample(1);
+    leased.lease_expires_at = Some(at(base + 100));
+    let mut deadlined = sample(2);
+    deadlined.deadline = Some(at(base + 50));
+    let mut both = sample(3);
+    both.deadline = Some(at(base + 500));
+    both.lease_expires_at = Some(at(base + 300));
+    let plain = sample(4);
+    for op in [&leased, &deadlined, &both, &plain] {
+        store.insert(op).await.unwrap();
+    }
+    let due = |now: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .due_for_expiry(at(now), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|op| op.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(due(base + 49).await.is_empty());
+    assert_eq!(due(base + 100).await, [id(2), id(1)], "earliest first");
+    assert_eq!(due(base + 300).await, [id(2), id(1), id(3)]);
+    assert_eq!(
+        store.due_for_expiry(at(base + 300), 1).await.unwrap().len(),
+        1
+    );
+
+    // A renewed lease moves out of reach; a done operation is never due.
+    let mut renewed = next_version(&leased, State::Running);
+    renewed.lease_expires_at = Some(at(base + 10_000));
+    store.compare_and_swap(&renewed).await.unwrap();
+    store.compare_and_swap(&done(&deadlined, 1)).await.unwrap();
+    assert_eq!(due(base + 300).await, [id(3)]);
+}
+
+pub async fn retention_deletes_exactly_the_expired_done_operations(store: Arc<dyn OperationStore>) {
+    let base = 1_700_000_000_000_000_000i64;
+    let mut finished = Vec::new();
+    for n in 0..10u64 {
+        let mut op = sample(n);
+        op.modified_at = at(base + n as i64);
+        op.idempotency = Some(Idempotency {
+            key: format!("k{n}"),
+            fingerprint: [1; 32],
+        });
+        store.insert(&op).await.unwrap();
+        if n < 8 {
+            let finished_op = done(&op, 1);
+            store.compare_and_swap(&finished_op).await.unwrap();
+            finished.push(finished_op);
+        }
+    }
+    // Done ones last changed before base+5 (0..=3, modified_at = base+n+1) go; in batches.
+    let cutoff = at(base + 5);
+    assert_eq!(store.delete_done_before(cutoff, 3).await.unwrap(), 3);
+    assert_eq!(store.delete_done_before(cutoff, 3).await.unwrap(), 1);
+    assert_eq!(store.delete_done_before(cutoff, 3).await.unwrap(), 0);
+    for n in 0..10u64 {
+        let present = store.get(&id(n)).await.unwrap().is_some();
+        assert_eq!(present, n >= 4, "operation {n}");
+    }
+    // Running operations are never deleted, however old.
+    assert_eq!(
+        store.delete_done_before(at(i64::MAX), 100).await.unwrap(),
+        4
+    );
+    assert!(store.get(&id(8)).await.unwrap().is_some());
+    assert!(store.get(&id(9)).await.unwrap().is_some());
+    // A deleted operation's idempotency key is free again.
+    let reused = with_key(sample(50), "alice", "k0");
+    assert_eq!(store.insert(&reused).await.unwrap(), Inserted::Created);
 }

@@ -11,10 +11,11 @@ pub mod conformance;
 mod memory;
 mod postgres;
 mod record;
+mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
-use opsd_core::{Operation, OperationId};
+use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
 
 pub use memory::MemoryStore;
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -28,6 +29,9 @@ pub enum Inserted {
     IdempotencyKeyUsed(Operation),
     /// Another operation has this id (a random collision): pick another id.
     IdTaken,
+    /// The operation is exclusive and this exclusive operation is running on
+    /// the same resource.
+    ResourceBusy(Operation),
 }
 
 /// Outcome of [`OperationStore::compare_and_swap`].
@@ -90,6 +94,26 @@ pub trait OperationStore: Send + Sync + 'static {
     /// Replaces the stored operation with `next` if the stored version is
     /// exactly `next.version - 1`.
     async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError>;
+
+    /// One page of operations matching the filter, newest first (by
+    /// `created_at`, then `id`), starting after the cursor.
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError>;
+
+    /// Running operations whose deadline or lease is at or before `now`,
+    /// earliest first.
+    async fn due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Operation>, StoreError>;
+
+    /// Deletes up to `limit` done operations last changed before `cutoff`;
+    /// returns how many. Running operations are never deleted.
+    async fn delete_done_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
 
     /// Every committed change from now on. A receiver that falls more than
     /// [`CHANGE_BUFFER`] changes behind gets `Lagged` and should treat it as

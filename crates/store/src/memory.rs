@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use opsd_core::{Operation, OperationId};
+use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
 
 use tokio::sync::broadcast;
 
@@ -71,6 +71,13 @@ impl OperationStore for MemoryStore {
         if tables.operations.contains_key(&operation.id) {
             return Ok(Inserted::IdTaken);
         }
+        if operation.exclusive
+            && let Some(running) = tables.operations.values().find(|other| {
+                other.exclusive && !other.is_done() && other.resource_id == operation.resource_id
+            })
+        {
+            return Ok(Inserted::ResourceBusy(running.clone()));
+        }
         tables
             .operations
             .insert(operation.id.clone(), operation.clone());
@@ -96,6 +103,60 @@ impl OperationStore for MemoryStore {
         *current = next.clone();
         self.committed(next);
         Ok(Swapped::Swapped)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
+        let tables = self.tables()?;
+        let mut page: Vec<Operation> = tables
+            .operations
+            .values()
+            .filter(|op| query.filter.matches(op))
+            .filter(|op| query.after.as_ref().is_none_or(|c| c.precedes(op)))
+            .cloned()
+            .collect();
+        page.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        page.truncate(query.limit);
+        Ok(page)
+    }
+
+    async fn due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let tables = self.tables()?;
+        let mut due: Vec<Operation> = tables
+            .operations
+            .values()
+            .filter(|op| op.expires_at().is_some_and(|t| t <= now))
+            .cloned()
+            .collect();
+        due.sort_by_key(|op| op.expires_at());
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn delete_done_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut tables = self.tables()?;
+        let expired: Vec<OperationId> = tables
+            .operations
+            .values()
+            .filter(|op| op.is_done() && op.modified_at < cutoff)
+            .take(limit)
+            .map(|op| op.id.clone())
+            .collect();
+        for id in &expired {
+            if let Some(op) = tables.operations.remove(id)
+                && let Some(idempotency) = op.idempotency
+            {
+                tables.idempotency.remove(&(op.created_by, idempotency.key));
+            }
+        }
+        Ok(expired.len())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -15,11 +15,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
-use opsd_core::{Operation, OperationId};
+use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
 use tokio::sync::{broadcast, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-use crate::record::Record;
+use crate::record::{COLUMNS, Record};
+use crate::sql::{self, Param};
 use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
 
 const CHANNEL: &str = "opsd_changes";
@@ -46,18 +47,24 @@ CREATE TABLE operations (
     error_message TEXT,
     error_details BYTEA,
     idempotency_key TEXT,
-    idempotency_fingerprint BYTEA
+    idempotency_fingerprint BYTEA,
+    progress BYTEA,
+    deadline BIGINT,
+    lease_expires_at BIGINT,
+    exclusive BIGINT NOT NULL,
+    expires_at BIGINT
 );
 CREATE UNIQUE INDEX operations_by_idempotency_key
     ON operations (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX operations_exclusive_running
+    ON operations (resource_id) WHERE exclusive = 1 AND state != 2;
+CREATE INDEX operations_by_creation ON operations (created_at, id);
 CREATE INDEX operations_by_resource
-    ON operations (resource_id) WHERE resource_id IS NOT NULL;
+    ON operations (resource_id, created_at, id) WHERE resource_id IS NOT NULL;
+CREATE INDEX operations_by_creator ON operations (created_by, created_at, id);
+CREATE INDEX operations_by_expiry ON operations (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX operations_done_by_age ON operations (modified_at) WHERE state = 2;
 "#];
-
-const COLUMNS: &str = "id, version, description, created_at, created_by, modified_at, \
-    resource_id, cancellation, metadata_type_url, metadata_value, state, cancel_requested_at, \
-    response_type_url, response_value, error_code, error_message, error_details, \
-    idempotency_key, idempotency_fingerprint";
 
 #[derive(Clone, Debug)]
 pub struct PostgresOptions {
@@ -144,6 +151,30 @@ impl PostgresStore {
             changes,
             listener: Mutex::new(Some(listener)),
         })
+    }
+
+    async fn select_many(
+        &self,
+        statement: &str,
+        params: &[Param],
+    ) -> Result<Vec<Operation>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(statement).await.map_err(classify)?;
+        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+            .iter()
+            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                match p {
+                    Param::Text(text) => Box::new(text.clone()),
+                    Param::Int(n) => Box::new(*n),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let rows = client.query(&statement, &refs).await.map_err(classify)?;
+        rows.iter().map(read_row).collect()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -290,7 +321,8 @@ impl OperationStore for PostgresStore {
             .prepare_cached(&format!(
                 "WITH inserted AS ( \
                    INSERT INTO operations ({COLUMNS}) VALUES \
-                   ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                   ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                    $20, $21, $22, $23, $24) \
                    ON CONFLICT DO NOTHING RETURNING id, version) \
                  SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
             ))
@@ -319,6 +351,11 @@ impl OperationStore for PostgresStore {
                     &r.error_details,
                     &r.idempotency_key,
                     &r.idempotency_fingerprint,
+                    &r.progress,
+                    &r.deadline,
+                    &r.lease_expires_at,
+                    &r.exclusive,
+                    &r.expires_at,
                 ],
             )
             .await
@@ -342,6 +379,21 @@ impl OperationStore for PostgresStore {
                 return Ok(Inserted::IdempotencyKeyUsed(read_row(&row)?));
             }
         }
+        if operation.exclusive
+            && let Some(resource_id) = &r.resource_id
+        {
+            let statement = client
+                .prepare_cached(&sql::running_exclusive("$1"))
+                .await
+                .map_err(classify)?;
+            if let Some(row) = client
+                .query_opt(&statement, &[resource_id])
+                .await
+                .map_err(classify)?
+            {
+                return Ok(Inserted::ResourceBusy(read_row(&row)?));
+            }
+        }
         Ok(Inserted::IdTaken)
     }
 
@@ -358,7 +410,8 @@ impl OperationStore for PostgresStore {
                 "WITH updated AS ( \
                    UPDATE operations SET version = $2::BIGINT, modified_at = $3, metadata_type_url = $4, \
                    metadata_value = $5, state = $6, cancel_requested_at = $7, response_type_url = $8, \
-                   response_value = $9, error_code = $10, error_message = $11, error_details = $12 \
+                   response_value = $9, error_code = $10, error_message = $11, error_details = $12, \
+                   progress = $13, lease_expires_at = $14, expires_at = $15 \
                    WHERE id = $1 AND version = $2::BIGINT - 1 RETURNING id, version) \
                  SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM updated"
             ))
@@ -380,6 +433,9 @@ impl OperationStore for PostgresStore {
                     &r.error_code,
                     &r.error_message,
                     &r.error_details,
+                    &r.progress,
+                    &r.lease_expires_at,
+                    &r.expires_at,
                 ],
             )
             .await
@@ -391,6 +447,52 @@ impl OperationStore for PostgresStore {
             Some(current) => Swapped::Stale(current),
             None => Swapped::Missing,
         })
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
+        let (statement, params) = sql::list(query, |n| format!("${n}"));
+        self.select_many(&statement, &params).await
+    }
+
+    async fn due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let statement = format!(
+            "SELECT {COLUMNS} FROM operations WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2"
+        );
+        let params = [
+            Param::Int(now.unix_nanos()),
+            Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        self.select_many(&statement, &params).await
+    }
+
+    async fn delete_done_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "DELETE FROM operations WHERE id IN \
+                 (SELECT id FROM operations WHERE state = 2 AND modified_at < $1 LIMIT $2)",
+            )
+            .await
+            .map_err(classify)?;
+        let deleted = client
+            .execute(
+                &statement,
+                &[
+                    &cutoff.unix_nanos(),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
@@ -449,6 +551,11 @@ fn read_row(row: &Row) -> Result<Operation, StoreError> {
             error_details: row.try_get(16)?,
             idempotency_key: row.try_get(17)?,
             idempotency_fingerprint: row.try_get(18)?,
+            progress: row.try_get(19)?,
+            deadline: row.try_get(20)?,
+            lease_expires_at: row.try_get(21)?,
+            exclusive: row.try_get(22)?,
+            expires_at: row.try_get(23)?,
         })
     })()
     .map_err(|e| StoreError::Corrupt(format!("unreadable operation row: {e}")))?;

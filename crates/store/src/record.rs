@@ -2,8 +2,8 @@
 //! and its checked conversion back into the domain type.
 
 use opsd_core::{
-    Any, CancellationPolicy, Idempotency, Operation, OperationId, Outcome, RpcStatus, State,
-    Timestamp,
+    Any, CancellationPolicy, Idempotency, Operation, OperationId, Outcome, Progress, RpcStatus,
+    State, Step, StepState, Timestamp,
 };
 use prost::Message;
 
@@ -36,6 +36,101 @@ pub struct Record {
     pub error_details: Option<Vec<u8>>,
     pub idempotency_key: Option<String>,
     pub idempotency_fingerprint: Option<Vec<u8>>,
+    /// Progress, encoded as [`StoredProgress`].
+    pub progress: Option<Vec<u8>>,
+    pub deadline: Option<i64>,
+    pub lease_expires_at: Option<i64>,
+    pub exclusive: i64,
+    /// When the reaper must look at the operation: the earlier of deadline and
+    /// lease while running, NULL once done. Derived, stored for its index.
+    pub expires_at: Option<i64>,
+}
+
+/// The column list in the order of [`Record`]'s fields, for SQL backends.
+pub const COLUMNS: &str = "id, version, description, created_at, created_by, modified_at, \
+    resource_id, cancellation, metadata_type_url, metadata_value, state, cancel_requested_at, \
+    response_type_url, response_value, error_code, error_message, error_details, \
+    idempotency_key, idempotency_fingerprint, progress, deadline, lease_expires_at, exclusive, \
+    expires_at";
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredProgress {
+    #[prost(int64, tag = "1")]
+    work_done: i64,
+    #[prost(int64, tag = "2")]
+    work_total: i64,
+    #[prost(string, tag = "3")]
+    message: String,
+    #[prost(message, repeated, tag = "4")]
+    steps: Vec<StoredStep>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredStep {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(int32, tag = "2")]
+    state: i32,
+}
+
+fn step_state_number(state: StepState) -> i32 {
+    match state {
+        StepState::Unspecified => 0,
+        StepState::Pending => 1,
+        StepState::Running => 2,
+        StepState::Done => 3,
+        StepState::Failed => 4,
+        StepState::Skipped => 5,
+    }
+}
+
+fn step_state_from_number(n: i32) -> Option<StepState> {
+    Some(match n {
+        0 => StepState::Unspecified,
+        1 => StepState::Pending,
+        2 => StepState::Running,
+        3 => StepState::Done,
+        4 => StepState::Failed,
+        5 => StepState::Skipped,
+        _ => return None,
+    })
+}
+
+fn encode_progress(progress: &Progress) -> Vec<u8> {
+    StoredProgress {
+        work_done: progress.work_done,
+        work_total: progress.work_total,
+        message: progress.message.clone(),
+        steps: progress
+            .steps
+            .iter()
+            .map(|s| StoredStep {
+                name: s.name.clone(),
+                state: step_state_number(s.state),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+fn decode_progress(bytes: &[u8]) -> Option<Progress> {
+    let stored = StoredProgress::decode(bytes).ok()?;
+    let steps = stored
+        .steps
+        .into_iter()
+        .map(|s| {
+            Some(Step {
+                name: s.name,
+                state: step_state_from_number(s.state)?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Progress {
+        work_done: stored.work_done,
+        work_total: stored.work_total,
+        message: stored.message,
+        steps,
+    })
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -81,6 +176,11 @@ impl From<&Operation> for Record {
             cancel_requested_at,
             idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
             idempotency_fingerprint: op.idempotency.as_ref().map(|i| i.fingerprint.to_vec()),
+            progress: op.progress.as_ref().map(encode_progress),
+            deadline: op.deadline.map(Timestamp::unix_nanos),
+            lease_expires_at: op.lease_expires_at.map(Timestamp::unix_nanos),
+            exclusive: i64::from(op.exclusive),
+            expires_at: op.expires_at().map(Timestamp::unix_nanos),
             ..Record::default()
         };
         match outcome {
@@ -182,6 +282,16 @@ impl TryFrom<Record> for Operation {
             (None, None) => None,
             _ => return Err(corrupt("half-written idempotency key")),
         };
+        let progress = r
+            .progress
+            .as_deref()
+            .map(|bytes| decode_progress(bytes).ok_or_else(|| corrupt("undecodable progress")))
+            .transpose()?;
+        let exclusive = match r.exclusive {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("exclusive is neither 0 nor 1")),
+        };
         Ok(Operation {
             id: OperationId::from_trusted(r.id),
             version,
@@ -192,8 +302,12 @@ impl TryFrom<Record> for Operation {
             resource_id: r.resource_id,
             cancellation,
             metadata,
+            progress,
             state,
             idempotency,
+            deadline: r.deadline.map(Timestamp::from_unix_nanos),
+            lease_expires_at: r.lease_expires_at.map(Timestamp::from_unix_nanos),
+            exclusive,
         })
     }
 }

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opsd_core::{Operation, OperationId};
+use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
-use crate::record::Record;
+use crate::record::{COLUMNS, Record};
+use crate::sql::{self, Param};
 use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
@@ -44,18 +45,24 @@ CREATE TABLE operations (
     error_message TEXT,
     error_details BLOB,
     idempotency_key TEXT,
-    idempotency_fingerprint BLOB
+    idempotency_fingerprint BLOB,
+    progress BLOB,
+    deadline INTEGER,
+    lease_expires_at INTEGER,
+    exclusive INTEGER NOT NULL,
+    expires_at INTEGER
 ) STRICT;
 CREATE UNIQUE INDEX operations_by_idempotency_key
     ON operations (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX operations_exclusive_running
+    ON operations (resource_id) WHERE exclusive = 1 AND state != 2;
+CREATE INDEX operations_by_creation ON operations (created_at, id);
 CREATE INDEX operations_by_resource
-    ON operations (resource_id) WHERE resource_id IS NOT NULL;
+    ON operations (resource_id, created_at, id) WHERE resource_id IS NOT NULL;
+CREATE INDEX operations_by_creator ON operations (created_by, created_at, id);
+CREATE INDEX operations_by_expiry ON operations (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX operations_done_by_age ON operations (modified_at) WHERE state = 2;
 "#];
-
-const COLUMNS: &str = "id, version, description, created_at, created_by, modified_at, \
-    resource_id, cancellation, metadata_type_url, metadata_value, state, cancel_requested_at, \
-    response_type_url, response_value, error_code, error_message, error_details, \
-    idempotency_key, idempotency_fingerprint";
 
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
@@ -83,11 +90,13 @@ impl SqliteOptions {
 enum Write {
     Insert(Operation),
     Swap(Operation),
+    DeleteDoneBefore { cutoff: Timestamp, limit: usize },
 }
 
 enum Written {
     Inserted(Inserted),
     Swapped(Swapped),
+    Deleted(usize),
 }
 
 struct WriteRequest {
@@ -166,7 +175,7 @@ impl OperationStore for SqliteStore {
     async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
         match self.write(Write::Insert(operation.clone())).await? {
             Written::Inserted(inserted) => Ok(inserted),
-            Written::Swapped(_) => unreachable!("the writer answers an insert with Inserted"),
+            _ => unreachable!("the writer answers an insert with Inserted"),
         }
     }
 
@@ -178,7 +187,45 @@ impl OperationStore for SqliteStore {
     async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
         match self.write(Write::Swap(next.clone())).await? {
             Written::Swapped(swapped) => Ok(swapped),
-            Written::Inserted(_) => unreachable!("the writer answers a swap with Swapped"),
+            _ => unreachable!("the writer answers a swap with Swapped"),
+        }
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
+        let (statement, params) = sql::list(query, |n| format!("?{n}"));
+        self.readers
+            .run(move |conn| select_many(conn, &statement, &params))
+            .await
+    }
+
+    async fn due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let statement = format!(
+            "SELECT {COLUMNS} FROM operations WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2"
+        );
+        let params = [
+            Param::Int(now.unix_nanos()),
+            Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        self.readers
+            .run(move |conn| select_many(conn, &statement, &params))
+            .await
+    }
+
+    async fn delete_done_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        match self
+            .write(Write::DeleteDoneBefore { cutoff, limit })
+            .await?
+        {
+            Written::Deleted(count) => Ok(count),
+            _ => unreachable!("the writer answers a delete with Deleted"),
         }
     }
 
@@ -314,6 +361,9 @@ fn apply_in_savepoint(tx: &mut Transaction<'_>, write: &Write) -> Result<Written
     let result = match write {
         Write::Insert(op) => insert(&savepoint, op).map(Written::Inserted),
         Write::Swap(op) => swap(&savepoint, op).map(Written::Swapped),
+        Write::DeleteDoneBefore { cutoff, limit } => {
+            delete_done_before(&savepoint, *cutoff, *limit).map(Written::Deleted)
+        }
     };
     if result.is_ok() {
         savepoint.commit().map_err(classify)?;
@@ -341,8 +391,9 @@ fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
     let inserted = conn
         .prepare_cached(&format!(
             "INSERT INTO operations ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
-             ON CONFLICT (id) DO NOTHING"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+              ?20, ?21, ?22, ?23, ?24) \
+             ON CONFLICT DO NOTHING"
         ))
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -365,14 +416,68 @@ fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
                 r.error_details,
                 r.idempotency_key,
                 r.idempotency_fingerprint,
+                r.progress,
+                r.deadline,
+                r.lease_expires_at,
+                r.exclusive,
+                r.expires_at,
             ])
         })
         .map_err(classify)?;
-    Ok(if inserted == 1 {
-        Inserted::Created
-    } else {
-        Inserted::IdTaken
+    if inserted == 1 {
+        return Ok(Inserted::Created);
+    }
+    // The idempotency key was looked up above; the conflict is the resource guard or the id.
+    if op.exclusive
+        && let Some(resource_id) = &op.resource_id
+    {
+        let running = conn
+            .prepare_cached(&sql::running_exclusive("?1"))
+            .and_then(|mut stmt| stmt.query_row([resource_id], read_record).optional())
+            .map_err(classify)?;
+        if let Some(running) = running {
+            return Ok(Inserted::ResourceBusy(running.try_into()?));
+        }
+    }
+    Ok(Inserted::IdTaken)
+}
+
+fn delete_done_before(
+    conn: &Connection,
+    cutoff: Timestamp,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM operations WHERE id IN \
+         (SELECT id FROM operations WHERE state = 2 AND modified_at < ?1 LIMIT ?2)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            cutoff.unix_nanos(),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ])
     })
+    .map_err(classify)
+}
+
+fn select_many(
+    conn: &Connection,
+    statement: &str,
+    params: &[Param],
+) -> Result<Vec<Operation>, StoreError> {
+    let values: Vec<rusqlite::types::Value> = params
+        .iter()
+        .map(|p| match p {
+            Param::Text(text) => rusqlite::types::Value::Text(text.clone()),
+            Param::Int(n) => rusqlite::types::Value::Integer(*n),
+        })
+        .collect();
+    let mut stmt = conn.prepare_cached(statement).map_err(classify)?;
+    let records = stmt
+        .query_map(rusqlite::params_from_iter(values), read_record)
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(classify)?;
+    records.into_iter().map(Operation::try_from).collect()
 }
 
 fn swap(conn: &Connection, next: &Operation) -> Result<Swapped, StoreError> {
@@ -381,7 +486,8 @@ fn swap(conn: &Connection, next: &Operation) -> Result<Swapped, StoreError> {
         .prepare_cached(
             "UPDATE operations SET version = ?2, modified_at = ?3, metadata_type_url = ?4, \
              metadata_value = ?5, state = ?6, cancel_requested_at = ?7, response_type_url = ?8, \
-             response_value = ?9, error_code = ?10, error_message = ?11, error_details = ?12 \
+             response_value = ?9, error_code = ?10, error_message = ?11, error_details = ?12, \
+             progress = ?13, lease_expires_at = ?14, expires_at = ?15 \
              WHERE id = ?1 AND version = ?2 - 1",
         )
         .and_then(|mut stmt| {
@@ -398,6 +504,9 @@ fn swap(conn: &Connection, next: &Operation) -> Result<Swapped, StoreError> {
                 r.error_code,
                 r.error_message,
                 r.error_details,
+                r.progress,
+                r.lease_expires_at,
+                r.expires_at,
             ])
         })
         .map_err(classify)?;
@@ -439,6 +548,11 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         error_details: row.get(16)?,
         idempotency_key: row.get(17)?,
         idempotency_fingerprint: row.get(18)?,
+        progress: row.get(19)?,
+        deadline: row.get(20)?,
+        lease_expires_at: row.get(21)?,
+        exclusive: row.get(22)?,
+        expires_at: row.get(23)?,
     })
 }
 
