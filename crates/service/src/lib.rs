@@ -2,14 +2,20 @@
 //! the store. Adapters (gRPC, REST, CLI) translate into these calls and back;
 //! nothing here knows about a transport.
 
-use std::sync::Arc;
+mod watchers;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use opsd_core::operation::{DEFAULT_LEASE, validate_lease};
 use opsd_core::validate::Violations;
 use opsd_core::{
-    Any, Clock, Error, IdPrefix, NewOperation, Operation, OperationId, Outcome, Principal,
-    Transition,
+    Clock, Error, IdPrefix, ListQuery, NewOperation, Operation, OperationId, Outcome, Principal,
+    Timestamp, Transition, Update,
 };
 use opsd_store::{Inserted, OperationStore, Swapped};
+
+pub use watchers::{Watchers, Watching};
 
 /// How often a write retries after losing a compare-and-set race before
 /// answering UNAVAILABLE; each loss means another writer made progress.
@@ -17,29 +23,103 @@ const MAX_WRITE_ATTEMPTS: usize = 64;
 /// Random ids collide with negligible probability; a few retries make it nil.
 const MAX_ID_ATTEMPTS: usize = 8;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServiceConfig {
     /// Prefix of new ids when the producer names none.
     pub default_id_prefix: IdPrefix,
+    /// How long done operations are kept before they are deleted.
+    pub retention: Duration,
+    /// The longest a single Wait call waits.
+    pub max_wait: Duration,
+    /// Operations completed per reaper query; the reaper repeats while full.
+    pub expiry_batch: usize,
+    /// Operations deleted per retention statement, so deletion never holds
+    /// the store for long.
+    pub retention_batch: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            default_id_prefix: IdPrefix::default(),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            max_wait: Duration::from_secs(600),
+            expiry_batch: 100,
+            retention_batch: 500,
+        }
+    }
 }
 
 pub struct OperationService {
     store: Arc<dyn OperationStore>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
+    watchers: Arc<Watchers>,
+    dispatcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OperationService {
+    fn drop(&mut self) {
+        self.dispatcher.abort();
+    }
 }
 
 impl OperationService {
+    /// Must be called inside a tokio runtime: it starts the change fan-out task.
     pub fn new(
         store: Arc<dyn OperationStore>,
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
     ) -> Self {
+        let (watchers, dispatcher) = Watchers::start(Arc::clone(&store));
         Self {
             store,
             clock,
             config,
+            watchers,
+            dispatcher,
         }
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    pub fn watchers(&self) -> &Arc<Watchers> {
+        &self.watchers
+    }
+
+    /// One page of operations, newest first; the query must have been validated.
+    pub async fn list(
+        &self,
+        _caller: &Principal,
+        query: &ListQuery,
+    ) -> Result<Vec<Operation>, Error> {
+        Ok(self.store.list(query).await?)
+    }
+
+    /// Waits until the operation is done or `timeout` (capped by the
+    /// configured maximum) passes, then returns its latest state.
+    pub async fn wait(
+        &self,
+        caller: &Principal,
+        id: &OperationId,
+        timeout: Duration,
+    ) -> Result<Arc<Operation>, Error> {
+        let mut watching = self.watch(caller, id).await?;
+        let mut latest = watching.current_and_mark_seen();
+        let _ = tokio::time::timeout(timeout.min(self.config.max_wait), async {
+            while !latest.is_done() {
+                latest = watching.changed().await;
+            }
+        })
+        .await;
+        Ok(watching.current().max_by_version(latest))
+    }
+
+    /// Follows an operation's changes; see [`Watching`].
+    pub async fn watch(&self, _caller: &Principal, id: &OperationId) -> Result<Watching, Error> {
+        self.watchers.watch(id).await
     }
 
     pub fn store(&self) -> &Arc<dyn OperationStore> {
@@ -57,7 +137,7 @@ impl OperationService {
         caller: &Principal,
         request: NewOperation,
     ) -> Result<Operation, Error> {
-        request.validate()?;
+        request.validate(self.clock.now())?;
         let prefix = request
             .id_prefix
             .clone()
@@ -78,6 +158,12 @@ impl OperationService {
                 Inserted::IdTaken => {
                     tracing::warn!(operation_id = %operation.id, "generated operation id was taken, retrying");
                 }
+                Inserted::ResourceBusy(running) => {
+                    return Err(Error::ResourceBusy {
+                        resource_id: running.resource_id.unwrap_or_default(),
+                        running_id: running.id.to_string(),
+                    });
+                }
             }
         }
         Err(Error::Internal(
@@ -86,22 +172,140 @@ impl OperationService {
     }
 
     pub async fn cancel(&self, caller: &Principal, id: &OperationId) -> Result<Operation, Error> {
-        let op = self.transition(id, |op, now| op.cancel(now)).await?;
+        let (op, _) = self.transition(id, |op, now| op.cancel(now)).await?;
         tracing::debug!(operation_id = %id, caller = %caller.id, done = op.is_done(), "cancel requested");
         Ok(op)
     }
 
-    pub async fn update_metadata(
+    /// The producer reports metadata and/or progress.
+    pub async fn update(
         &self,
         _caller: &Principal,
         id: &OperationId,
-        metadata: Any,
+        update: Update,
     ) -> Result<Operation, Error> {
         let mut violations = Violations::default();
-        violations.any("metadata", &metadata);
+        if let Some(metadata) = &update.metadata {
+            violations.any("metadata", metadata);
+        }
+        if let Some(progress) = &update.progress {
+            violations.progress("progress", progress);
+        }
+        if update.metadata.is_none() && update.progress.is_none() {
+            violations.add("metadata", "metadata or progress is required");
+        }
         violations.into_result()?;
-        self.transition(id, |op, now| op.update_metadata(metadata.clone(), now))
-            .await
+        let (op, _) = self
+            .transition(id, |op, now| op.update(update.clone(), now))
+            .await?;
+        Ok(op)
+    }
+
+    /// The producer takes or renews its lease (30 s when `lease` is `None`).
+    pub async fn heartbeat(
+        &self,
+        _caller: &Principal,
+        id: &OperationId,
+        lease: Option<Duration>,
+    ) -> Result<Operation, Error> {
+        let lease = lease.unwrap_or(DEFAULT_LEASE);
+        validate_lease("lease_duration", lease)?;
+        let (op, _) = self
+            .transition(id, |op, now| op.heartbeat(lease, now))
+            .await?;
+        Ok(op)
+    }
+
+    /// Completes every running operation whose deadline passed or whose lease
+    /// lapsed; returns how many this call completed. Safe to run on every
+    /// replica at once: compare-and-set lets exactly one complete each.
+    pub async fn expire_due(&self) -> Result<usize, Error> {
+        let mut completed = 0;
+        loop {
+            let due = self
+                .store
+                .due_for_expiry(self.clock.now(), self.config.expiry_batch)
+                .await?;
+            let full = due.len() == self.config.expiry_batch;
+            let mut progressed = false;
+            for op in due {
+                match self.transition(&op.id, |op, now| Ok(op.expire(now))).await {
+                    Ok((expired, true)) => {
+                        completed += 1;
+                        progressed = true;
+                        tracing::info!(operation_id = %expired.id, outcome = ?expired.outcome(), "expired operation completed");
+                    }
+                    Ok((_, false)) => {}
+                    Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !full || !progressed {
+                return Ok(completed);
+            }
+        }
+    }
+
+    /// Deletes done operations older than the retention, in small batches;
+    /// returns how many. Running operations are never deleted.
+    pub async fn collect_garbage(&self) -> Result<usize, Error> {
+        let cutoff =
+            Timestamp::from_unix_nanos(self.clock.now().unix_nanos().saturating_sub(
+                i64::try_from(self.config.retention.as_nanos()).unwrap_or(i64::MAX),
+            ));
+        let mut deleted = 0;
+        loop {
+            let batch = self
+                .store
+                .delete_done_before(cutoff, self.config.retention_batch)
+                .await?;
+            deleted += batch;
+            if batch < self.config.retention_batch {
+                if deleted > 0 {
+                    tracing::info!(deleted, "deleted done operations past retention");
+                }
+                return Ok(deleted);
+            }
+            // Let requests in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Runs the reaper and the retention collector until the guard is dropped.
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        reaper_every: Duration,
+        collector_every: Duration,
+    ) -> BackgroundTasks {
+        let reaper = {
+            let service = Arc::clone(self);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(reaper_every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(e) = service.expire_due().await {
+                        tracing::warn!(error = %e, "expiry pass failed");
+                    }
+                }
+            })
+        };
+        let collector = {
+            let service = Arc::clone(self);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(collector_every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(e) = service.collect_garbage().await {
+                        tracing::warn!(error = %e, "retention pass failed");
+                    }
+                }
+            })
+        };
+        BackgroundTasks {
+            tasks: vec![reaper, collector],
+        }
     }
 
     pub async fn complete(
@@ -116,7 +320,7 @@ impl OperationService {
             Outcome::Error(status) => violations.error_status("error", status),
         }
         violations.into_result()?;
-        let op = self
+        let (op, _) = self
             .transition(id, |op, now| op.complete(outcome.clone(), now))
             .await?;
         tracing::debug!(operation_id = %id, "operation completed");
@@ -131,20 +335,21 @@ impl OperationService {
     }
 
     /// Applies a domain transition with compare-and-set, retrying on the
-    /// version that won when another writer got there first.
+    /// version that won when another writer got there first. Returns the
+    /// operation and whether this call changed it.
     async fn transition(
         &self,
         id: &OperationId,
-        change: impl Fn(&Operation, opsd_core::Timestamp) -> Result<Transition, Error>,
-    ) -> Result<Operation, Error> {
+        change: impl Fn(&Operation, Timestamp) -> Result<Transition, Error>,
+    ) -> Result<(Operation, bool), Error> {
         let mut current = self.load(id).await?;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let next = match change(&current, self.clock.now())? {
-                Transition::Unchanged => return Ok(current),
+                Transition::Unchanged => return Ok((current, false)),
                 Transition::Changed(next) => next,
             };
             match self.store.compare_and_swap(&next).await? {
-                Swapped::Swapped => return Ok(next),
+                Swapped::Swapped => return Ok((next, true)),
                 Swapped::Stale(latest) => current = latest,
                 Swapped::Missing => return Err(Error::NotFound { id: id.to_string() }),
             }
@@ -152,6 +357,33 @@ impl OperationService {
         Err(Error::Unavailable(format!(
             "operation {id} is changing too fast, retry later"
         )))
+    }
+}
+
+/// Background tasks of a service; dropping this stops them.
+pub struct BackgroundTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+trait NewestOf {
+    fn max_by_version(self, other: Self) -> Self;
+}
+
+impl NewestOf for Arc<Operation> {
+    fn max_by_version(self, other: Self) -> Self {
+        if other.version > self.version {
+            other
+        } else {
+            self
+        }
     }
 }
 

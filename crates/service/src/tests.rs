@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opsd_core::{CancellationPolicy, Code, ManualClock, RpcStatus, State, Timestamp};
+use opsd_core::{Any, CancellationPolicy, Code, ManualClock, RpcStatus, State, Timestamp};
 use opsd_store::MemoryStore;
 
 use super::*;
@@ -18,12 +18,9 @@ fn service() -> (OperationService, ManualClock) {
 
 fn request(cancellation: CancellationPolicy) -> NewOperation {
     NewOperation {
-        description: "snapshot disk".into(),
         resource_id: Some("disk-1".into()),
-        metadata: None,
         cancellation,
-        idempotency_key: None,
-        id_prefix: None,
+        ..NewOperation::new("snapshot disk")
     }
 }
 
@@ -175,4 +172,159 @@ async fn racing_cancel_and_complete_leave_exactly_one_outcome() {
             }
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_returns_at_completion_or_the_running_state_at_timeout() {
+    let (service, _) = service();
+    let service = Arc::new(service);
+    let op = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+
+    // Nobody completes it: after the timeout, the running state, not an error.
+    let started = tokio::time::Instant::now();
+    let latest = service
+        .wait(&alice(), &op.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(!latest.is_done());
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+
+    // Completed while waiting: returns at once with the result.
+    let waiter = {
+        let (service, id) = (Arc::clone(&service), op.id.clone());
+        tokio::spawn(async move { service.wait(&alice(), &id, Duration::from_secs(3600)).await })
+    };
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let done = service
+        .complete(&alice(), &op.id, response(1))
+        .await
+        .unwrap();
+    let waited = waiter.await.unwrap().unwrap();
+    assert_eq!(*waited, done);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(service.watchers().active(), 0, "waiters unregister");
+}
+
+#[tokio::test]
+async fn a_watcher_sees_every_state_up_to_done() {
+    let (service, _) = service();
+    let op = service
+        .create(&alice(), request(CancellationPolicy::Cooperative))
+        .await
+        .unwrap();
+    let mut watching = service.watch(&alice(), &op.id).await.unwrap();
+    assert_eq!(*watching.current_and_mark_seen(), op);
+    service.cancel(&alice(), &op.id).await.unwrap();
+    assert!(matches!(
+        watching.changed().await.state,
+        State::CancelRequested { .. }
+    ));
+    service
+        .complete(&alice(), &op.id, response(2))
+        .await
+        .unwrap();
+    assert!(watching.changed().await.is_done());
+}
+
+#[tokio::test]
+async fn lapsed_leases_and_deadlines_are_completed_exactly_once() {
+    let (service, clock) = service();
+    let mut leased = request(CancellationPolicy::Immediate);
+    leased.lease_duration = Some(Duration::from_secs(10));
+    let leased = service.create(&alice(), leased).await.unwrap();
+    let mut deadlined = request(CancellationPolicy::Immediate);
+    deadlined.deadline = Some(clock.now().saturating_add(Duration::from_secs(60)));
+    let deadlined = service.create(&alice(), deadlined).await.unwrap();
+
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(service.expire_due().await.unwrap(), 0);
+    service
+        .heartbeat(&alice(), &leased.id, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(
+        service.expire_due().await.unwrap(),
+        0,
+        "the heartbeat renewed the lease"
+    );
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(service.expire_due().await.unwrap(), 1);
+    let aborted = service.get(&alice(), &leased.id).await.unwrap();
+    assert!(matches!(aborted.outcome(), Some(Outcome::Error(s)) if s.code == 10));
+
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(service.expire_due().await.unwrap(), 1);
+    let late = service.get(&alice(), &deadlined.id).await.unwrap();
+    assert!(matches!(late.outcome(), Some(Outcome::Error(s)) if s.code == 4));
+    assert_eq!(service.expire_due().await.unwrap(), 0, "exactly once");
+    assert_eq!(
+        service
+            .heartbeat(&alice(), &leased.id, None)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+}
+
+#[tokio::test]
+async fn the_resource_guard_names_the_running_operation() {
+    let (service, _) = service();
+    let mut exclusive = request(CancellationPolicy::Immediate);
+    exclusive.exclusive = true;
+    let first = service.create(&alice(), exclusive.clone()).await.unwrap();
+    match service
+        .create(&alice(), exclusive.clone())
+        .await
+        .unwrap_err()
+    {
+        Error::ResourceBusy {
+            resource_id,
+            running_id,
+        } => {
+            assert_eq!(resource_id, "disk-1");
+            assert_eq!(running_id, first.id.to_string());
+        }
+        other => panic!("expected resource busy, got {other:?}"),
+    }
+    service
+        .complete(&alice(), &first.id, response(1))
+        .await
+        .unwrap();
+    service.create(&alice(), exclusive).await.unwrap();
+}
+
+#[tokio::test]
+async fn retention_deletes_only_done_operations_past_it() {
+    let (service, clock) = service();
+    let running = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+    let finished = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+    service
+        .complete(&alice(), &finished.id, response(1))
+        .await
+        .unwrap();
+    clock.advance(service.config().retention - Duration::from_secs(1));
+    assert_eq!(service.collect_garbage().await.unwrap(), 0);
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(service.collect_garbage().await.unwrap(), 1);
+    assert_eq!(
+        service
+            .get(&alice(), &finished.id)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert!(service.get(&alice(), &running.id).await.is_ok());
 }

@@ -1,0 +1,197 @@
+//! Fan-out of operation changes to waiters and watchers.
+//!
+//! One task per process reads the store's change stream. For each operation
+//! that somebody watches it re-reads the operation once and publishes it on a
+//! `tokio::sync::watch` channel shared by all of that operation's watchers:
+//! a change costs one store read however many watch it, idle watchers cost
+//! nothing, and a slow watcher only ever sees the latest state (a watch
+//! channel keeps one value) instead of holding writers back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opsd_core::{Error, Operation, OperationId};
+use opsd_store::{Change, OperationStore};
+use tokio::sync::{broadcast, watch};
+
+pub struct Watchers {
+    store: Arc<dyn OperationStore>,
+    entries: Mutex<HashMap<OperationId, Entry>>,
+}
+
+struct Entry {
+    latest: watch::Sender<Arc<Operation>>,
+    watchers: usize,
+}
+
+/// One watcher's view of an operation; unregisters when dropped.
+pub struct Watching {
+    receiver: watch::Receiver<Arc<Operation>>,
+    id: OperationId,
+    watchers: Arc<Watchers>,
+}
+
+impl Watching {
+    /// The latest known state.
+    pub fn current(&self) -> Arc<Operation> {
+        Arc::clone(&self.receiver.borrow())
+    }
+
+    /// Waits for a state newer than the last one returned by `changed` or
+    /// `current_and_mark_seen`, and returns it.
+    pub async fn changed(&mut self) -> Arc<Operation> {
+        // The sender lives as long as any watcher of this id, so this only fails if
+        // the entry was torn down, which cannot happen while `self` is registered.
+        let _ = self.receiver.changed().await;
+        Arc::clone(&self.receiver.borrow_and_update())
+    }
+
+    /// The latest state, marking it seen so that `changed` waits for a newer one.
+    pub fn current_and_mark_seen(&mut self) -> Arc<Operation> {
+        Arc::clone(&self.receiver.borrow_and_update())
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut entries = self.watchers.lock();
+        if let Some(entry) = entries.get_mut(&self.id) {
+            entry.watchers -= 1;
+            if entry.watchers == 0 {
+                entries.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Watchers {
+    /// Starts the fan-out task; it ends when the store's change stream closes
+    /// or the returned handle is aborted.
+    pub fn start(store: Arc<dyn OperationStore>) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+        let watchers = Arc::new(Self {
+            store: Arc::clone(&store),
+            entries: Mutex::default(),
+        });
+        let changes = store.subscribe();
+        let task = tokio::spawn(Arc::clone(&watchers).dispatch(changes));
+        (watchers, task)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OperationId, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many watchers (waiters included) are registered right now.
+    pub fn active(&self) -> usize {
+        self.lock().values().map(|e| e.watchers).sum()
+    }
+
+    /// Starts watching an operation; NOT_FOUND when it does not exist.
+    pub async fn watch(self: &Arc<Self>, id: &OperationId) -> Result<Watching, Error> {
+        let op = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
+        let receiver = {
+            let mut entries = self.lock();
+            match entries.get_mut(id) {
+                Some(entry) => {
+                    entry.watchers += 1;
+                    publish(&entry.latest, op);
+                    entry.latest.subscribe()
+                }
+                None => {
+                    let (latest, receiver) = watch::channel(Arc::new(op));
+                    entries.insert(
+                        id.clone(),
+                        Entry {
+                            latest,
+                            watchers: 1,
+                        },
+                    );
+                    receiver
+                }
+            }
+        };
+        let watching = Watching {
+            receiver,
+            id: id.clone(),
+            watchers: Arc::clone(self),
+        };
+        // A change committed between the read above and the registration was
+        // not dispatched to us: read once more now that we are registered.
+        self.refresh(id.clone()).await;
+        Ok(watching)
+    }
+
+    async fn dispatch(self: Arc<Self>, mut changes: broadcast::Receiver<Change>) {
+        loop {
+            match changes.recv().await {
+                Ok(Change::Committed { id, version }) => {
+                    let stale = self
+                        .lock()
+                        .get(&id)
+                        .is_some_and(|e| e.latest.borrow().version < version);
+                    if stale {
+                        tokio::spawn(Arc::clone(&self).refresh_with_retries(id));
+                    }
+                }
+                Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let watched: Vec<OperationId> = self.lock().keys().cloned().collect();
+                    tracing::debug!(
+                        watched = watched.len(),
+                        "re-reading every watched operation"
+                    );
+                    for id in watched {
+                        tokio::spawn(Arc::clone(&self).refresh_with_retries(id));
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+
+    /// Re-reads one operation for its watchers; returns false if the read failed.
+    async fn refresh(&self, id: OperationId) -> bool {
+        match self.store.get(&id).await {
+            Ok(Some(op)) => {
+                if let Some(entry) = self.lock().get(&id) {
+                    publish(&entry.latest, op);
+                }
+                true
+            }
+            // Deleted by retention: watchers keep the last state they saw.
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(operation_id = %id, error = %e, "cannot re-read a watched operation");
+                false
+            }
+        }
+    }
+
+    /// A store outage must not leave watchers on a stale state for good.
+    async fn refresh_with_retries(self: Arc<Self>, id: OperationId) {
+        let mut delay = Duration::from_millis(100);
+        while !self.refresh(id.clone()).await {
+            if !self.lock().contains_key(&id) {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Replaces the published state only with a newer version.
+fn publish(latest: &watch::Sender<Arc<Operation>>, op: Operation) {
+    latest.send_if_modified(|current| {
+        if op.version > current.version {
+            *current = Arc::new(op);
+            true
+        } else {
+            false
+        }
+    });
+}
