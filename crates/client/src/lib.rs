@@ -18,8 +18,11 @@ use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::operation as ycop;
 use tonic::transport::{Channel, Endpoint};
 
-pub use opsd_proto::opsd::v1::CancellationPolicy;
 pub use opsd_proto::opsd::v1::Operation as OpsdOperation;
+pub use opsd_proto::opsd::v1::{
+    CancellationPolicy, HeartbeatResponse, ListOperationsRequest, ListOperationsResponse, Progress,
+    StateFilter, Step,
+};
 pub use opsd_proto::yandex::cloud::operation::Operation;
 
 /// Type URL of `google.protobuf.Struct`, how JSON travels inside `Any`.
@@ -94,6 +97,11 @@ pub struct NewOperation {
     pub cancellation_policy: CancellationPolicy,
     pub idempotency_key: Option<String>,
     pub id_prefix: Option<String>,
+    /// Take a lease at creation; heartbeat before it lapses.
+    pub lease_duration: Option<std::time::Duration>,
+    pub deadline: Option<prost_types::Timestamp>,
+    /// At most one running exclusive operation per resource id.
+    pub exclusive: bool,
 }
 
 impl NewOperation {
@@ -126,6 +134,13 @@ pub fn pack_struct(value: &prost_types::Struct) -> prost_types::Any {
     prost_types::Any {
         type_url: STRUCT_TYPE_URL.to_owned(),
         value: value.encode_to_vec(),
+    }
+}
+
+fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
     }
 }
 
@@ -201,6 +216,9 @@ impl Client {
             cancellation_policy: new.cancellation_policy.into(),
             idempotency_key: new.idempotency_key.unwrap_or_default(),
             id_prefix: new.id_prefix.unwrap_or_default(),
+            lease_duration: new.lease_duration.map(duration),
+            deadline: new.deadline,
+            exclusive: new.exclusive,
         };
         Ok(self.producer.clone().create(request).await?.into_inner())
     }
@@ -210,9 +228,20 @@ impl Client {
         operation_id: &str,
         metadata: prost_types::Any,
     ) -> Result<OpsdOperation, ClientError> {
+        self.update(operation_id, Some(metadata), None).await
+    }
+
+    /// Reports metadata and/or structured progress of a running operation.
+    pub async fn update(
+        &self,
+        operation_id: &str,
+        metadata: Option<prost_types::Any>,
+        progress: Option<Progress>,
+    ) -> Result<OpsdOperation, ClientError> {
         let request = pb::UpdateMetadataRequest {
             operation_id: operation_id.to_owned(),
-            metadata: Some(metadata),
+            metadata,
+            progress,
         };
         Ok(self
             .producer
@@ -220,6 +249,51 @@ impl Client {
             .update_metadata(request)
             .await?
             .into_inner())
+    }
+
+    /// Takes or renews the lease on a running operation (server default: 30 s).
+    pub async fn heartbeat(
+        &self,
+        operation_id: &str,
+        lease: Option<std::time::Duration>,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        let request = pb::HeartbeatRequest {
+            operation_id: operation_id.to_owned(),
+            lease_duration: lease.map(duration),
+        };
+        Ok(self.producer.clone().heartbeat(request).await?.into_inner())
+    }
+
+    /// One page of operations, newest first.
+    pub async fn list(
+        &self,
+        request: ListOperationsRequest,
+    ) -> Result<ListOperationsResponse, ClientError> {
+        Ok(self.opsd.clone().list(request).await?.into_inner())
+    }
+
+    /// Returns when the operation is done, or its latest state after `timeout`.
+    pub async fn wait(
+        &self,
+        operation_id: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<OpsdOperation, ClientError> {
+        let request = pb::WaitOperationRequest {
+            operation_id: operation_id.to_owned(),
+            timeout: timeout.map(duration),
+        };
+        Ok(self.opsd.clone().wait(request).await?.into_inner())
+    }
+
+    /// The current state, then every change, ending after done.
+    pub async fn watch(
+        &self,
+        operation_id: &str,
+    ) -> Result<tonic::Streaming<OpsdOperation>, ClientError> {
+        let request = pb::WatchOperationRequest {
+            operation_id: operation_id.to_owned(),
+        };
+        Ok(self.opsd.clone().watch(request).await?.into_inner())
     }
 
     pub async fn complete(

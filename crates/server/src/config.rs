@@ -104,6 +104,26 @@ pub struct Config {
     #[arg(long, env = "OPSD_ID_PREFIX", default_value = "ops")]
     pub id_prefix: String,
 
+    /// How long done operations are kept before they are deleted.
+    #[arg(long, env = "OPSD_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// Poll interval suggested to clients (`x-operation-poll-interval`, whole seconds).
+    #[arg(long, env = "OPSD_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// The longest one Wait call may wait.
+    #[arg(long, env = "OPSD_MAX_WAIT", default_value = "10m", value_parser = parse_duration)]
+    pub max_wait: Duration,
+
+    /// How often lapsed leases and passed deadlines are looked for.
+    #[arg(long, env = "OPSD_REAPER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub reaper_interval: Duration,
+
+    /// How often done operations past retention are collected.
+    #[arg(long, env = "OPSD_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub retention_interval: Duration,
+
     /// How long a stopping server waits for open calls before dropping them.
     #[arg(long, env = "OPSD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -113,11 +133,11 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-/// A duration as a number and a unit: `500ms`, `30s`, `5m`, `1h`.
+/// A duration as a number and a unit: `500ms`, `30s`, `5m`, `1h`, `30d`.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let split = raw
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{raw:?} has no unit (ms, s, m or h)"))?;
+        .ok_or_else(|| format!("{raw:?} has no unit (ms, s, m, h or d)"))?;
     let (number, unit) = raw.split_at(split);
     let number: u64 = number
         .parse()
@@ -127,7 +147,12 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "s" => number.checked_mul(1_000),
         "m" => number.checked_mul(60_000),
         "h" => number.checked_mul(3_600_000),
-        _ => return Err(format!("{raw:?} has an unknown unit (use ms, s, m or h)")),
+        "d" => number.checked_mul(86_400_000),
+        _ => {
+            return Err(format!(
+                "{raw:?} has an unknown unit (use ms, s, m, h or d)"
+            ));
+        }
     }
     .ok_or_else(|| format!("{raw:?} is too long"))?;
     Ok(Duration::from_millis(millis))
@@ -143,7 +168,8 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "30", "s", "-1s", "1.5s", "10d", "99999999999999999999s"] {
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        for bad in ["", "30", "s", "-1s", "1.5s", "10w", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub async fn serve(
     listener: TcpListener,
     service: Arc<OperationService>,
+    options: grpc::GrpcOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -43,12 +44,14 @@ pub async fn serve(
     let cloud = ycop::operation_service_server::OperationServiceServer::with_interceptor(
         grpc::CloudOperations {
             service: Arc::clone(&service),
+            options: options.clone(),
         },
         grpc::authenticate,
     );
     let opsd = pb::operation_service_server::OperationServiceServer::with_interceptor(
         grpc::OpsdOperations {
             service: Arc::clone(&service),
+            options,
         },
         grpc::authenticate,
     );

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use opsd_core::{IdPrefix, SystemClock};
 use opsd_server::config::{Config, LogFormat, StoreKind};
+use opsd_server::grpc::GrpcOptions;
 use opsd_service::{OperationService, ServiceConfig};
 use opsd_store::{
     MemoryStore, OperationStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
@@ -78,8 +79,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let service = Arc::new(OperationService::new(
         Arc::clone(&store),
         Arc::new(SystemClock),
-        ServiceConfig { default_id_prefix },
+        ServiceConfig {
+            default_id_prefix,
+            retention: config.retention,
+            max_wait: config.max_wait,
+            ..ServiceConfig::default()
+        },
     ));
+    let background = service.spawn_background(config.reaper_interval, config.retention_interval);
+    let options = GrpcOptions {
+        poll_interval: config.poll_interval,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -87,7 +97,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, store = ?config.store, "opsd listening");
 
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(opsd_server::serve(listener, service, async move {
+    let server = tokio::spawn(opsd_server::serve(listener, service, options, async move {
         shutdown_signal().await;
         let _ = signalled.send(());
     }));
@@ -102,6 +112,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         },
     }
+    drop(background);
     tracing::info!("calls finished, closing the store");
     store.close().await?;
     tracing::info!("opsd stopped");

@@ -37,9 +37,14 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(opsd_server::serve(listener, service, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(opsd_server::serve(
+            listener,
+            service,
+            Default::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let client = Client::connect(&address.to_string()).await.unwrap();
         Self {
             client,
@@ -659,6 +664,26 @@ impl OperationStore for GatedStore {
     ) -> Result<opsd_store::Swapped, opsd_store::StoreError> {
         self.inner.compare_and_swap(next).await
     }
+    async fn list(
+        &self,
+        query: &opsd_core::ListQuery,
+    ) -> Result<Vec<opsd_core::Operation>, opsd_store::StoreError> {
+        self.inner.list(query).await
+    }
+    async fn due_for_expiry(
+        &self,
+        now: opsd_core::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<opsd_core::Operation>, opsd_store::StoreError> {
+        self.inner.due_for_expiry(now, limit).await
+    }
+    async fn delete_done_before(
+        &self,
+        cutoff: opsd_core::Timestamp,
+        limit: usize,
+    ) -> Result<usize, opsd_store::StoreError> {
+        self.inner.delete_done_before(cutoff, limit).await
+    }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<opsd_store::Change> {
         self.inner.subscribe()
     }
@@ -686,9 +711,14 @@ async fn graceful_shutdown_finishes_calls_in_flight() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(opsd_server::serve(listener, service, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(opsd_server::serve(
+        listener,
+        service,
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = Client::connect(&address.to_string()).await.unwrap();
     let calls: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {

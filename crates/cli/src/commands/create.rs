@@ -46,6 +46,7 @@ impl Args {
             cancellation_policy,
             idempotency_key: self.idempotency_key,
             id_prefix: self.id_prefix,
+            ..NewOperation::default()
         })
     }
 }

@@ -1,13 +1,93 @@
 //! Translation between wire messages and domain types. Nothing here decides
 //! anything: validation lives in `opsd_core`, rules in the service.
 
-use opsd_core::{Any, CancellationPolicy, Operation, Outcome, RpcStatus, State, Timestamp};
+use std::time::Duration;
+
+use opsd_core::{
+    Any, CancellationPolicy, Error, Operation, Outcome, Progress, RpcStatus, State, Step,
+    StepState, Timestamp,
+};
 use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::operation as ycop;
 
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     let (seconds, nanos) = t.seconds_and_nanos();
     prost_types::Timestamp { seconds, nanos }
+}
+
+/// A wire timestamp as a domain one; `field` names it in the violation.
+pub fn timestamp_from_wire(field: &str, t: prost_types::Timestamp) -> Result<Timestamp, Error> {
+    Timestamp::from_seconds_and_nanos(t.seconds, t.nanos)
+        .ok_or_else(|| Error::invalid_argument(field, "is not a valid timestamp (1678-2262)"))
+}
+
+/// A wire duration as a non-negative domain one.
+pub fn duration_from_wire(field: &str, d: prost_types::Duration) -> Result<Duration, Error> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(Error::invalid_argument(
+            field,
+            "must be a non-negative duration",
+        ));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+pub fn progress_to_wire(progress: &Progress) -> pb::Progress {
+    pb::Progress {
+        work_done: progress.work_done,
+        work_total: progress.work_total,
+        message: progress.message.clone(),
+        steps: progress
+            .steps
+            .iter()
+            .map(|step| pb::Step {
+                name: step.name.clone(),
+                state: match step.state {
+                    StepState::Unspecified => pb::step::State::Unspecified,
+                    StepState::Pending => pb::step::State::Pending,
+                    StepState::Running => pb::step::State::Running,
+                    StepState::Done => pb::step::State::Done,
+                    StepState::Failed => pb::step::State::Failed,
+                    StepState::Skipped => pb::step::State::Skipped,
+                }
+                .into(),
+            })
+            .collect(),
+    }
+}
+
+pub fn progress_from_wire(progress: pb::Progress) -> Result<Progress, Error> {
+    let steps = progress
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let state = match pb::step::State::try_from(step.state) {
+                Ok(pb::step::State::Unspecified) => StepState::Unspecified,
+                Ok(pb::step::State::Pending) => StepState::Pending,
+                Ok(pb::step::State::Running) => StepState::Running,
+                Ok(pb::step::State::Done) => StepState::Done,
+                Ok(pb::step::State::Failed) => StepState::Failed,
+                Ok(pb::step::State::Skipped) => StepState::Skipped,
+                Err(_) => {
+                    return Err(Error::invalid_argument(
+                        format!("progress.steps[{i}].state"),
+                        "unknown step state",
+                    ));
+                }
+            };
+            Ok(Step {
+                name: step.name,
+                state,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Progress {
+        work_done: progress.work_done,
+        work_total: progress.work_total,
+        message: progress.message,
+        steps,
+    })
 }
 
 pub fn any_to_wire(any: &Any) -> prost_types::Any {
@@ -71,6 +151,10 @@ pub fn operation_to_opsd_wire(op: &Operation) -> pb::Operation {
         resource_id: op.resource_id.clone().unwrap_or_default(),
         cancellation_policy: policy_to_wire(op.cancellation).into(),
         cancel_requested_at: op.cancel_requested_at().map(timestamp),
+        progress: op.progress.as_ref().map(progress_to_wire),
+        deadline: op.deadline.map(timestamp),
+        lease_expires_at: op.lease_expires_at.map(timestamp),
+        exclusive: op.exclusive,
     }
 }
 

@@ -36,6 +36,16 @@ pub fn to_status(error: Error) -> tonic::Status {
                 precondition.reason().to_ascii_lowercase().replace('_', " "),
             ),
         ),
+        Error::ResourceBusy { running_id, .. } => tonic::Status::with_error_details(
+            code,
+            message,
+            ErrorDetails::with_resource_info(
+                "operation",
+                running_id,
+                "",
+                "the running exclusive operation on this resource",
+            ),
+        ),
         Error::Unavailable(_) => {
             tracing::warn!(error = %message, "request failed: unavailable");
             tonic::Status::new(code, message)
