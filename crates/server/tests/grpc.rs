@@ -103,8 +103,30 @@ fn failure(code: i32, message: &str) -> Completion {
     })
 }
 
-async fn create(server: &TestServer, new: NewOperation) -> opsd_client::Operation {
-    server.client.create(new).await.unwrap().operation.unwrap()
+trait HasClient {
+    fn client(&self) -> &Client;
+}
+
+impl HasClient for TestServer {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl HasClient for TestServerRef<'_> {
+    fn client(&self) -> &Client {
+        self.0
+    }
+}
+
+async fn create(server: &impl HasClient, new: NewOperation) -> opsd_client::Operation {
+    server
+        .client()
+        .create(new)
+        .await
+        .unwrap()
+        .operation
+        .unwrap()
 }
 
 #[tokio::test]
@@ -904,4 +926,696 @@ async fn a_database_outage_answers_unavailable_and_recovers() {
         );
     }
     server.terminate().await;
+}
+
+// ---------------------------------------------------------------------------
+// opsd.v1 extensions (List, Wait, Watch, progress, leases, deadlines, resource
+// guard, retention, poll hint), each run on SQLite and on PostgreSQL.
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One opsd replica served over real gRPC on port 0.
+struct Replica {
+    client: Client,
+    address: SocketAddr,
+    service: Arc<OperationService>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Replicas sharing one store (one SQLite file, or one PostgreSQL database),
+/// with time on a manual clock.
+struct Deployment {
+    replicas: Vec<Replica>,
+    stores: Vec<Arc<dyn OperationStore>>,
+    clock: opsd_core::ManualClock,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Deployment {
+    /// `None` when the backend is unavailable here (announced by the test kit).
+    async fn start(backend: Backend, replicas: usize) -> Option<Self> {
+        let clock = opsd_core::ManualClock::new(opsd_core::Clock::now(&SystemClock));
+        let (stores, dir): (Vec<Arc<dyn OperationStore>>, _) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let store: Arc<dyn OperationStore> = Arc::new(
+                    SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap(),
+                );
+                // In one process, replicas of an embedded store share the store itself.
+                (
+                    (0..replicas).map(|_| Arc::clone(&store)).collect(),
+                    Some(dir),
+                )
+            }
+            Backend::Postgres => {
+                let database = opsd_testkit::postgres().await?;
+                let mut stores: Vec<Arc<dyn OperationStore>> = Vec::new();
+                for _ in 0..replicas {
+                    let store = opsd_store::PostgresStore::open(opsd_store::PostgresOptions::new(
+                        &database.url,
+                    ))
+                    .await
+                    .unwrap();
+                    stores.push(Arc::new(store));
+                }
+                (stores, None)
+            }
+        };
+        let mut started = Vec::new();
+        for store in &stores {
+            let service = Arc::new(OperationService::new(
+                Arc::clone(store),
+                Arc::new(clock.clone()),
+                ServiceConfig::default(),
+            ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(opsd_server::serve(
+                listener,
+                Arc::clone(&service),
+                Default::default(),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            started.push(Replica {
+                client: Client::connect(&address.to_string()).await.unwrap(),
+                address,
+                service,
+                stop: Some(stop),
+                task: Some(task),
+            });
+        }
+        Some(Self {
+            replicas: started,
+            stores,
+            clock,
+            _dir: dir,
+        })
+    }
+
+    fn client(&self) -> &Client {
+        &self.replicas[0].client
+    }
+
+    async fn stop(mut self) {
+        for replica in &mut self.replicas {
+            let _ = replica.stop.take().unwrap().send(());
+            replica.task.take().unwrap().await.unwrap().unwrap();
+        }
+        for store in &self.stores {
+            store.close().await.unwrap();
+        }
+    }
+}
+
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    list_pages_are_stable_while_operations_are_added,
+    list_refuses_bad_sizes_and_tokens,
+    wait_returns_at_completion_or_the_running_state_at_timeout,
+    a_watch_sees_create_progress_done_in_order_and_ends,
+    ten_thousand_watchers_all_see_the_end,
+    lapsed_leases_and_passed_deadlines_complete_exactly_once,
+    the_resource_guard_refuses_a_second_exclusive_operation,
+    retention_deletes_exactly_the_expired_done_operations,
+    running_operations_carry_a_poll_hint,
+    progress_is_returned_everywhere_and_refused_once_done,
+    a_watcher_on_one_replica_wakes_when_another_completes,
+);
+
+/// On PostgreSQL the replicas have separate stores: the change crosses the
+/// database (LISTEN/NOTIFY) to wake waiters and watchers on the other replica.
+async fn a_watcher_on_one_replica_wakes_when_another_completes(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 2).await else {
+        return;
+    };
+    let (a, b) = (
+        &deployment.replicas[0].client,
+        &deployment.replicas[1].client,
+    );
+    let mut cooperative = NewOperation::new("x");
+    cooperative.cancellation_policy = CancellationPolicy::Cooperative;
+    let op = create(&TestServerRef(a), cooperative).await;
+    let mut watch_on_b = b.watch(&op.id).await.unwrap();
+    watch_on_b.message().await.unwrap().unwrap();
+    let wait_on_b = {
+        let (b, id) = (b.clone(), op.id.clone());
+        tokio::spawn(async move { b.wait(&id, Some(std::time::Duration::from_secs(60))).await })
+    };
+
+    // Cancel through B: the producer heartbeating through A is told.
+    b.cancel(&op.id).await.unwrap();
+    assert!(a.heartbeat(&op.id, None).await.unwrap().cancel_requested);
+
+    let done = a.complete(&op.id, failure(1, "stopped")).await.unwrap();
+    let mut last = None;
+    while let Some(message) = watch_on_b.message().await.unwrap() {
+        last = Some(message);
+    }
+    assert_eq!(last.unwrap(), done);
+    assert_eq!(wait_on_b.await.unwrap().unwrap(), done);
+    deployment.stop().await;
+}
+
+fn ids_of(ops: &[opsd_client::OpsdOperation]) -> Vec<String> {
+    ops.iter()
+        .map(|op| op.operation.as_ref().unwrap().id.clone())
+        .collect()
+}
+
+async fn list_pages_are_stable_while_operations_are_added(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut created = Vec::new();
+    for i in 0..25 {
+        // Distinct creation times, one microsecond apart.
+        deployment
+            .clock
+            .advance(std::time::Duration::from_micros(1));
+        let mut new = NewOperation::new(format!("op {i}"));
+        new.resource_id = Some(if i % 5 == 0 {
+            "disk-1".into()
+        } else {
+            format!("vm-{i}")
+        });
+        created.push(create(&TestServerRef(client), new).await.id);
+    }
+    created.reverse(); // newest first
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list(opsd_client::ListOperationsRequest {
+                page_size: 10,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(ids_of(&page.operations));
+        // Operations created between pages land before the first page, never inside.
+        deployment
+            .clock
+            .advance(std::time::Duration::from_micros(1));
+        create(
+            &TestServerRef(client),
+            NewOperation::new("added while paging"),
+        )
+        .await;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, created, "every operation once, newest first, no gaps");
+
+    let disk = client
+        .list(opsd_client::ListOperationsRequest {
+            resource_id: "disk-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(disk.operations.len(), 5);
+    assert!(disk.next_page_token.is_empty());
+    let done = client
+        .list(opsd_client::ListOperationsRequest {
+            state: opsd_client::StateFilter::Done.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(done.operations.is_empty());
+    deployment.stop().await;
+}
+
+/// `create` takes a server; this adapts a bare client.
+struct TestServerRef<'a>(&'a Client);
+
+async fn list_refuses_bad_sizes_and_tokens(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    for _ in 0..3 {
+        create(&TestServerRef(client), NewOperation::new("x")).await;
+    }
+    for (request, field) in [
+        (
+            opsd_client::ListOperationsRequest {
+                page_size: 1001,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            opsd_client::ListOperationsRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            opsd_client::ListOperationsRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+    ] {
+        let status = status(client.list(request).await);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status
+                .get_error_details()
+                .bad_request()
+                .unwrap()
+                .field_violations[0]
+                .field,
+            field
+        );
+    }
+    // A token is bound to the filters it was made for.
+    let first = client
+        .list(opsd_client::ListOperationsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let other_filter = opsd_client::ListOperationsRequest {
+        page_size: 1,
+        page_token: first.next_page_token,
+        created_by: "someone-else".into(),
+        ..Default::default()
+    };
+    assert_eq!(code(client.list(other_filter).await), Code::InvalidArgument);
+    deployment.stop().await;
+}
+
+async fn wait_returns_at_completion_or_the_running_state_at_timeout(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client().clone();
+    let op = create(&TestServerRef(&client), NewOperation::new("x")).await;
+
+    // A timeout is not an error: the running state comes back.
+    let running = client
+        .wait(&op.id, Some(std::time::Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert_eq!(
+        running.state(),
+        opsd_proto::opsd::v1::OperationState::Running
+    );
+
+    // The call's own deadline caps the wait: still an answer, not DEADLINE_EXCEEDED.
+    let mut opsd = opsd_proto::opsd::v1::operation_service_client::OperationServiceClient::connect(
+        format!("http://{}", deployment.replicas[0].address),
+    )
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(opsd_proto::opsd::v1::WaitOperationRequest {
+        operation_id: op.id.clone(),
+        timeout: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+    });
+    request.set_timeout(std::time::Duration::from_millis(500));
+    let capped = opsd
+        .wait(request)
+        .await
+        .expect("answered before the call's deadline");
+    assert!(!capped.into_inner().operation.unwrap().done);
+
+    let waiter = {
+        let (client, id) = (client.clone(), op.id.clone());
+        tokio::spawn(async move {
+            client
+                .wait(&id, Some(std::time::Duration::from_secs(60)))
+                .await
+        })
+    };
+    // Let the waiter register, then complete; it answers at once with the result.
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while deployment.replicas[0].service.watchers().active() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the waiter registered");
+    let completed_at = std::time::Instant::now();
+    let done = client
+        .complete(&op.id, struct_response("vm-1"))
+        .await
+        .unwrap();
+    let waited = waiter.await.unwrap().unwrap();
+    assert_eq!(waited, done);
+    assert!(completed_at.elapsed() < std::time::Duration::from_secs(5));
+    deployment.stop().await;
+}
+
+async fn a_watch_sees_create_progress_done_in_order_and_ends(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let op = create(&TestServerRef(client), NewOperation::new("snapshot")).await;
+    let mut stream = client.watch(&op.id).await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.state(), opsd_proto::opsd::v1::OperationState::Running);
+
+    let mut versions = Vec::new();
+    for done in 1..=3 {
+        let progress = opsd_client::Progress {
+            work_done: done,
+            work_total: 3,
+            ..Default::default()
+        };
+        client.update(&op.id, None, Some(progress)).await.unwrap();
+        // A slow reader may skip intermediate states, never go back.
+        let seen = stream.message().await.unwrap().unwrap();
+        versions.push(seen.progress.unwrap().work_done);
+    }
+    assert_eq!(versions, [1, 2, 3], "each change, in order");
+    client
+        .complete(&op.id, struct_response("snap-1"))
+        .await
+        .unwrap();
+    let last = stream.message().await.unwrap().unwrap();
+    assert_eq!(last.state(), opsd_proto::opsd::v1::OperationState::Done);
+    assert!(
+        stream.message().await.unwrap().is_none(),
+        "the stream ends after done"
+    );
+    deployment.stop().await;
+}
+
+async fn ten_thousand_watchers_all_see_the_end(backend: Backend) {
+    const WATCHERS: usize = 10_000;
+    const CONNECTIONS: usize = 50;
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let op = create(
+        &TestServerRef(deployment.client()),
+        NewOperation::new("popular"),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(
+            Client::connect(&deployment.replicas[0].address.to_string())
+                .await
+                .unwrap(),
+        );
+    }
+    let watchers: Vec<_> = (0..WATCHERS)
+        .map(|i| {
+            let (client, id) = (clients[i % CONNECTIONS].clone(), op.id.clone());
+            tokio::spawn(async move {
+                let mut stream = client.watch(&id).await.unwrap();
+                let mut last = None;
+                while let Some(message) = stream.message().await.unwrap() {
+                    last = Some(message);
+                }
+                last.unwrap()
+            })
+        })
+        .collect();
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while deployment.replicas[0].service.watchers().active() < WATCHERS {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every watcher registered within 2 minutes");
+    let done = deployment
+        .client()
+        .complete(&op.id, struct_response("done"))
+        .await
+        .unwrap();
+    for watcher in watchers {
+        assert_eq!(watcher.await.unwrap(), done);
+    }
+    assert_eq!(deployment.replicas[0].service.watchers().active(), 0);
+    deployment.stop().await;
+}
+
+async fn lapsed_leases_and_passed_deadlines_complete_exactly_once(backend: Backend) {
+    // Two replicas, both running the reaper at the same moment.
+    let Some(deployment) = Deployment::start(backend, 2).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut leased = NewOperation::new("leased");
+    leased.lease_duration = Some(std::time::Duration::from_secs(10));
+    let leased = create(&TestServerRef(client), leased).await;
+    let mut deadlined = NewOperation::new("deadlined");
+    let now =
+        opsd_core::Clock::now(&deployment.clock).saturating_add(std::time::Duration::from_secs(60));
+    let (seconds, nanos) = now.seconds_and_nanos();
+    deadlined.deadline = Some(prost_types::Timestamp { seconds, nanos });
+    let deadlined = create(&TestServerRef(client), deadlined).await;
+
+    // A heartbeat renews the lease and answers whether cancellation was requested.
+    deployment.clock.advance(std::time::Duration::from_secs(8));
+    let beat = client
+        .heartbeat(&leased.id, Some(std::time::Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(!beat.cancel_requested);
+    deployment.clock.advance(std::time::Duration::from_secs(8));
+    let reap = |d: &Deployment| {
+        let services: Vec<_> = d.replicas.iter().map(|r| Arc::clone(&r.service)).collect();
+        async move {
+            let passes: Vec<_> = services
+                .into_iter()
+                .map(|s| tokio::spawn(async move { s.expire_due().await.unwrap() }))
+                .collect();
+            let mut total = 0;
+            for pass in passes {
+                total += pass.await.unwrap();
+            }
+            total
+        }
+    };
+    assert_eq!(reap(&deployment).await, 0, "renewed in time");
+
+    deployment.clock.advance(std::time::Duration::from_secs(3));
+    assert_eq!(
+        reap(&deployment).await,
+        1,
+        "one completion between both reapers"
+    );
+    let aborted = client.get(&leased.id).await.unwrap();
+    match aborted.result {
+        Some(opsd_proto::yandex::cloud::operation::operation::Result::Error(s)) => {
+            assert_eq!(s.code, Code::Aborted as i32);
+            assert!(s.message.contains("lease"));
+        }
+        other => panic!("expected ABORTED, got {other:?}"),
+    }
+    assert_eq!(
+        code(client.heartbeat(&leased.id, None).await),
+        Code::FailedPrecondition
+    );
+
+    deployment.clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(reap(&deployment).await, 1);
+    match client.get(&deadlined.id).await.unwrap().result {
+        Some(opsd_proto::yandex::cloud::operation::operation::Result::Error(s)) => {
+            assert_eq!(s.code, Code::DeadlineExceeded as i32)
+        }
+        other => panic!("expected DEADLINE_EXCEEDED, got {other:?}"),
+    }
+    assert_eq!(reap(&deployment).await, 0, "exactly once");
+    deployment.stop().await;
+}
+
+async fn the_resource_guard_refuses_a_second_exclusive_operation(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let exclusive = || NewOperation {
+        resource_id: Some("disk-1".into()),
+        exclusive: true,
+        ..NewOperation::new("resize disk-1")
+    };
+    let first = create(&TestServerRef(client), exclusive()).await;
+    let refused = status(client.create(exclusive()).await);
+    assert_eq!(refused.code(), Code::Aborted);
+    assert!(
+        refused.message().contains(&first.id),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        refused
+            .get_error_details()
+            .resource_info()
+            .unwrap()
+            .resource_name,
+        first.id
+    );
+    let mut no_resource = exclusive();
+    no_resource.resource_id = None;
+    assert_eq!(
+        code(client.create(no_resource).await),
+        Code::InvalidArgument
+    );
+
+    client
+        .complete(&first.id, struct_response("ok"))
+        .await
+        .unwrap();
+    create(&TestServerRef(client), exclusive()).await;
+    deployment.stop().await;
+}
+
+async fn retention_deletes_exactly_the_expired_done_operations(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let service = &deployment.replicas[0].service;
+    let retention = service.config().retention;
+    let old_done = create(&TestServerRef(client), NewOperation::new("old")).await;
+    client
+        .complete(&old_done.id, struct_response("x"))
+        .await
+        .unwrap();
+    let old_running = create(&TestServerRef(client), NewOperation::new("still running")).await;
+    deployment.clock.advance(retention / 2);
+    let young_done = create(&TestServerRef(client), NewOperation::new("young")).await;
+    client
+        .complete(&young_done.id, failure(9, "x"))
+        .await
+        .unwrap();
+
+    deployment
+        .clock
+        .advance(retention / 2 + std::time::Duration::from_secs(1));
+    assert_eq!(service.collect_garbage().await.unwrap(), 1);
+    assert_eq!(code(client.get(&old_done.id).await), Code::NotFound);
+    assert!(
+        client.get(&old_running.id).await.is_ok(),
+        "running operations are never deleted"
+    );
+    assert!(client.get(&young_done.id).await.is_ok());
+    assert_eq!(service.collect_garbage().await.unwrap(), 0);
+    deployment.stop().await;
+}
+
+async fn running_operations_carry_a_poll_hint(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let op = create(&TestServerRef(deployment.client()), NewOperation::new("x")).await;
+    let mut cloud =
+        opsd_proto::yandex::cloud::operation::operation_service_client::OperationServiceClient::connect(
+            format!("http://{}", deployment.replicas[0].address),
+        )
+        .await
+        .unwrap();
+    let request = || opsd_proto::yandex::cloud::operation::GetOperationRequest {
+        operation_id: op.id.clone(),
+    };
+    let running = cloud.get(request()).await.unwrap();
+    assert_eq!(
+        running.metadata().get("x-operation-poll-interval").unwrap(),
+        "1"
+    );
+    deployment
+        .client()
+        .complete(&op.id, struct_response("x"))
+        .await
+        .unwrap();
+    let done = cloud.get(request()).await.unwrap();
+    assert!(done.metadata().get("x-operation-poll-interval").is_none());
+    deployment.stop().await;
+}
+
+async fn progress_is_returned_everywhere_and_refused_once_done(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let op = create(&TestServerRef(client), NewOperation::new("x")).await;
+    let progress = opsd_client::Progress {
+        work_done: 2,
+        work_total: 5,
+        message: "copying".into(),
+        steps: vec![opsd_client::Step {
+            name: "copy".into(),
+            state: 2,
+        }],
+    };
+    client
+        .update(&op.id, None, Some(progress.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get_details(&op.id).await.unwrap().progress,
+        Some(progress.clone())
+    );
+    let listed = client.list(Default::default()).await.unwrap();
+    assert_eq!(listed.operations[0].progress, Some(progress.clone()));
+    let waited = client
+        .wait(&op.id, Some(std::time::Duration::from_millis(10)))
+        .await
+        .unwrap();
+    assert_eq!(waited.progress, Some(progress.clone()));
+
+    let impossible = opsd_client::Progress {
+        work_done: 6,
+        work_total: 5,
+        ..Default::default()
+    };
+    let refused = status(client.update(&op.id, None, Some(impossible)).await);
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(
+        code(client.update(&op.id, None, None).await),
+        Code::InvalidArgument
+    );
+
+    client.complete(&op.id, struct_response("x")).await.unwrap();
+    assert_eq!(
+        code(client.update(&op.id, None, Some(progress)).await),
+        Code::FailedPrecondition
+    );
+    deployment.stop().await;
 }
