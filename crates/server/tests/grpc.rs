@@ -1619,3 +1619,33 @@ async fn progress_is_returned_everywhere_and_refused_once_done(backend: Backend)
     );
     deployment.stop().await;
 }
+
+/// The opsd binary runs the reaper by itself: a producer that never heartbeats
+/// loses its operation to ABORTED without anyone calling anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_reaps_lapsed_leases_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::start_with(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--reaper-interval",
+        "100ms",
+    ]);
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    let mut leased = NewOperation::new("abandoned");
+    leased.lease_duration = Some(std::time::Duration::from_secs(1));
+    let op = create(&TestServerRef(&client), leased).await;
+    let done = client
+        .wait(&op.id, Some(std::time::Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let public = done.operation.unwrap();
+    assert!(public.done, "reaped within the wait");
+    match public.result {
+        Some(opsd_proto::yandex::cloud::operation::operation::Result::Error(s)) => {
+            assert_eq!(s.code, Code::Aborted as i32)
+        }
+        other => panic!("expected ABORTED, got {other:?}"),
+    }
+    server.terminate().await;
+}
