@@ -9,7 +9,7 @@ mod output;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use opsd_client::{Client, ClientError};
+use opsd_client::{Client, ClientError, ConnectOptions};
 
 use output::Format;
 
@@ -24,6 +24,10 @@ struct Cli {
         default_value = "127.0.0.1:7117"
     )]
     endpoint: String,
+
+    /// CA certificate (PEM) to verify an https:// endpoint with, instead of the web PKI roots.
+    #[arg(long, global = true, env = "OPSD_CA")]
+    ca: Option<std::path::PathBuf>,
 
     /// How to print operations: readable text, or the proto3 JSON mapping.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -74,7 +78,14 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // Arguments are checked before connecting, so usage errors need no server.
     let request = commands::Request::from_command(cli.command)?;
-    let client = Client::connect(&cli.endpoint).await?;
+    let ca_pem = cli
+        .ca
+        .as_ref()
+        .map(|path| {
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("--ca {}: {e}", path.display()))
+        })
+        .transpose()?;
+    let client = Client::connect_with(&cli.endpoint, ConnectOptions { ca_pem }).await?;
     let operation = request.send(&client).await?;
     println!("{}", output::render(&operation, cli.format)?);
     Ok(())

@@ -21,6 +21,21 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(opsd_server::ServeOptions::default()).await
+    }
+
+    /// A server speaking TLS only, with a certificate for localhost and 127.0.0.1.
+    async fn start_tls(certificates: &opsd_testkit::TestCertificates, dir: &Path) -> Self {
+        let (_, cert, key) = certificates.write_to(dir);
+        let certificate = opsd_server::tls::ReloadingCertificate::load(&cert, &key).unwrap();
+        Self::start_with(opsd_server::ServeOptions {
+            tls: Some(certificate.server_config().unwrap()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn start_with(options: opsd_server::ServeOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn OperationStore> =
             Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap());
@@ -35,7 +50,7 @@ impl Server {
         let task = tokio::spawn(opsd_server::serve(
             listener,
             service,
-            Default::default(),
+            options,
             async {
                 let _ = stopped.await;
             },
@@ -251,13 +266,10 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The official Yandex Cloud Python SDK's stubs, pinned in tests/sdk, Get and
-/// Cancel operations that opsctl created: a client no one here wrote.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_sdk_reads_and_cancels_what_opsctl_created() {
-    let root = repo_root();
+/// The python of the venv with the pinned official SDK (created on first use).
+async fn sdk_python() -> String {
     let venv = tokio::process::Command::new("bash")
-        .arg(root.join("scripts/sdk-venv"))
+        .arg(repo_root().join("scripts/sdk-venv"))
         .output()
         .await
         .expect("bash runs scripts/sdk-venv");
@@ -266,23 +278,27 @@ async fn the_official_python_sdk_reads_and_cancels_what_opsctl_created() {
         "cannot prepare the python sdk environment: {}",
         stderr(&venv)
     );
-    let python = String::from_utf8(venv.stdout)
+    String::from_utf8(venv.stdout)
         .unwrap()
         .lines()
         .last()
         .expect("sdk-venv prints the python path")
         .trim()
-        .to_owned();
+        .to_owned()
+}
 
-    let server = Server::start().await;
-    let output = tokio::process::Command::new(&python)
+/// Runs one pytest file of tests/sdk with `env`; fails on any failure or skip.
+async fn pytest(file: &str, env: &[(&str, &str)]) {
+    let python = sdk_python().await;
+    let mut command = tokio::process::Command::new(&python);
+    command
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(root.join("tests/sdk"))
-        .env("OPSD_ENDPOINT", &server.endpoint)
-        .env("OPSCTL", env!("CARGO_BIN_EXE_opsctl"))
-        .output()
-        .await
-        .unwrap();
+        .arg(repo_root().join("tests/sdk").join(file))
+        .env("OPSCTL", env!("CARGO_BIN_EXE_opsctl"));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().await.unwrap();
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -297,5 +313,70 @@ async fn the_official_python_sdk_reads_and_cancels_what_opsctl_created() {
         !report.contains("skipped"),
         "a python sdk test was skipped:\n{report}"
     );
+}
+
+/// The unmodified official SDK object over TLS: endpoint discovery, the
+/// operation waiter, its error for a failed operation, Cancel and NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_waits_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = opsd_testkit::TestCertificates::new();
+    let server = Server::start_tls(&certificates, dir.path()).await;
+    let ca = dir.path().join("ca.pem");
+    pytest(
+        "test_official_sdk_tls.py",
+        &[
+            ("OPSD_TLS_ENDPOINT", &server.endpoint),
+            ("OPSD_TLS_CA", ca.to_str().unwrap()),
+        ],
+    )
+    .await;
+    server.stop().await;
+}
+
+/// opsctl over TLS: verified against the given CA, refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opsctl_verifies_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = opsd_testkit::TestCertificates::new();
+    let server = Server::start_tls(&certificates, dir.path()).await;
+    let https = format!("https://{}", server.endpoint);
+    let ca = dir.path().join("ca.pem");
+    let trusted = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"))
+        .args(["--endpoint", &https, "--ca", ca.to_str().unwrap(), "create"])
+        .output()
+        .await
+        .unwrap();
+    assert!(trusted.status.success(), "{}", stderr(&trusted));
+
+    let untrusted = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"))
+        .args(["--endpoint", &https, "create"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(untrusted.status.code(), Some(3), "{}", stderr(&untrusted));
+
+    let plaintext = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"))
+        .args(["--endpoint", &server.endpoint, "create"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !plaintext.status.success(),
+        "a tls server refuses plaintext"
+    );
+    server.stop().await;
+}
+
+/// The official Yandex Cloud Python SDK's stubs, pinned in tests/sdk, Get and
+/// Cancel operations that opsctl created: a client no one here wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_reads_and_cancels_what_opsctl_created() {
+    let server = Server::start().await;
+    pytest(
+        "test_official_sdk.py",
+        &[("OPSD_ENDPOINT", &server.endpoint)],
+    )
+    .await;
     server.stop().await;
 }

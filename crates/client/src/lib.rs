@@ -144,6 +144,13 @@ fn duration(d: std::time::Duration) -> prost_types::Duration {
     }
 }
 
+/// How to reach the server.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// PEM of the CA that signed the server's certificate (for `https://`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Client {
     operations: ycop::operation_service_client::OperationServiceClient<Channel>,
@@ -154,16 +161,34 @@ pub struct Client {
 impl Client {
     /// Connects to `HOST:PORT` (plaintext) or a full `http://` / `https://` URI.
     pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
+        Self::connect_with(endpoint, ConnectOptions::default()).await
+    }
+
+    /// Connects with TLS settings: `https://` URIs verify the server against
+    /// `ca_pem` when given, else against the built-in web PKI roots.
+    pub async fn connect_with(
+        endpoint: &str,
+        options: ConnectOptions,
+    ) -> Result<Self, ClientError> {
         let uri = if endpoint.contains("://") {
             endpoint.to_owned()
         } else {
             format!("http://{endpoint}")
         };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|source| ClientError::Endpoint {
-                endpoint: endpoint.to_owned(),
-                source,
-            })?
+        let invalid = |source| ClientError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let mut builder = Endpoint::from_shared(uri.clone()).map_err(invalid)?;
+        if uri.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new();
+            tls = match options.ca_pem {
+                Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                None => tls.with_webpki_roots(),
+            };
+            builder = builder.tls_config(tls).map_err(invalid)?;
+        }
+        let channel = builder
             .connect()
             .await
             .map_err(|source| ClientError::Connect {

@@ -82,6 +82,25 @@ pub struct Config {
     #[arg(long, env = "OPSD_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
+    /// TLS certificate chain (PEM); with --tls-key, serve TLS only. Reloaded on
+    /// SIGHUP and when the file changes.
+    #[arg(long, env = "OPSD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "OPSD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The address clients reach opsd at (behind a load balancer, say), which
+    /// endpoint discovery announces. Default: the listen address.
+    #[arg(long, env = "OPSD_PUBLIC_ADDRESS")]
+    pub public_address: Option<String>,
+
+    /// More endpoint ids for discovery, beside `operation` and `iam`: `ID`
+    /// (served by opsd) or `ID=HOST:PORT`. Repeatable; comma-separated in the env.
+    #[arg(long = "endpoint-id", env = "OPSD_ENDPOINT_IDS", value_delimiter = ',')]
+    pub endpoint_ids: Vec<String>,
+
     /// Directory of the embedded database; created if missing.
     #[arg(long, env = "OPSD_DATA_DIR", default_value = "./opsd-data")]
     pub data_dir: PathBuf,

@@ -1,26 +1,54 @@
 //! The opsd server: adapters over the service, and the process around them.
 
 pub mod config;
+pub mod discovery;
 pub mod grpc;
+pub mod http;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use opsd_proto::opsd::v1 as pb;
+use opsd_proto::yandex::cloud::endpoint as ycep;
 use opsd_proto::yandex::cloud::operation as ycop;
 use opsd_service::OperationService;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
-/// Serves every gRPC service on `listener` until `shutdown` resolves, then
-/// lets in-flight calls finish.
+/// How the listener serves.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    pub grpc: grpc::GrpcOptions,
+    /// TLS for every connection; plaintext when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What endpoint discovery answers; by default `operation` and `iam` at
+    /// the listener's own address.
+    pub endpoints: Option<discovery::Endpoints>,
+}
+
+/// Serves gRPC and REST on `listener` until `shutdown` resolves, then lets
+/// in-flight calls finish.
 pub async fn serve(
     listener: TcpListener,
     service: Arc<OperationService>,
-    options: grpc::GrpcOptions,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let endpoints = match options.endpoints.clone() {
+        Some(endpoints) => endpoints,
+        None => discovery::Endpoints::new(&listener.local_addr()?.to_string(), &[]),
+    };
+    let app = router(service, &options.grpc, endpoints).await?;
+    http::run(listener, app, options.tls, shutdown).await
+}
+
+/// Every route of the listener: the gRPC services, then REST.
+pub async fn router(
+    service: Arc<OperationService>,
+    grpc_options: &grpc::GrpcOptions,
+    endpoints: discovery::Endpoints,
+) -> anyhow::Result<axum::Router> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ycop::operation_service_server::OperationServiceServer<grpc::CloudOperations>>()
@@ -30,6 +58,9 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<pb::producer_service_server::ProducerServiceServer<grpc::Producers>>()
+        .await;
+    health_reporter
+        .set_serving::<ycep::api_endpoint_service_server::ApiEndpointServiceServer<discovery::Discovery>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -44,32 +75,39 @@ pub async fn serve(
     let cloud = ycop::operation_service_server::OperationServiceServer::with_interceptor(
         grpc::CloudOperations {
             service: Arc::clone(&service),
-            options: options.clone(),
+            options: grpc_options.clone(),
         },
         grpc::authenticate,
     );
     let opsd = pb::operation_service_server::OperationServiceServer::with_interceptor(
         grpc::OpsdOperations {
             service: Arc::clone(&service),
-            options,
+            options: grpc_options.clone(),
         },
         grpc::authenticate,
     );
     let producers = pb::producer_service_server::ProducerServiceServer::with_interceptor(
-        grpc::Producers { service },
+        grpc::Producers {
+            service: Arc::clone(&service),
+        },
         grpc::authenticate,
     );
+    // Discovery needs no credentials: the SDKs call it before anything else.
+    let discovery =
+        ycep::api_endpoint_service_server::ApiEndpointServiceServer::new(discovery::Discovery {
+            endpoints,
+        });
 
-    tonic::transport::Server::builder()
-        .add_service(health)
+    let grpc = tonic::service::Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(discovery)
         .add_service(cloud)
         .add_service(opsd)
         .add_service(producers)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
-    Ok(())
+        .prepare()
+        .into_axum_router();
+    Ok(grpc)
 }
 
 /// Until authentication exists, only this machine may call opsd.

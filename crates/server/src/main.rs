@@ -5,8 +5,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use opsd_core::{IdPrefix, SystemClock};
+use opsd_server::ServeOptions;
 use opsd_server::config::{Config, LogFormat, StoreKind};
+use opsd_server::discovery::Endpoints;
 use opsd_server::grpc::GrpcOptions;
+use opsd_server::tls::ReloadingCertificate;
 use opsd_service::{OperationService, ServiceConfig};
 use opsd_store::{
     MemoryStore, OperationStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
@@ -87,14 +90,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     ));
     let background = service.spawn_background(config.reaper_interval, config.retention_interval);
-    let options = GrpcOptions {
-        poll_interval: config.poll_interval,
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certificate = ReloadingCertificate::load(cert, key)?;
+            let _reloader = certificate.spawn_reloader(std::time::Duration::from_secs(2));
+            Some(certificate.server_config()?)
+        }
+        _ => None,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, store = ?config.store, "opsd listening");
+    let public_address = config
+        .public_address
+        .clone()
+        .unwrap_or_else(|| address.to_string());
+    let options = ServeOptions {
+        grpc: GrpcOptions {
+            poll_interval: config.poll_interval,
+        },
+        endpoints: Some(Endpoints::new(&public_address, &config.endpoint_ids)),
+        tls: tls.clone(),
+    };
+    tracing::info!(%address, tls = tls.is_some(), store = ?config.store, "opsd listening");
 
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(opsd_server::serve(listener, service, options, async move {

@@ -1649,3 +1649,55 @@ async fn the_server_reaps_lapsed_leases_on_its_own() {
     }
     server.terminate().await;
 }
+
+/// TLS: a client trusting the test CA connects, one without it is refused,
+/// and replacing the certificate files takes effect without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = opsd_testkit::TestCertificates::new();
+    let (ca, cert, key) = first.write_to(dir.path());
+    let certificate = opsd_server::tls::ReloadingCertificate::load(&cert, &key).unwrap();
+    let store: Arc<dyn OperationStore> = Arc::new(opsd_store::MemoryStore::new());
+    let service = Arc::new(OperationService::new(
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        ServiceConfig::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(opsd_server::serve(
+        listener,
+        service,
+        opsd_server::ServeOptions {
+            tls: Some(certificate.server_config().unwrap()),
+            ..Default::default()
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let https = format!("https://{address}");
+    let trusting = |ca: &std::path::Path| opsd_client::ConnectOptions {
+        ca_pem: Some(std::fs::read(ca).unwrap()),
+    };
+
+    let client = Client::connect_with(&https, trusting(&ca)).await.unwrap();
+    create(&TestServerRef(&client), NewOperation::new("over tls")).await;
+    let untrusted = Client::connect_with(&https, Default::default()).await;
+    assert!(matches!(untrusted, Err(ClientError::Connect { .. })), "{untrusted:?}");
+
+    // A new CA and certificate on disk, then a reload: new connections see it,
+    // the open one keeps working.
+    let second = opsd_testkit::TestCertificates::new();
+    let second_dir = tempfile::tempdir().unwrap();
+    let (second_ca, _, _) = second.write_to(second_dir.path());
+    second.write_to(dir.path());
+    certificate.reload().unwrap();
+    assert!(Client::connect_with(&https, trusting(&second_ca)).await.is_ok());
+    create(&TestServerRef(&client), NewOperation::new("same connection")).await;
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -300,6 +300,61 @@ impl Cluster {
     }
 }
 
+/// A certificate authority and a server certificate it signed, for TLS tests.
+pub struct TestCertificates {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCertificates {
+    /// A fresh CA, and a server certificate for `localhost` and `127.0.0.1`.
+    pub fn new() -> Self {
+        Self::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    pub fn for_names(names: &[&str]) -> Self {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "opsd test ca");
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            cert_pem: server.pem(),
+            key_pem: server_key.serialize_pem(),
+        }
+    }
+
+    /// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir`.
+    pub fn write_to(&self, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let paths = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        std::fs::write(&paths.0, &self.ca_pem).unwrap();
+        std::fs::write(&paths.1, &self.cert_pem).unwrap();
+        std::fs::write(&paths.2, &self.key_pem).unwrap();
+        paths
+    }
+}
+
+impl Default for TestCertificates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;
