@@ -1,9 +1,11 @@
 //! The opsd server: adapters over the service, and the process around them.
 
+pub mod auth;
 pub mod config;
 pub mod discovery;
 pub mod grpc;
 pub mod http;
+pub mod rest;
 pub mod tls;
 
 use std::future::Future;
@@ -107,7 +109,7 @@ pub async fn router(
         .add_service(producers)
         .prepare()
         .into_axum_router();
-    Ok(grpc)
+    Ok(grpc.merge(rest::router(service, grpc_options)))
 }
 
 /// Until authentication exists, only this machine may call opsd.

@@ -64,12 +64,12 @@ fn answer_get<M>(message: M, op: &Operation, options: &GrpcOptions) -> Response<
     response
 }
 
-/// Identifies the caller once per request, before any handler runs. Without
-/// authentication configured every caller is anonymous; the server only
-/// listens on loopback then.
+/// Identifies the caller once per request, before any handler runs.
 #[allow(clippy::result_large_err)] // tonic's interceptor signature
 pub fn authenticate(mut request: Request<()>) -> Result<Request<()>, Status> {
-    request.extensions_mut().insert(Principal::anonymous());
+    let headers = request.metadata().clone().into_headers();
+    let principal = crate::auth::authenticate(&headers)?;
+    request.extensions_mut().insert(principal);
     Ok(request)
 }
 

@@ -1,0 +1,4 @@
+//! End-to-end tests of the opsd server: real listeners on port 0, real clients.
+
+mod grpc;
+mod rest;

@@ -1,0 +1,1 @@
+//! The REST/JSON gateway over real HTTP.
