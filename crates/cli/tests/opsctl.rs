@@ -47,14 +47,9 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(opsd_server::serve(
-            listener,
-            service,
-            options,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(opsd_server::serve(listener, service, options, async {
+            let _ = stopped.await;
+        }));
         Self {
             endpoint,
             stop,

@@ -89,6 +89,11 @@ impl Watchers {
 
     /// Starts watching an operation; NOT_FOUND when it does not exist.
     pub async fn watch(self: &Arc<Self>, id: &OperationId) -> Result<Watching, Error> {
+        // Joining operations already watched costs no store read: their state is
+        // kept current by the dispatcher.
+        if let Some(receiver) = self.join(id) {
+            return Ok(self.watching(id, receiver));
+        }
         let op = self
             .store
             .get(id)
@@ -115,15 +120,30 @@ impl Watchers {
                 }
             }
         };
-        let watching = Watching {
-            receiver,
-            id: id.clone(),
-            watchers: Arc::clone(self),
-        };
+        let watching = self.watching(id, receiver);
         // A change committed between the read above and the registration was
         // not dispatched to us: read once more now that we are registered.
         self.refresh(id.clone()).await;
         Ok(watching)
+    }
+
+    fn join(&self, id: &OperationId) -> Option<watch::Receiver<Arc<Operation>>> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(id)?;
+        entry.watchers += 1;
+        Some(entry.latest.subscribe())
+    }
+
+    fn watching(
+        self: &Arc<Self>,
+        id: &OperationId,
+        receiver: watch::Receiver<Arc<Operation>>,
+    ) -> Watching {
+        Watching {
+            receiver,
+            id: id.clone(),
+            watchers: Arc::clone(self),
+        }
     }
 
     async fn dispatch(self: Arc<Self>, mut changes: broadcast::Receiver<Change>) {

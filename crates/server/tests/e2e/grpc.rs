@@ -1686,7 +1686,10 @@ async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
     let client = Client::connect_with(&https, trusting(&ca)).await.unwrap();
     create(&TestServerRef(&client), NewOperation::new("over tls")).await;
     let untrusted = Client::connect_with(&https, Default::default()).await;
-    assert!(matches!(untrusted, Err(ClientError::Connect { .. })), "{untrusted:?}");
+    assert!(
+        matches!(untrusted, Err(ClientError::Connect { .. })),
+        "{untrusted:?}"
+    );
 
     // A new CA and certificate on disk, then a reload: new connections see it,
     // the open one keeps working.
@@ -1695,8 +1698,16 @@ async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
     let (second_ca, _, _) = second.write_to(second_dir.path());
     second.write_to(dir.path());
     certificate.reload().unwrap();
-    assert!(Client::connect_with(&https, trusting(&second_ca)).await.is_ok());
-    create(&TestServerRef(&client), NewOperation::new("same connection")).await;
+    assert!(
+        Client::connect_with(&https, trusting(&second_ca))
+            .await
+            .is_ok()
+    );
+    create(
+        &TestServerRef(&client),
+        NewOperation::new("same connection"),
+    )
+    .await;
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
