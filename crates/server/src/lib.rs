@@ -5,6 +5,7 @@ pub mod config;
 pub mod discovery;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod rest;
 pub mod tls;
 
@@ -41,7 +42,10 @@ pub async fn serve(
         Some(endpoints) => endpoints,
         None => discovery::Endpoints::new(&listener.local_addr()?.to_string(), &[]),
     };
-    let app = router(service, &options.grpc, endpoints).await?;
+    let metrics = Arc::clone(service.metrics());
+    let app = router(service, &options.grpc, endpoints).await?.layer(
+        axum::middleware::from_fn_with_state(metrics, metrics::record),
+    );
     http::run(listener, app, options.tls, shutdown).await
 }
 
@@ -109,7 +113,21 @@ pub async fn router(
         .add_service(producers)
         .prepare()
         .into_axum_router();
-    Ok(grpc.merge(rest::router(service, grpc_options)))
+    let scrape = {
+        let service = Arc::clone(&service);
+        axum::routing::get(move || async move {
+            (
+                [(
+                    ::http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                service.metrics_text().await,
+            )
+        })
+    };
+    Ok(grpc
+        .merge(rest::router(Arc::clone(&service), grpc_options))
+        .route("/metrics", scrape))
 }
 
 /// Until authentication exists, only this machine may call opsd.

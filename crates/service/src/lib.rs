@@ -2,6 +2,7 @@
 //! the store. Adapters (gRPC, REST, CLI) translate into these calls and back;
 //! nothing here knows about a transport.
 
+pub mod metrics;
 mod watchers;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use opsd_core::{
 };
 use opsd_store::{Inserted, OperationStore, Swapped};
 
+pub use metrics::Metrics;
 pub use watchers::{Watchers, Watching};
 
 /// How often a write retries after losing a compare-and-set race before
@@ -56,6 +58,7 @@ pub struct OperationService {
     config: ServiceConfig,
     watchers: Arc<Watchers>,
     dispatcher: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for OperationService {
@@ -71,6 +74,9 @@ impl OperationService {
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
     ) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn OperationStore> =
+            Arc::new(metrics::MeteredStore::new(store, Arc::clone(&metrics)));
         let (watchers, dispatcher) = Watchers::start(Arc::clone(&store));
         Self {
             store,
@@ -78,7 +84,29 @@ impl OperationService {
             config,
             watchers,
             dispatcher,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics as Prometheus scrapes them, with the gauges read now.
+    pub async fn metrics_text(&self) -> String {
+        self.metrics
+            .watchers_active
+            .set(i64::try_from(self.watchers.active()).unwrap_or(i64::MAX));
+        match tokio::time::timeout(Duration::from_secs(2), self.store.count_running()).await {
+            Ok(Ok(running)) => {
+                self.metrics
+                    .operations_running
+                    .set(i64::try_from(running).unwrap_or(i64::MAX));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot count running operations"),
+            Err(_) => tracing::warn!("counting running operations timed out"),
+        }
+        self.metrics.encode()
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -147,6 +175,7 @@ impl OperationService {
             let operation = Operation::create(id, request.clone(), &caller.id, self.clock.now());
             match self.store.insert(&operation).await? {
                 Inserted::Created => {
+                    self.metrics.operations_created.inc();
                     tracing::debug!(operation_id = %operation.id, created_by = %caller.id, "operation created");
                     return Ok(operation);
                 }
@@ -172,7 +201,13 @@ impl OperationService {
     }
 
     pub async fn cancel(&self, caller: &Principal, id: &OperationId) -> Result<Operation, Error> {
-        let (op, _) = self.transition(id, |op, now| op.cancel(now)).await?;
+        let (op, changed) = self.transition(id, |op, now| op.cancel(now)).await?;
+        if changed {
+            self.metrics.cancel_requests.inc();
+            if let Some(outcome) = op.outcome() {
+                self.metrics.completed(outcome, false);
+            }
+        }
         tracing::debug!(operation_id = %id, caller = %caller.id, done = op.is_done(), "cancel requested");
         Ok(op)
     }
@@ -232,6 +267,9 @@ impl OperationService {
                 match self.transition(&op.id, |op, now| Ok(op.expire(now))).await {
                     Ok((expired, true)) => {
                         completed += 1;
+                        if let Some(outcome) = expired.outcome() {
+                            self.metrics.completed(outcome, true);
+                        }
                         progressed = true;
                         tracing::info!(operation_id = %expired.id, outcome = ?expired.outcome(), "expired operation completed");
                     }
@@ -260,6 +298,7 @@ impl OperationService {
                 .delete_done_before(cutoff, self.config.retention_batch)
                 .await?;
             deleted += batch;
+            self.metrics.operations_deleted.inc_by(batch as u64);
             if batch < self.config.retention_batch {
                 if deleted > 0 {
                     tracing::info!(deleted, "deleted done operations past retention");
@@ -320,9 +359,12 @@ impl OperationService {
             Outcome::Error(status) => violations.error_status("error", status),
         }
         violations.into_result()?;
-        let (op, _) = self
+        let (op, changed) = self
             .transition(id, |op, now| op.complete(outcome.clone(), now))
             .await?;
+        if changed {
+            self.metrics.completed(&outcome, false);
+        }
         tracing::debug!(operation_id = %id, "operation completed");
         Ok(op)
     }

@@ -655,6 +655,11 @@ pub async fn due_for_expiry_finds_lapsed_leases_and_deadlines(store: Arc<dyn Ope
     store.compare_and_swap(&renewed).await.unwrap();
     store.compare_and_swap(&done(&deadlined, 1)).await.unwrap();
     assert_eq!(due(base + 300).await, [id(3)]);
+    assert_eq!(
+        store.count_running().await.unwrap(),
+        3,
+        "all but the done one"
+    );
 }
 
 pub async fn retention_deletes_exactly_the_expired_done_operations(store: Arc<dyn OperationStore>) {

@@ -115,6 +115,9 @@ pub trait OperationStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<usize, StoreError>;
 
+    /// How many operations are not done yet.
+    async fn count_running(&self) -> Result<u64, StoreError>;
+
     /// Every committed change from now on. A receiver that falls more than
     /// [`CHANGE_BUFFER`] changes behind gets `Lagged` and should treat it as
     /// [`Change::Resync`].

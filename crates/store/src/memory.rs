@@ -159,6 +159,15 @@ impl OperationStore for MemoryStore {
         Ok(expired.len())
     }
 
+    async fn count_running(&self) -> Result<u64, StoreError> {
+        let tables = self.tables()?;
+        Ok(tables
+            .operations
+            .values()
+            .filter(|op| !op.is_done())
+            .count() as u64)
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }

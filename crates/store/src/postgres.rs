@@ -64,6 +64,7 @@ CREATE INDEX operations_by_resource
 CREATE INDEX operations_by_creator ON operations (created_by, created_at, id);
 CREATE INDEX operations_by_expiry ON operations (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX operations_done_by_age ON operations (modified_at) WHERE state = 2;
+CREATE INDEX operations_running ON operations (created_at) WHERE state != 2;
 "#];
 
 #[derive(Clone, Debug)]
@@ -467,6 +468,20 @@ impl OperationStore for PostgresStore {
             Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
         ];
         self.select_many(&statement, &params).await
+    }
+
+    async fn count_running(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT count(*) FROM operations WHERE state != 2")
+            .await
+            .map_err(classify)?;
+        let count: i64 = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(classify)?
+            .get(0);
+        Ok(count.max(0) as u64)
     }
 
     async fn delete_done_before(

@@ -62,6 +62,7 @@ CREATE INDEX operations_by_resource
 CREATE INDEX operations_by_creator ON operations (created_by, created_at, id);
 CREATE INDEX operations_by_expiry ON operations (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX operations_done_by_age ON operations (modified_at) WHERE state = 2;
+CREATE INDEX operations_running ON operations (created_at) WHERE state != 2;
 "#];
 
 #[derive(Clone, Debug)]
@@ -212,6 +213,17 @@ impl OperationStore for SqliteStore {
         ];
         self.readers
             .run(move |conn| select_many(conn, &statement, &params))
+            .await
+    }
+
+    async fn count_running(&self) -> Result<u64, StoreError> {
+        self.readers
+            .run(|conn| {
+                conn.prepare_cached("SELECT count(*) FROM operations WHERE state != 2")
+                    .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
+                    .map(|n| n.max(0) as u64)
+                    .map_err(classify)
+            })
             .await
     }
 

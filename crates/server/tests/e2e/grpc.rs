@@ -706,6 +706,9 @@ impl OperationStore for GatedStore {
     ) -> Result<usize, opsd_store::StoreError> {
         self.inner.delete_done_before(cutoff, limit).await
     }
+    async fn count_running(&self) -> Result<u64, opsd_store::StoreError> {
+        self.inner.count_running().await
+    }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<opsd_store::Change> {
         self.inner.subscribe()
     }
@@ -1711,4 +1714,97 @@ async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// `GET /metrics` over plain HTTP/1.1, the body only.
+async fn scrape(address: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: opsd\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    assert!(body.contains("opsd_build_info"), "{body}");
+    body
+}
+
+/// The value of the sample named exactly `series` (name and labels), 0 if absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_by_exactly_the_traffic() {
+    let server = TestServer::start().await;
+    let before = scrape(server.address).await;
+
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(create(&server, NewOperation::new("counted")).await.id);
+    }
+    server.client.get(&ids[0]).await.unwrap();
+    server.client.get(&ids[1]).await.unwrap();
+    assert_eq!(
+        code(server.client.get("ops00000000000000000").await),
+        Code::NotFound
+    );
+    server
+        .client
+        .complete(&ids[0], struct_response("x"))
+        .await
+        .unwrap();
+    server.client.cancel(&ids[1]).await.unwrap();
+
+    let after = scrape(server.address).await;
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
+    let grpc = |method: &str, code: &str| {
+        format!(r#"opsd_requests_total{{protocol="grpc",method="{method}",code="{code}"}}"#)
+    };
+    assert_eq!(moved(&grpc("/opsd.v1.ProducerService/Create", "OK")), 3.0);
+    assert_eq!(
+        moved(&grpc("/yandex.cloud.operation.OperationService/Get", "OK")),
+        2.0
+    );
+    assert_eq!(
+        moved(&grpc(
+            "/yandex.cloud.operation.OperationService/Get",
+            "NOT_FOUND"
+        )),
+        1.0
+    );
+    assert_eq!(moved(&grpc("/opsd.v1.ProducerService/Complete", "OK")), 1.0);
+    assert_eq!(
+        moved(&grpc(
+            "/yandex.cloud.operation.OperationService/Cancel",
+            "OK"
+        )),
+        1.0
+    );
+    assert_eq!(moved("opsd_operations_created_total"), 3.0);
+    assert_eq!(
+        moved(r#"opsd_operations_completed_total{outcome="response"}"#),
+        1.0
+    );
+    assert_eq!(
+        moved(r#"opsd_operations_completed_total{outcome="cancelled"}"#),
+        1.0
+    );
+    assert_eq!(moved("opsd_cancel_requests_total"), 1.0);
+    assert_eq!(sample(&after, "opsd_operations_running"), 1.0);
+    assert_eq!(sample(&after, "opsd_watchers_active"), 0.0);
+    assert!(moved(r#"opsd_store_duration_seconds_count{operation="insert"}"#) >= 3.0);
+    assert_eq!(
+        moved(
+            r#"opsd_request_duration_seconds_count{protocol="grpc",method="/opsd.v1.ProducerService/Create"}"#
+        ),
+        3.0
+    );
+    server.stop().await;
 }

@@ -1,0 +1,282 @@
+//! Prometheus metrics of one opsd process: requests, operation outcomes,
+//! watchers, store latency (a decorator around the store) and build info.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use opsd_core::{ListQuery, Operation, OperationId, Outcome, Timestamp};
+use opsd_store::{Change, Inserted, OperationStore, StoreError, Swapped};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `grpc` or `rest`.
+    pub protocol: String,
+    /// The gRPC method path, or the REST route template.
+    pub method: String,
+    /// The gRPC code name, or the HTTP status.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub protocol: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `response`, `error`, `cancelled`, `lease_lapsed` or `deadline_exceeded`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<MethodLabels, Histogram>,
+    pub operations_created: Counter,
+    pub operations_completed: Family<OutcomeLabels, Counter>,
+    pub cancel_requests: Counter,
+    pub operations_deleted: Counter,
+    pub operations_running: Gauge,
+    pub watchers_active: Gauge,
+    pub store_duration: Family<StoreLabels, Histogram>,
+    pub store_errors: Family<StoreLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~3 s.
+    Histogram::new(exponential_buckets(0.00005, 3.0, 11))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("opsd");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by protocol, method and result code",
+            requests.clone(),
+        );
+        let request_duration = Family::<MethodLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request (to the first byte of a stream)",
+            request_duration.clone(),
+        );
+        let operations_created = Counter::default();
+        registry.register(
+            "operations_created",
+            "Operations created (not idempotent replays)",
+            operations_created.clone(),
+        );
+        let operations_completed = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "operations_completed",
+            "Operations completed, by outcome",
+            operations_completed.clone(),
+        );
+        let cancel_requests = Counter::default();
+        registry.register(
+            "cancel_requests",
+            "Cancel requests that changed an operation",
+            cancel_requests.clone(),
+        );
+        let operations_deleted = Counter::default();
+        registry.register(
+            "operations_deleted",
+            "Done operations deleted by retention",
+            operations_deleted.clone(),
+        );
+        let operations_running = Gauge::default();
+        registry.register(
+            "operations_running",
+            "Operations not done yet, in the whole store",
+            operations_running.clone(),
+        );
+        let watchers_active = Gauge::default();
+        registry.register(
+            "watchers_active",
+            "Waiters and watchers registered in this process",
+            watchers_active.clone(),
+        );
+        let store_duration = Family::<StoreLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "store_duration_seconds",
+            "Store call latency",
+            store_duration.clone(),
+        );
+        let store_errors = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Store calls that failed",
+            store_errors.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register("build_info", "The running opsd's version", build_info);
+        Self {
+            registry,
+            requests,
+            request_duration,
+            operations_created,
+            operations_completed,
+            cancel_requests,
+            operations_deleted,
+            operations_running,
+            watchers_active,
+            store_duration,
+            store_errors,
+        }
+    }
+
+    /// One answered request.
+    pub fn request(&self, protocol: &str, method: &str, code: &str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                protocol: protocol.to_owned(),
+                method: method.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&MethodLabels {
+                protocol: protocol.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn completed(&self, outcome: &Outcome, by_expiry: bool) {
+        let outcome = match outcome {
+            Outcome::Response(_) => "response",
+            Outcome::Error(status) if by_expiry && status.code == 4 => "deadline_exceeded",
+            Outcome::Error(_) if by_expiry => "lease_lapsed",
+            Outcome::Error(status) if status.code == opsd_core::operation::CANCELLED_CODE => {
+                "cancelled"
+            }
+            Outcome::Error(_) => "error",
+        };
+        self.operations_completed
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a string cannot fail");
+        text
+    }
+}
+
+/// The store, timed: every call's latency and failures go to [`Metrics`].
+pub struct MeteredStore {
+    inner: Arc<dyn OperationStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn OperationStore>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        let labels = StoreLabels {
+            operation: operation.to_owned(),
+        };
+        self.metrics
+            .store_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.store_errors.get_or_create(&labels).inc();
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl OperationStore for MeteredStore {
+    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
+        self.timed("insert", self.inner.insert(operation)).await
+    }
+    async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        self.timed("get", self.inner.get(id)).await
+    }
+    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
+        self.timed("compare_and_swap", self.inner.compare_and_swap(next))
+            .await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
+        self.timed("list", self.inner.list(query)).await
+    }
+    async fn due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Operation>, StoreError> {
+        self.timed("due_for_expiry", self.inner.due_for_expiry(now, limit))
+            .await
+    }
+    async fn delete_done_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.timed(
+            "delete_done_before",
+            self.inner.delete_done_before(cutoff, limit),
+        )
+        .await
+    }
+    async fn count_running(&self) -> Result<u64, StoreError> {
+        self.timed("count_running", self.inner.count_running())
+            .await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.inner.subscribe()
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
+    }
+}
