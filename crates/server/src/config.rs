@@ -1,10 +1,16 @@
-//! Command-line configuration of the opsd process.
+//! Configuration of the opsd process: defaults, then a TOML file
+//! (`--config`), then `OPSD_…` environment variables, then flags; each
+//! overrides the one before. The file's keys are the flags' names in
+//! snake_case (`data_dir = "/var/lib/opsd"`).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 /// The documented default: loopback on a fixed port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7117";
@@ -28,6 +34,148 @@ impl std::fmt::Debug for StoreKind {
             StoreKind::Postgres(url) => write!(f, "{}", redact_url(url)),
         }
     }
+}
+
+/// Keys that only make sense on the command line.
+const NOT_IN_FILE: &[&str] = &["config", "print_config", "help", "version"];
+
+impl Config {
+    /// Flags and environment, then the file they name for whatever neither set.
+    /// Bad flags exit with clap's usage message; a bad file is an error naming the key.
+    pub fn load_from<I, T>(args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let matches = Self::command().get_matches_from(args.clone());
+        let config = Self::from_arg_matches(&matches)?;
+        let Some(path) = config.config.clone() else {
+            return Ok(config);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("config file {} is not valid toml", path.display()))?;
+
+        let command = Self::command();
+        let mut from_file = Vec::new();
+        for (key, value) in &table {
+            let fail =
+                |why: String| anyhow::anyhow!("config file {}: key {key}: {why}", path.display());
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == key.as_str() && !NOT_IN_FILE.contains(&key.as_str()))
+                .ok_or_else(|| fail("unknown key".into()))?;
+            let values = match value {
+                toml::Value::String(s) => vec![s.clone()],
+                toml::Value::Integer(n) => vec![n.to_string()],
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|item| match item {
+                        toml::Value::String(s) => Ok(s.clone()),
+                        toml::Value::Integer(n) => Ok(n.to_string()),
+                        _ => Err(fail("lists may hold strings and integers only".into())),
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(fail("expected a string, an integer or a list".into())),
+            };
+            let long = arg.get_long().expect("every option has a long name");
+            for value in &values {
+                // The option alone, to blame a bad value on this key; options that
+                // need a companion (tls_cert and tls_key) are checked together below.
+                if let Err(e) =
+                    Self::command().try_get_matches_from(["opsd", &format!("--{long}={value}")])
+                    && e.kind() != clap::error::ErrorKind::MissingRequiredArgument
+                {
+                    let message = e.to_string();
+                    let first_line = message.lines().next().unwrap_or_default();
+                    return Err(fail(first_line.trim_start_matches("error: ").to_owned()));
+                }
+            }
+            // The environment and flags win over the file.
+            if matches.value_source(key) != Some(ValueSource::DefaultValue)
+                && matches.value_source(key).is_some()
+            {
+                continue;
+            }
+            for value in values {
+                from_file.push(OsString::from(format!("--{long}={value}")));
+            }
+        }
+        let mut all = args;
+        all.extend(from_file);
+        let matches = Self::command()
+            .try_get_matches_from(all)
+            .with_context(|| format!("config file {}", path.display()))?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+
+    /// The effective configuration as a TOML file would give it (passwords hidden).
+    pub fn to_toml(&self) -> String {
+        let mut table = toml::Table::new();
+        let mut put = |key: &str, value: toml::Value| {
+            table.insert(key.to_owned(), value);
+        };
+        let text = |s: String| toml::Value::String(s);
+        put("listen", text(self.listen.to_string()));
+        put("data_dir", text(self.data_dir.display().to_string()));
+        put("store", text(format!("{:?}", self.store)));
+        if let Some(cert) = &self.tls_cert {
+            put("tls_cert", text(cert.display().to_string()));
+        }
+        if let Some(key) = &self.tls_key {
+            put("tls_key", text(key.display().to_string()));
+        }
+        if let Some(address) = &self.public_address {
+            put("public_address", text(address.clone()));
+        }
+        put(
+            "endpoint_ids",
+            toml::Value::Array(self.endpoint_ids.iter().cloned().map(text).collect()),
+        );
+        put(
+            "postgres_max_connections",
+            toml::Value::Integer(i64::try_from(self.postgres_max_connections).unwrap_or(i64::MAX)),
+        );
+        for (key, duration) in [
+            ("store_timeout", self.store_timeout),
+            ("retention", self.retention),
+            ("poll_interval", self.poll_interval),
+            ("max_wait", self.max_wait),
+            ("reaper_interval", self.reaper_interval),
+            ("retention_interval", self.retention_interval),
+            ("shutdown_grace", self.shutdown_grace),
+        ] {
+            put(key, text(format_duration(duration)));
+        }
+        put("id_prefix", text(self.id_prefix.clone()));
+        put(
+            "log_format",
+            text(match self.log_format {
+                LogFormat::Text => "text".into(),
+                LogFormat::Json => "json".into(),
+            }),
+        );
+        toml::to_string(&table).expect("a table of strings and numbers serializes")
+    }
+}
+
+/// The largest whole unit that [`parse_duration`] reads back exactly.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if millis > 0 && millis % size == 0 {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
 }
 
 /// `sqlite`, `memory`, or a `postgres://` / `postgresql://` URL.
@@ -78,6 +226,14 @@ pub enum LogFormat {
     about = "opsd: the long-running operations service"
 )]
 pub struct Config {
+    /// A TOML configuration file; environment variables and flags override it.
+    #[arg(long, env = "OPSD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Address to serve gRPC on; port 0 picks a free port.
     #[arg(long, env = "OPSD_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -220,7 +376,70 @@ mod tests {
         assert!(!shown.contains(":b@"), "{shown}");
     }
 
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn the_file_sits_between_defaults_and_the_environment() {
+        let file = write(
+            "listen = \"127.0.0.1:9000\"\nretention = \"7d\"\nendpoint_ids = [\"compute\"]\n\
+             postgres_max_connections = 4\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let config = Config::load_from(["opsd", "--config", path]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.endpoint_ids, ["compute"]);
+        assert_eq!(config.postgres_max_connections, 4);
+        assert_eq!(
+            config.poll_interval,
+            Duration::from_secs(1),
+            "defaults stay"
+        );
+
+        let flagged =
+            Config::load_from(["opsd", "--config", path, "--listen", "127.0.0.1:9001"]).unwrap();
+        assert_eq!(flagged.listen.to_string(), "127.0.0.1:9001", "flags win");
+    }
+
+    #[test]
+    fn bad_files_name_the_key() {
+        for (text, expected) in [
+            ("listen = \"nowhere\"", "key listen"),
+            ("retention = \"forever\"", "key retention"),
+            ("no_such_key = 1", "key no_such_key: unknown key"),
+            ("config = \"other.toml\"", "key config: unknown key"),
+            ("retention = true", "key retention: expected"),
+            ("listen = ", "not valid toml"),
+        ] {
+            let file = write(text);
+            let error =
+                Config::load_from(["opsd", "--config", file.path().to_str().unwrap()]).unwrap_err();
+            let message = format!("{error:#}");
+            assert!(message.contains(expected), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn printed_configuration_reads_back_the_same() {
+        let config =
+            Config::load_from(["opsd", "--retention", "90m", "--store", "memory"]).unwrap();
+        let file = write(&config.to_toml());
+        let again = Config::load_from(["opsd", "--config", file.path().to_str().unwrap()]).unwrap();
+        assert_eq!(again.to_toml(), config.to_toml());
+        assert!(config.to_toml().contains("retention = \"90m\""));
+    }
+
     proptest! {
+        #[test]
+        fn formatted_durations_parse_back(millis in 0u64..10_000_000_000) {
+            let duration = Duration::from_millis(millis);
+            prop_assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
+
         #[test]
         fn redact_url_never_panics(raw in "\\PC{0,40}") {
             let _ = redact_url(&raw);

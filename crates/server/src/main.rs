@@ -3,7 +3,6 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 use opsd_core::{IdPrefix, SystemClock};
 use opsd_server::ServeOptions;
 use opsd_server::config::{Config, LogFormat, StoreKind};
@@ -18,7 +17,17 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = Config::parse();
+    let config = match Config::load_from(std::env::args_os()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("opsd: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if config.print_config {
+        print!("{}", config.to_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
     init_logging(config.log_format);
     match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
