@@ -4,11 +4,8 @@ Operations are created and completed with opsctl; every read and cancel goes thr
 the SDK's stubs, so a wrong field, oneof, type URL or status code shows up here.
 """
 
-import json
 import os
 import re
-import shlex
-import subprocess
 import uuid
 from dataclasses import dataclass
 
@@ -19,10 +16,10 @@ from google.protobuf.struct_pb2 import Struct
 from google.rpc import code_pb2
 from yandex.cloud.operation import operation_service_pb2, operation_service_pb2_grpc
 from yandex.cloud.operation.operation_pb2 import Operation
+from opsctl_cli import Opsctl
 
 CONNECT_TIMEOUT = 10.0
 RPC_TIMEOUT = 10.0
-CLI_TIMEOUT = 30.0
 STRUCT_TYPE_URL = "type.googleapis.com/google.protobuf.Struct"
 UNKNOWN_ID = "ops00000000000000000"
 
@@ -53,52 +50,6 @@ class OperationService:
             ("authorization", "Bearer test-token"),
             ("idempotency-key", str(uuid.uuid4())),
         )
-
-
-class Opsctl:
-    """The producer side: opsctl with --format json, each call returning the printed operation."""
-
-    def __init__(self, target: Target):
-        self._base = [target.opsctl, "--endpoint", target.endpoint, "--format", "json"]
-
-    def create(
-        self,
-        description: str,
-        *,
-        not_cancellable: bool = False,
-        cooperative_cancel: bool = False,
-        metadata: dict | None = None,
-    ) -> dict:
-        args = ["create", "--description", description]
-        if not_cancellable:
-            args.append("--not-cancellable")
-        if cooperative_cancel:
-            args.append("--cooperative-cancel")
-        if metadata is not None:
-            args += ["--metadata-json", json.dumps(metadata)]
-        return self._run(args)
-
-    def complete_with_response(self, operation_id: str, response: dict) -> dict:
-        return self._run(["complete", operation_id, "--response-json", json.dumps(response)])
-
-    def complete_with_error(self, operation_id: str, code: int, message: str) -> dict:
-        return self._run(
-            ["complete", operation_id, "--error-code", str(code), "--error-message", message]
-        )
-
-    def _run(self, args: list[str]) -> dict:
-        command = self._base + args
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"{shlex.join(command)} exited with {result.returncode}: {result.stderr.strip()}"
-            )
-        try:
-            return json.loads(result.stdout)
-        except json.JSONDecodeError as error:
-            pytest.fail(f"{shlex.join(command)} printed invalid json ({error}): {result.stdout!r}")
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +87,7 @@ def operations(channel: grpc.Channel) -> OperationService:
 
 @pytest.fixture(scope="session")
 def opsctl(target: Target) -> Opsctl:
-    return Opsctl(target)
+    return Opsctl([target.opsctl, "--endpoint", target.endpoint])
 
 
 def unpack_struct(packed) -> dict:

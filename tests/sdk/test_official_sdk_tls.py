@@ -6,11 +6,8 @@ and `iam`; operations are created and completed with opsctl, and read, awaited a
 cancelled through the SDK.
 """
 
-import json
 import os
 import re
-import shlex
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,10 +27,10 @@ from yandex.cloud.operation.operation_service_pb2 import (
 )
 from yandex.cloud.operation.operation_service_pb2_grpc import OperationServiceStub
 from yandexcloud.operations import OperationError
+from opsctl_cli import CLI_TIMEOUT, Opsctl
 
 CONNECT_TIMEOUT = 10.0
 RPC_TIMEOUT = 10.0
-CLI_TIMEOUT = 30.0
 WAIT_TIMEOUT = 30.0
 PRODUCER_DELAY = 2.5
 MIN_WAIT = 2.0
@@ -49,49 +46,6 @@ class Target:
     ca: bytes
     ca_path: str
     opsctl: str
-
-
-class Opsctl:
-    """The producer side: opsctl over TLS with --format json, returning the printed operation."""
-
-    def __init__(self, target: Target):
-        self._base = [
-            target.opsctl,
-            "--endpoint",
-            f"https://{target.endpoint}",
-            "--ca",
-            target.ca_path,
-            "--format",
-            "json",
-        ]
-
-    def create(self, description: str, *, metadata: dict | None = None) -> dict:
-        args = ["create", "--description", description]
-        if metadata is not None:
-            args += ["--metadata-json", json.dumps(metadata)]
-        return self._run(args)
-
-    def complete_with_response(self, operation_id: str, response: dict) -> dict:
-        return self._run(["complete", operation_id, "--response-json", json.dumps(response)])
-
-    def complete_with_error(self, operation_id: str, code: int, message: str) -> dict:
-        return self._run(
-            ["complete", operation_id, "--error-code", str(code), "--error-message", message]
-        )
-
-    def _run(self, args: list[str]) -> dict:
-        command = self._base + args
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"{shlex.join(command)} exited with {result.returncode}: {result.stderr.strip()}"
-            )
-        try:
-            return json.loads(result.stdout)
-        except json.JSONDecodeError as error:
-            pytest.fail(f"{shlex.join(command)} printed invalid json ({error}): {result.stdout!r}")
 
 
 @pytest.fixture(scope="session")
@@ -171,7 +125,9 @@ def operations(sdk: yandexcloud.SDK) -> OperationServiceStub:
 
 @pytest.fixture(scope="session")
 def opsctl(target: Target) -> Opsctl:
-    return Opsctl(target)
+    return Opsctl(
+        [target.opsctl, "--endpoint", f"https://{target.endpoint}", "--ca", target.ca_path]
+    )
 
 
 def get(operations: OperationServiceStub, operation_id: str) -> Operation:

@@ -530,12 +530,15 @@ async fn assert_unchanged(endpoint: &str, ops: &[opsd_client::Operation]) {
     }
 }
 
-#[tokio::test]
-async fn operations_survive_a_clean_restart() {
+/// Writes through one process, stops it as `stop` says, and reads everything
+/// back, unchanged, through a new process on the same data directory.
+async fn operations_survive(
+    stop: fn(Process) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let first = Process::start(dir.path());
     let ops = write_some_operations(&Client::connect(&first.endpoint).await.unwrap()).await;
-    first.terminate().await;
+    stop(first).await;
 
     let second = Process::start(dir.path());
     assert_unchanged(&second.endpoint, &ops).await;
@@ -543,15 +546,13 @@ async fn operations_survive_a_clean_restart() {
 }
 
 #[tokio::test]
-async fn acknowledged_operations_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = Process::start(dir.path());
-    let ops = write_some_operations(&Client::connect(&first.endpoint).await.unwrap()).await;
-    first.kill_9().await;
+async fn operations_survive_a_clean_restart() {
+    operations_survive(|process| Box::pin(process.terminate())).await;
+}
 
-    let second = Process::start(dir.path());
-    assert_unchanged(&second.endpoint, &ops).await;
-    second.kill_9().await;
+#[tokio::test]
+async fn acknowledged_operations_survive_kill_9() {
+    operations_survive(|process| Box::pin(process.kill_9())).await;
 }
 
 #[tokio::test]
