@@ -1809,3 +1809,58 @@ async fn metrics_move_by_exactly_the_traffic() {
     );
     server.stop().await;
 }
+
+/// The opsd binary picks up a replaced certificate (SIGHUP, or the files'
+/// change) without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_reloads_a_replaced_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, cert, key) = opsd_testkit::TestCertificates::new().write_to(dir.path());
+    let server = Process::start_with(&[
+        "--store",
+        "memory",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let https = format!("https://{}", server.endpoint);
+    let trusting = |ca: &std::path::Path| opsd_client::ConnectOptions {
+        ca_pem: Some(std::fs::read(ca).unwrap()),
+    };
+    let old_ca_pem = std::fs::read(&old_ca).unwrap();
+    Client::connect_with(&https, trusting(&old_ca))
+        .await
+        .unwrap();
+
+    let replacement = opsd_testkit::TestCertificates::new();
+    let new_dir = tempfile::tempdir().unwrap();
+    let (new_ca, _, _) = replacement.write_to(new_dir.path());
+    replacement.write_to(dir.path());
+    let hangup = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Client::connect_with(&https, trusting(&new_ca))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let stale = Client::connect_with(
+        &https,
+        opsd_client::ConnectOptions {
+            ca_pem: Some(old_ca_pem),
+        },
+    )
+    .await;
+    assert!(stale.is_err(), "the old certificate is gone");
+    server.terminate().await;
+}
