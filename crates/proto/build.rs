@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
 ];
 
 const WELL_KNOWN: &[&str] = &[
+    "google/rpc/error_details.proto",
     "google/protobuf/struct.proto",
     "google/protobuf/wrappers.proto",
     "google/protobuf/empty.proto",
@@ -31,7 +32,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The descriptor set for reflection and the JSON mapping also carries the
     // well-known types producers commonly pack into `Any` (Struct above all).
     let mut described: Vec<PathBuf> = files.clone();
-    described.extend(WELL_KNOWN.iter().map(PathBuf::from));
+    described.extend(WELL_KNOWN.iter().map(|p| {
+        if p.starts_with("google/rpc/") {
+            root.join(p)
+        } else {
+            PathBuf::from(p)
+        }
+    }));
     let described = protox::compile(&described, [&root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

@@ -151,3 +151,46 @@ fn fields_land_where_the_contract_says() {
     assert_eq!(op.description.chars().count(), 256);
     assert_eq!(op.description.len(), 512);
 }
+
+#[test]
+fn statuses_with_standard_details_print_as_json() {
+    let bad_request = tonic_types::pb::BadRequest {
+        field_violations: vec![tonic_types::pb::bad_request::FieldViolation {
+            field: "description".into(),
+            description: "too long".into(),
+            ..Default::default()
+        }],
+    };
+    let resource = tonic_types::pb::ResourceInfo {
+        resource_type: "operation".into(),
+        resource_name: "ops00000000000000001".into(),
+        ..Default::default()
+    };
+    let op = operation::Operation {
+        id: "ops00000000000000002".into(),
+        done: true,
+        result: Some(operation::operation::Result::Error(opsd_proto::RpcStatus {
+            code: 10,
+            message: "busy".into(),
+            details: vec![
+                prost_types::Any {
+                    type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
+                    value: bad_request.encode_to_vec(),
+                },
+                prost_types::Any {
+                    type_url: "type.googleapis.com/google.rpc.ResourceInfo".into(),
+                    value: resource.encode_to_vec(),
+                },
+            ],
+        })),
+        ..Default::default()
+    };
+    let printed = json::to_json(&op).unwrap();
+    let details = &printed["error"]["details"];
+    assert_eq!(
+        details[0]["@type"],
+        "type.googleapis.com/google.rpc.BadRequest"
+    );
+    assert_eq!(details[0]["fieldViolations"][0]["field"], "description");
+    assert_eq!(details[1]["resourceName"], "ops00000000000000001");
+}

@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod rest;
 pub mod tls;
+mod translate;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -127,7 +128,8 @@ pub async fn router(
     };
     Ok(grpc
         .merge(rest::router(Arc::clone(&service), grpc_options))
-        .route("/metrics", scrape))
+        .route("/metrics", scrape)
+        .fallback(rest::fallback))
 }
 
 /// Until authentication exists, only this machine may call opsd.

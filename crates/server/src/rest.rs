@@ -1,12 +1,266 @@
 //! The REST/JSON gateway: the clouds' REST mapping and opsd.v1 routes, bodies
 //! in the proto3 JSON mapping, errors as google.rpc.Status JSON.
+//!
+//! Each route reads its request message (from the JSON body or the query),
+//! translates it as the gRPC adapter does and prints the answer with
+//! [`opsd_proto::json::to_json`], so both adapters answer alike. `Watch` is
+//! gRPC-only.
+
+mod error;
+mod input;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use opsd_core::{Operation, OperationId, Principal};
+use opsd_proto::json::JsonError;
+use opsd_proto::opsd::v1 as pb;
+use opsd_proto::yandex::cloud::operation as ycop;
 use opsd_service::OperationService;
 
-use crate::grpc::GrpcOptions;
+use crate::grpc::convert::{
+    duration_from_wire, non_empty, operation_to_opsd_wire, operation_to_wire,
+};
+use crate::grpc::{GrpcOptions, IDEMPOTENCY_KEY_HEADER, POLL_INTERVAL_HEADER};
+use crate::translate;
+pub use error::RestError;
+pub use input::MAX_BODY_BYTES;
+use input::{Caller, Target, from_params, query_params, read_json};
 
-pub fn router(_service: Arc<OperationService>, _options: &GrpcOptions) -> axum::Router {
-    axum::Router::new()
+/// The OpenAPI document of these routes, served at `/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../../../openapi/opsd.yaml");
+
+struct Gateway {
+    service: Arc<OperationService>,
+    poll_interval: Duration,
+}
+
+type Shared = State<Arc<Gateway>>;
+type Answer = Result<Response, RestError>;
+
+/// The REST routes, for the listener that also serves gRPC.
+pub fn router(service: Arc<OperationService>, options: &GrpcOptions) -> Router {
+    let gateway = Arc::new(Gateway {
+        service,
+        poll_interval: options.poll_interval,
+    });
+    Router::new()
+        .route(
+            "/operations/{target}",
+            get(cloud_get).post(cloud_post).fallback(no_route),
+        )
+        .route("/v1/operations", get(list).post(create).fallback(no_route))
+        .route(
+            "/v1/operations/{target}",
+            get(opsd_get).post(opsd_post).fallback(no_route),
+        )
+        .route("/openapi.yaml", get(openapi))
+        .with_state(gateway)
+}
+
+async fn no_route(method: Method, uri: Uri) -> RestError {
+    RestError::no_route(&method, uri.path())
+}
+
+/// For the listener's fallback: a gRPC call of an unknown method gets
+/// UNIMPLEMENTED, as tonic answers it; any other request a JSON 404.
+pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let is_grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        tonic::Status::unimplemented("").into_http::<axum::body::Body>()
+    } else {
+        RestError::no_route(&method, uri.path()).into_response()
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML)
+}
+
+/// `GET /operations/{id}` (yandex.cloud.operation Get) and `GET /operations/{id}:cancel`.
+async fn cloud_get(
+    State(gateway): Shared,
+    Caller(caller): Caller,
+    target: Target,
+    method: Method,
+    uri: Uri,
+) -> Answer {
+    let params = query_params(&uri)?;
+    match target.verb.as_deref() {
+        None => {
+            let request: ycop::GetOperationRequest = from_params(&params)?;
+            let id = target.operation_id(&request.operation_id)?;
+            let op = gateway.service.get(&caller, &id).await?;
+            gateway.answer_get(&operation_to_wire(&op), &op)
+        }
+        Some("cancel") => {
+            let request: ycop::CancelOperationRequest = from_params(&params)?;
+            let id = target.operation_id(&request.operation_id)?;
+            gateway.cancel(&caller, &id).await
+        }
+        Some(_) => Err(RestError::no_route(&method, uri.path())),
+    }
+}
+
+/// `POST /operations/{id}:cancel`.
+async fn cloud_post(
+    State(gateway): Shared,
+    Caller(caller): Caller,
+    target: Target,
+    request: Request,
+) -> Answer {
+    match target.verb.as_deref() {
+        Some("cancel") => {
+            let body: ycop::CancelOperationRequest = read_json(request).await?;
+            let id = target.operation_id(&body.operation_id)?;
+            gateway.cancel(&caller, &id).await
+        }
+        _ => Err(RestError::no_route(request.method(), request.uri().path())),
+    }
+}
+
+/// `GET /v1/operations`.
+async fn list(State(gateway): Shared, Caller(caller): Caller, uri: Uri) -> Answer {
+    let mut params = query_params(&uri)?;
+    for (name, value) in &mut params {
+        let short = value.to_ascii_uppercase();
+        if name == "state" && matches!(short.as_str(), "ANY" | "RUNNING" | "DONE") {
+            *value = format!("STATE_FILTER_{short}");
+        }
+    }
+    let request: pb::ListOperationsRequest = from_params(&params)?;
+    let query = translate::list_query(request)?;
+    let page = gateway.service.list(&caller, &query).await?;
+    json(&translate::list_response(&query, &page))
+}
+
+/// `GET /v1/operations/{id}` and `GET /v1/operations/{id}:wait`.
+async fn opsd_get(
+    State(gateway): Shared,
+    Caller(caller): Caller,
+    target: Target,
+    method: Method,
+    uri: Uri,
+) -> Answer {
+    let params = query_params(&uri)?;
+    match target.verb.as_deref() {
+        None => {
+            let request: pb::GetOperationRequest = from_params(&params)?;
+            let id = target.operation_id(&request.operation_id)?;
+            let op = gateway.service.get(&caller, &id).await?;
+            gateway.answer_get(&operation_to_opsd_wire(&op), &op)
+        }
+        Some("wait") => {
+            let request: pb::WaitOperationRequest = from_params(&params)?;
+            let id = target.operation_id(&request.operation_id)?;
+            // Unset: as long as the server lets one Wait last.
+            let timeout = request
+                .timeout
+                .map(|t| duration_from_wire("timeout", t))
+                .transpose()?
+                .unwrap_or(Duration::MAX);
+            let op = gateway.service.wait(&caller, &id, timeout).await?;
+            json(&operation_to_opsd_wire(&op))
+        }
+        Some(_) => Err(RestError::no_route(&method, uri.path())),
+    }
+}
+
+/// `POST /v1/operations` (opsd.v1 ProducerService Create).
+async fn create(State(gateway): Shared, Caller(caller): Caller, request: Request) -> Answer {
+    let header_key = idempotency_header(request.headers())?;
+    let body: pb::CreateOperationRequest = read_json(request).await?;
+    let new = translate::new_operation(body, header_key)?;
+    let op = gateway.service.create(&caller, new).await?;
+    json(&operation_to_opsd_wire(&op))
+}
+
+/// `POST /v1/operations/{id}:updateMetadata`, `:heartbeat` and `:complete`.
+async fn opsd_post(
+    State(gateway): Shared,
+    Caller(caller): Caller,
+    target: Target,
+    request: Request,
+) -> Answer {
+    let service = &gateway.service;
+    match target.verb.as_deref() {
+        Some("updateMetadata") => {
+            let body: pb::UpdateMetadataRequest = read_json(request).await?;
+            let id = target.operation_id(&body.operation_id)?;
+            let op = service
+                .update(&caller, &id, translate::update(body)?)
+                .await?;
+            json(&operation_to_opsd_wire(&op))
+        }
+        Some("heartbeat") => {
+            let body: pb::HeartbeatRequest = read_json(request).await?;
+            let id = target.operation_id(&body.operation_id)?;
+            let lease = body
+                .lease_duration
+                .map(|d| duration_from_wire("lease_duration", d))
+                .transpose()?;
+            let op = service.heartbeat(&caller, &id, lease).await?;
+            json(&translate::heartbeat_response(&op))
+        }
+        Some("complete") => {
+            let body: pb::CompleteOperationRequest = read_json(request).await?;
+            let id = target.operation_id(&body.operation_id)?;
+            let op = service
+                .complete(&caller, &id, translate::outcome(body.result)?)
+                .await?;
+            json(&operation_to_opsd_wire(&op))
+        }
+        _ => Err(RestError::no_route(request.method(), request.uri().path())),
+    }
+}
+
+impl Gateway {
+    async fn cancel(&self, caller: &Principal, id: &OperationId) -> Answer {
+        let op = self.service.cancel(caller, id).await?;
+        json(&operation_to_wire(&op))
+    }
+
+    /// A Get answer, with the poll hint while the operation runs, as over gRPC.
+    fn answer_get<M: prost::Name>(&self, message: &M, op: &Operation) -> Answer {
+        let mut response = json(message)?;
+        if !op.is_done() {
+            let seconds = self.poll_interval.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(POLL_INTERVAL_HEADER, HeaderValue::from(seconds));
+        }
+        Ok(response)
+    }
+}
+
+/// The message in the proto3 JSON mapping.
+fn json<M: prost::Name>(message: &M) -> Answer {
+    // Fails for a payload (metadata, response, error detail) whose type the
+    // JSON mapping has no descriptor of; gRPC callers still read it.
+    let value = opsd_proto::json::to_json(message).map_err(|e| {
+        let reason = match e {
+            JsonError::Json { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        opsd_core::Error::Internal(format!("cannot print {} as json: {reason}", M::full_name()))
+    })?;
+    Ok(axum::Json(value).into_response())
+}
+
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, RestError> {
+    match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|s| non_empty(s.to_owned()))
+            .map_err(|_| RestError::invalid("idempotency-key", "header must be printable ascii")),
+    }
 }

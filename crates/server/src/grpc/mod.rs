@@ -10,21 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use opsd_core::list::{decode_page_token, encode_page_token, page_size};
-use opsd_core::{
-    Cursor, Error, IdPrefix, ListFilter, ListQuery, NewOperation, Operation, OperationId, Outcome,
-    Principal, StateFilter, Update,
-};
+use opsd_core::{Error, Operation, OperationId, Principal};
 use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::operation as ycop;
 use opsd_service::OperationService;
 use tonic::{Request, Response, Status};
 
-use convert::{
-    any_from_wire, duration_from_wire, non_empty, operation_to_opsd_wire, operation_to_wire,
-    policy_from_wire, progress_from_wire, status_from_wire, timestamp, timestamp_from_wire,
-};
+use convert::{duration_from_wire, non_empty, operation_to_opsd_wire, operation_to_wire};
 use status::to_status;
+
+use crate::translate;
 
 /// The header the clouds' SDKs send an idempotency key in.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -142,22 +137,13 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
     ) -> Result<Response<pb::ListOperationsResponse>, Status> {
         let caller = caller(&request)?;
         let body = request.into_inner();
-        let query = list_query(body).map_err(to_status)?;
+        let query = translate::list_query(body).map_err(to_status)?;
         let page = self
             .service
             .list(&caller, &query)
             .await
             .map_err(to_status)?;
-        let next_page_token = match page.last() {
-            Some(last) if page.len() == query.limit => {
-                encode_page_token(&query.filter, &Cursor::of(last))
-            }
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ListOperationsResponse {
-            operations: page.iter().map(operation_to_opsd_wire).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(translate::list_response(&query, &page)))
     }
 
     async fn wait(
@@ -215,37 +201,6 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
     }
 }
 
-fn list_query(body: pb::ListOperationsRequest) -> Result<ListQuery, Error> {
-    let state = match pb::StateFilter::try_from(body.state) {
-        Ok(pb::StateFilter::Unspecified | pb::StateFilter::Any) => StateFilter::Any,
-        Ok(pb::StateFilter::Running) => StateFilter::Running,
-        Ok(pb::StateFilter::Done) => StateFilter::Done,
-        Err(_) => return Err(Error::invalid_argument("state", "unknown state filter")),
-    };
-    let filter = ListFilter {
-        resource_id: non_empty(body.resource_id),
-        created_by: non_empty(body.created_by),
-        state,
-        created_after: body
-            .created_after
-            .map(|t| timestamp_from_wire("created_after", t))
-            .transpose()?,
-        created_before: body
-            .created_before
-            .map(|t| timestamp_from_wire("created_before", t))
-            .transpose()?,
-    };
-    let limit = page_size(i64::from(body.page_size))?;
-    let after = non_empty(body.page_token)
-        .map(|token| decode_page_token(&filter, &token))
-        .transpose()?;
-    Ok(ListQuery {
-        filter,
-        after,
-        limit,
-    })
-}
-
 /// `opsd.v1.ProducerService`.
 pub struct Producers {
     pub service: Arc<OperationService>,
@@ -259,47 +214,7 @@ impl pb::producer_service_server::ProducerService for Producers {
     ) -> Result<Response<pb::Operation>, Status> {
         let caller = caller(&request)?;
         let header_key = idempotency_header(&request)?;
-        let body = request.into_inner();
-        let idempotency_key = match (non_empty(body.idempotency_key), header_key) {
-            (Some(field), Some(header)) if field != header => {
-                return Err(to_status(Error::invalid_argument(
-                    "idempotency_key",
-                    "differs from the idempotency-key header",
-                )));
-            }
-            (field, header) => field.or(header),
-        };
-        let cancellation = policy_from_wire(body.cancellation_policy).ok_or_else(|| {
-            to_status(Error::invalid_argument(
-                "cancellation_policy",
-                "unknown cancellation policy",
-            ))
-        })?;
-        let id_prefix = non_empty(body.id_prefix)
-            .map(|p| IdPrefix::parse("id_prefix", &p))
-            .transpose()
-            .map_err(to_status)?;
-        let lease_duration = body
-            .lease_duration
-            .map(|d| duration_from_wire("lease_duration", d))
-            .transpose()
-            .map_err(to_status)?;
-        let deadline = body
-            .deadline
-            .map(|t| timestamp_from_wire("deadline", t))
-            .transpose()
-            .map_err(to_status)?;
-        let new = NewOperation {
-            description: body.description,
-            resource_id: non_empty(body.resource_id),
-            metadata: body.metadata.map(any_from_wire),
-            cancellation,
-            idempotency_key,
-            id_prefix,
-            lease_duration,
-            deadline,
-            exclusive: body.exclusive,
-        };
+        let new = translate::new_operation(request.into_inner(), header_key).map_err(to_status)?;
         let op = self.service.create(&caller, new).await.map_err(to_status)?;
         Ok(Response::new(operation_to_opsd_wire(&op)))
     }
@@ -311,14 +226,7 @@ impl pb::producer_service_server::ProducerService for Producers {
         let caller = caller(&request)?;
         let body = request.into_inner();
         let id = operation_id(&body.operation_id)?;
-        let update = Update {
-            metadata: body.metadata.map(any_from_wire),
-            progress: body
-                .progress
-                .map(progress_from_wire)
-                .transpose()
-                .map_err(to_status)?,
-        };
+        let update = translate::update(body).map_err(to_status)?;
         let op = self
             .service
             .update(&caller, &id, update)
@@ -344,31 +252,17 @@ impl pb::producer_service_server::ProducerService for Producers {
             .heartbeat(&caller, &id, lease)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::HeartbeatResponse {
-            cancel_requested: op.cancel_requested_at().is_some(),
-            lease_expires_at: op.lease_expires_at.map(timestamp),
-            operation: Some(operation_to_opsd_wire(&op)),
-        }))
+        Ok(Response::new(translate::heartbeat_response(&op)))
     }
 
     async fn complete(
         &self,
         request: Request<pb::CompleteOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
-        use pb::complete_operation_request::Result as Wire;
         let caller = caller(&request)?;
         let body = request.into_inner();
         let id = operation_id(&body.operation_id)?;
-        let outcome = match body.result {
-            Some(Wire::Response(any)) => Outcome::Response(any_from_wire(any)),
-            Some(Wire::Error(status)) => Outcome::Error(status_from_wire(status)),
-            None => {
-                return Err(to_status(Error::invalid_argument(
-                    "result",
-                    "one of response or error is required",
-                )));
-            }
-        };
+        let outcome = translate::outcome(body.result).map_err(to_status)?;
         let op = self
             .service
             .complete(&caller, &id, outcome)

@@ -1,0 +1,132 @@
+//! opsd.v1 request messages into domain values and domain values into
+//! responses: the translation the gRPC and REST adapters share.
+
+use opsd_core::list::{decode_page_token, encode_page_token, page_size};
+use opsd_core::{
+    Cursor, Error, IdPrefix, ListFilter, ListQuery, NewOperation, Operation, Outcome, StateFilter,
+    Update,
+};
+use opsd_proto::opsd::v1 as pb;
+
+use crate::grpc::convert::{
+    any_from_wire, duration_from_wire, non_empty, operation_to_opsd_wire, policy_from_wire,
+    progress_from_wire, status_from_wire, timestamp, timestamp_from_wire,
+};
+
+/// The listing a request asks for; bad sizes, tokens and filters are INVALID_ARGUMENT.
+pub fn list_query(body: pb::ListOperationsRequest) -> Result<ListQuery, Error> {
+    let state = match pb::StateFilter::try_from(body.state) {
+        Ok(pb::StateFilter::Unspecified | pb::StateFilter::Any) => StateFilter::Any,
+        Ok(pb::StateFilter::Running) => StateFilter::Running,
+        Ok(pb::StateFilter::Done) => StateFilter::Done,
+        Err(_) => return Err(Error::invalid_argument("state", "unknown state filter")),
+    };
+    let filter = ListFilter {
+        resource_id: non_empty(body.resource_id),
+        created_by: non_empty(body.created_by),
+        state,
+        created_after: body
+            .created_after
+            .map(|t| timestamp_from_wire("created_after", t))
+            .transpose()?,
+        created_before: body
+            .created_before
+            .map(|t| timestamp_from_wire("created_before", t))
+            .transpose()?,
+    };
+    let limit = page_size(i64::from(body.page_size))?;
+    let after = non_empty(body.page_token)
+        .map(|token| decode_page_token(&filter, &token))
+        .transpose()?;
+    Ok(ListQuery {
+        filter,
+        after,
+        limit,
+    })
+}
+
+/// A page; a full one links to the next.
+pub fn list_response(query: &ListQuery, page: &[Operation]) -> pb::ListOperationsResponse {
+    let next_page_token = match page.last() {
+        Some(last) if page.len() == query.limit => {
+            encode_page_token(&query.filter, &Cursor::of(last))
+        }
+        _ => String::new(),
+    };
+    pb::ListOperationsResponse {
+        operations: page.iter().map(operation_to_opsd_wire).collect(),
+        next_page_token,
+    }
+}
+
+/// A create request; `header_key` is the `idempotency-key` header, which must
+/// agree with the field when both are given.
+pub fn new_operation(
+    body: pb::CreateOperationRequest,
+    header_key: Option<String>,
+) -> Result<NewOperation, Error> {
+    let idempotency_key = match (non_empty(body.idempotency_key), header_key) {
+        (Some(field), Some(header)) if field != header => {
+            return Err(Error::invalid_argument(
+                "idempotency_key",
+                "differs from the idempotency-key header",
+            ));
+        }
+        (field, header) => field.or(header),
+    };
+    let cancellation = policy_from_wire(body.cancellation_policy).ok_or_else(|| {
+        Error::invalid_argument("cancellation_policy", "unknown cancellation policy")
+    })?;
+    let id_prefix = non_empty(body.id_prefix)
+        .map(|p| IdPrefix::parse("id_prefix", &p))
+        .transpose()?;
+    let lease_duration = body
+        .lease_duration
+        .map(|d| duration_from_wire("lease_duration", d))
+        .transpose()?;
+    let deadline = body
+        .deadline
+        .map(|t| timestamp_from_wire("deadline", t))
+        .transpose()?;
+    Ok(NewOperation {
+        description: body.description,
+        resource_id: non_empty(body.resource_id),
+        metadata: body.metadata.map(any_from_wire),
+        cancellation,
+        idempotency_key,
+        id_prefix,
+        lease_duration,
+        deadline,
+        exclusive: body.exclusive,
+    })
+}
+
+/// A producer's progress report.
+pub fn update(body: pb::UpdateMetadataRequest) -> Result<Update, Error> {
+    Ok(Update {
+        metadata: body.metadata.map(any_from_wire),
+        progress: body.progress.map(progress_from_wire).transpose()?,
+    })
+}
+
+/// How a producer completes an operation.
+pub fn outcome(result: Option<pb::complete_operation_request::Result>) -> Result<Outcome, Error> {
+    use pb::complete_operation_request::Result as Wire;
+    match result {
+        Some(Wire::Response(any)) => Ok(Outcome::Response(any_from_wire(any))),
+        Some(Wire::Error(status)) => Ok(Outcome::Error(status_from_wire(status))),
+        None => Err(Error::invalid_argument(
+            "result",
+            "one of response or error is required",
+        )),
+    }
+}
+
+/// The answer to a heartbeat.
+pub fn heartbeat_response(op: &Operation) -> pb::HeartbeatResponse {
+    pb::HeartbeatResponse {
+        cancel_requested: op.cancel_requested_at().is_some(),
+        lease_expires_at: op.lease_expires_at.map(timestamp),
+        operation: Some(operation_to_opsd_wire(op)),
+    }
+}
