@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
 
 const WELL_KNOWN: &[&str] = &[
     "google/rpc/error_details.proto",
+    "opsd/internal/opaque.proto",
     "google/protobuf/struct.proto",
     "google/protobuf/wrappers.proto",
     "google/protobuf/empty.proto",
@@ -33,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // well-known types producers commonly pack into `Any` (Struct above all).
     let mut described: Vec<PathBuf> = files.clone();
     described.extend(WELL_KNOWN.iter().map(|p| {
-        if p.starts_with("google/rpc/") {
+        if p.starts_with("google/rpc/") || p.starts_with("opsd/") {
             root.join(p)
         } else {
             PathBuf::from(p)

@@ -3,7 +3,9 @@
 
 use std::sync::OnceLock;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, SerializeOptions,
+};
 
 /// Every message opsd knows, including well-known types such as `google.protobuf.Struct`.
 pub fn descriptor_pool() -> &'static DescriptorPool {
@@ -43,20 +45,106 @@ pub fn to_json<M: prost::Name>(message: &M) -> Result<serde_json::Value, JsonErr
 }
 
 /// Prints the encoded message named `full_name` in the proto3 JSON mapping.
+///
+/// A packed `Any` of a type opsd does not know (a producer's own message)
+/// cannot follow the mapping, which needs the type's fields; it prints as
+/// `{"@type": "<its type URL>", "value": "<the bytes in base64>"}` instead of
+/// failing the whole message.
 pub fn encoded_to_json(full_name: &str, bytes: &[u8]) -> Result<serde_json::Value, JsonError> {
     let descriptor = descriptor(full_name)?;
-    let dynamic =
+    let mut dynamic =
         DynamicMessage::decode(descriptor, bytes).map_err(|source| JsonError::Decode {
             message: full_name.to_owned(),
             source,
         })?;
+    let replaced = wrap_unknown_payloads(&mut dynamic);
     let options = SerializeOptions::new().stringify_64_bit_integers(true);
-    dynamic
+    let mut json = dynamic
         .serialize_with_options(serde_json::value::Serializer, &options)
         .map_err(|source| JsonError::Json {
             message: full_name.to_owned(),
             source,
-        })
+        })?;
+    if replaced {
+        unwrap_opaque_payloads(&mut json);
+    }
+    Ok(json)
+}
+
+const ANY: &str = "google.protobuf.Any";
+const OPAQUE: &str = "opsd.internal.OpaquePayload";
+
+/// Replaces every `Any` whose type is not in the pool with an `OpaquePayload`
+/// carrying it; returns whether it replaced any.
+fn wrap_unknown_payloads(message: &mut DynamicMessage) -> bool {
+    let mut replaced = false;
+    for (_, value) in message.fields_mut() {
+        replaced |= wrap_in_value(value);
+    }
+    replaced
+}
+
+fn wrap_in_value(value: &mut prost_reflect::Value) -> bool {
+    match value {
+        prost_reflect::Value::Message(message) if message.descriptor().full_name() == ANY => {
+            let type_url = message
+                .get_field_by_name("type_url")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let known = type_url
+                .rsplit_once('/')
+                .is_some_and(|(_, name)| descriptor_pool().get_message_by_name(name).is_some());
+            if known {
+                return false;
+            }
+            let payload = message
+                .get_field_by_name("value")
+                .and_then(|v| v.as_bytes().cloned())
+                .unwrap_or_default();
+            let mut opaque = DynamicMessage::new(descriptor(OPAQUE).expect("compiled in"));
+            opaque.set_field_by_name("type_url", prost_reflect::Value::String(type_url));
+            opaque.set_field_by_name("value", prost_reflect::Value::Bytes(payload));
+            message.set_field_by_name(
+                "type_url",
+                prost_reflect::Value::String(format!("{}{OPAQUE}", crate::TYPE_URL_PREFIX)),
+            );
+            message.set_field_by_name(
+                "value",
+                prost_reflect::Value::Bytes(prost::Message::encode_to_vec(&opaque).into()),
+            );
+            true
+        }
+        prost_reflect::Value::Message(message) => wrap_unknown_payloads(message),
+        prost_reflect::Value::List(items) => {
+            items.iter_mut().fold(false, |r, v| wrap_in_value(v) | r)
+        }
+        prost_reflect::Value::Map(entries) => entries
+            .values_mut()
+            .fold(false, |r, v| wrap_in_value(v) | r),
+        _ => false,
+    }
+}
+
+/// Turns the printed stand-ins back into `{"@type": <original>, "value": <base64>}`.
+fn unwrap_opaque_payloads(json: &mut serde_json::Value) {
+    match json {
+        serde_json::Value::Object(fields) => {
+            let marker = format!("{}{OPAQUE}", crate::TYPE_URL_PREFIX);
+            if fields.get("@type").and_then(|t| t.as_str()) == Some(marker.as_str()) {
+                let type_url = fields.remove("typeUrl").unwrap_or_default();
+                let value = fields
+                    .remove("value")
+                    .unwrap_or(serde_json::Value::String(String::new()));
+                fields.clear();
+                fields.insert("@type".into(), type_url);
+                fields.insert("value".into(), value);
+            } else {
+                fields.values_mut().for_each(unwrap_opaque_payloads);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_opaque_payloads),
+        _ => {}
+    }
 }
 
 /// Parses the message named `full_name` from the proto3 JSON mapping and

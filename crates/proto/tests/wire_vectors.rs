@@ -194,3 +194,36 @@ fn statuses_with_standard_details_print_as_json() {
     assert_eq!(details[0]["fieldViolations"][0]["field"], "description");
     assert_eq!(details[1]["resourceName"], "ops00000000000000001");
 }
+
+#[test]
+fn payloads_of_unknown_types_print_as_base64_under_their_type_url() {
+    let op = operation::Operation {
+        id: "ops00000000000000003".into(),
+        metadata: Some(prost_types::Any {
+            type_url: "type.googleapis.com/acme.compute.v1.CreateInstanceMetadata".into(),
+            value: vec![10, 3, 118, 109, 49],
+        }),
+        result: Some(operation::operation::Result::Error(opsd_proto::RpcStatus {
+            code: 9,
+            message: "quota".into(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/acme.QuotaDetail".into(),
+                value: vec![],
+            }],
+        })),
+        ..Default::default()
+    };
+    let printed = json::to_json(&op).expect("unknown payload types do not fail the message");
+    assert_eq!(
+        printed["metadata"],
+        serde_json::json!({
+            "@type": "type.googleapis.com/acme.compute.v1.CreateInstanceMetadata",
+            "value": "CgN2bTE="
+        })
+    );
+    assert_eq!(
+        printed["error"]["details"][0],
+        serde_json::json!({"@type": "type.googleapis.com/acme.QuotaDetail", "value": ""})
+    );
+    assert_eq!(printed["id"], "ops00000000000000003");
+}
