@@ -107,6 +107,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -126,7 +127,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(opsd_server::serve(listener, service, options, async move {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = signalled.send(());
     }));
     tokio::pin!(server);
@@ -147,24 +148,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
+/// Resolves on SIGINT or SIGTERM. The handlers are installed before this
+/// returns, so a signal sent as soon as opsd says it listens is not lost.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => tracing::info!(signal = "SIGINT", "shutting down"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
-    }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!(signal = "ctrl-c", "shutting down");
+    })
 }
