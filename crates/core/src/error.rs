@@ -145,6 +145,12 @@ pub enum Error {
         resource_id: String,
         running_id: String,
     },
+    /// The caller is known but lacks the role for this request.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// No, malformed, unknown or expired credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// A transient failure (storage down, too much contention): retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -176,6 +182,8 @@ impl Error {
             Error::NotFound { .. } => Code::NotFound,
             Error::FailedPrecondition { .. } => Code::FailedPrecondition,
             Error::ResourceBusy { .. } => Code::Aborted,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }

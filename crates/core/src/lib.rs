@@ -10,6 +10,7 @@ pub mod id;
 pub mod list;
 pub mod operation;
 pub mod payload;
+pub mod principal;
 pub mod progress;
 pub mod time;
 pub mod validate;
@@ -21,20 +22,6 @@ pub use operation::{
     CancellationPolicy, Idempotency, NewOperation, Operation, Outcome, State, Transition, Update,
 };
 pub use payload::{Any, RpcStatus};
+pub use principal::{Action, Principal, Role, Scopes};
 pub use progress::{Progress, Step, StepState};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
-
-/// The authenticated caller of a request; `created_by` is always taken from it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    pub id: String,
-}
-
-impl Principal {
-    /// The caller of a server that has no authentication configured (loopback only).
-    pub fn anonymous() -> Self {
-        Self {
-            id: "anonymous".to_owned(),
-        }
-    }
-}

@@ -46,6 +46,7 @@ pub fn to_status(error: Error) -> tonic::Status {
                 "the running exclusive operation on this resource",
             ),
         ),
+        Error::PermissionDenied(_) | Error::Unauthenticated(_) => tonic::Status::new(code, message),
         Error::Unavailable(_) => {
             tracing::warn!(error = %message, "request failed: unavailable");
             tonic::Status::new(code, message)
