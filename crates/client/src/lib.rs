@@ -80,6 +80,8 @@ pub struct NewOperation {
     pub deadline: Option<prost_types::Timestamp>,
     /// At most one running exclusive operation per resource id.
     pub exclusive: bool,
+    /// The folder or project; may be left out when the caller has one scope.
+    pub scope: Option<String>,
 }
 
 impl NewOperation {
@@ -222,6 +224,7 @@ impl Client {
             lease_duration: new.lease_duration.map(duration),
             deadline: new.deadline,
             exclusive: new.exclusive,
+            scope: new.scope.unwrap_or_default(),
         };
         Ok(self.producer.clone().create(request).await?.into_inner())
     }

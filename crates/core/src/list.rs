@@ -36,6 +36,8 @@ pub struct ListFilter {
     pub created_after: Option<Timestamp>,
     /// Exclusive.
     pub created_before: Option<Timestamp>,
+    /// Only these scopes (the caller's); `None` for every scope.
+    pub scopes: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Where a page starts: just after this operation in newest-first order.
@@ -81,6 +83,16 @@ impl ListFilter {
                 None => h.update([0]),
             }
         }
+        match &self.scopes {
+            Some(scopes) => {
+                h.update([1]);
+                for scope in scopes {
+                    h.update((scope.len() as u64).to_le_bytes());
+                    h.update(scope.as_bytes());
+                }
+            }
+            None => h.update([0]),
+        }
         let full: [u8; 32] = h.finalize().into();
         full[..8].try_into().expect("8 of 32 bytes")
     }
@@ -97,6 +109,7 @@ impl ListFilter {
             }
             && self.created_after.is_none_or(|t| op.created_at >= t)
             && self.created_before.is_none_or(|t| op.created_at < t)
+            && self.scopes.as_ref().is_none_or(|s| s.contains(&op.scope))
     }
 }
 

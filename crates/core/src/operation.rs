@@ -107,6 +107,9 @@ pub struct NewOperation {
     pub deadline: Option<Timestamp>,
     /// At most one running exclusive operation per resource id.
     pub exclusive: bool,
+    /// The folder or project the operation belongs to; the service resolves
+    /// it from the caller when the request names none.
+    pub scope: Option<String>,
 }
 
 /// Checks a requested lease length.
@@ -131,6 +134,7 @@ impl NewOperation {
             lease_duration: None,
             deadline: None,
             exclusive: false,
+            scope: None,
         }
     }
 
@@ -214,6 +218,8 @@ pub struct Operation {
     /// Completed with ABORTED if still running then (unless renewed).
     pub lease_expires_at: Option<Timestamp>,
     pub exclusive: bool,
+    /// The folder or project it belongs to: who may see it.
+    pub scope: String,
 }
 
 /// A producer's progress report: whatever is `Some` replaces what was there.
@@ -262,6 +268,9 @@ impl Operation {
                 .lease_duration
                 .map(|lease| now.saturating_add(lease)),
             exclusive: request.exclusive,
+            scope: request
+                .scope
+                .unwrap_or_else(|| crate::principal::DEFAULT_SCOPE.to_owned()),
         }
     }
 

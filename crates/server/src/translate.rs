@@ -33,6 +33,7 @@ pub fn list_query(body: pb::ListOperationsRequest) -> Result<ListQuery, Error> {
             .created_before
             .map(|t| timestamp_from_wire("created_before", t))
             .transpose()?,
+        scopes: non_empty(body.scope).map(|scope| [scope].into()),
     };
     let limit = page_size(i64::from(body.page_size))?;
     let after = non_empty(body.page_token)
@@ -98,6 +99,7 @@ pub fn new_operation(
         lease_duration,
         deadline,
         exclusive: body.exclusive,
+        scope: non_empty(body.scope),
     })
 }
 

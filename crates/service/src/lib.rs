@@ -11,8 +11,8 @@ use std::time::Duration;
 use opsd_core::operation::{DEFAULT_LEASE, validate_lease};
 use opsd_core::validate::Violations;
 use opsd_core::{
-    Clock, Error, IdPrefix, ListQuery, NewOperation, Operation, OperationId, Outcome, Principal,
-    Timestamp, Transition, Update,
+    Action, Clock, Error, IdPrefix, ListQuery, NewOperation, Operation, OperationId, Outcome,
+    Principal, Scopes, Timestamp, Transition, Update,
 };
 use opsd_store::{Inserted, OperationStore, Swapped};
 
@@ -118,12 +118,22 @@ impl OperationService {
     }
 
     /// One page of operations, newest first; the query must have been validated.
+    /// Only ever the caller's scopes.
     pub async fn list(
         &self,
-        _caller: &Principal,
+        caller: &Principal,
         query: &ListQuery,
     ) -> Result<Vec<Operation>, Error> {
-        Ok(self.store.list(query).await?)
+        caller.require(Action::Read)?;
+        let mut query = query.clone();
+        if let Scopes::Only(visible) = &caller.scopes {
+            let scopes = match query.filter.scopes.take() {
+                Some(requested) => requested.intersection(visible).cloned().collect(),
+                None => visible.clone(),
+            };
+            query.filter.scopes = Some(scopes);
+        }
+        Ok(self.store.list(&query).await?)
     }
 
     /// Waits until the operation is done or `timeout` (capped by the
@@ -146,16 +156,20 @@ impl OperationService {
     }
 
     /// Follows an operation's changes; see [`Watching`].
-    pub async fn watch(&self, _caller: &Principal, id: &OperationId) -> Result<Watching, Error> {
-        self.watchers.watch(id).await
+    pub async fn watch(&self, caller: &Principal, id: &OperationId) -> Result<Watching, Error> {
+        let watching = self.watchers.watch(id).await?;
+        caller.authorize(&watching.current().scope, id.as_str(), Action::Read)?;
+        Ok(watching)
     }
 
     pub fn store(&self) -> &Arc<dyn OperationStore> {
         &self.store
     }
 
-    pub async fn get(&self, _caller: &Principal, id: &OperationId) -> Result<Operation, Error> {
-        self.load(id).await
+    pub async fn get(&self, caller: &Principal, id: &OperationId) -> Result<Operation, Error> {
+        let op = self.load(id).await?;
+        caller.authorize(&op.scope, id.as_str(), Action::Read)?;
+        Ok(op)
     }
 
     /// Creates a running operation owned by `caller`, or returns the one an
@@ -163,9 +177,11 @@ impl OperationService {
     pub async fn create(
         &self,
         caller: &Principal,
-        request: NewOperation,
+        mut request: NewOperation,
     ) -> Result<Operation, Error> {
+        caller.require(Action::Produce)?;
         request.validate(self.clock.now())?;
+        request.scope = Some(caller.scope_for_create(request.scope.as_deref())?);
         let prefix = request
             .id_prefix
             .clone()
@@ -188,9 +204,15 @@ impl OperationService {
                     tracing::warn!(operation_id = %operation.id, "generated operation id was taken, retrying");
                 }
                 Inserted::ResourceBusy(running) => {
+                    // Another scope's operation is not named: ids cannot be probed.
+                    let running_id = if caller.sees(&running.scope) {
+                        running.id.to_string()
+                    } else {
+                        "in another scope".to_owned()
+                    };
                     return Err(Error::ResourceBusy {
                         resource_id: running.resource_id.unwrap_or_default(),
-                        running_id: running.id.to_string(),
+                        running_id,
                     });
                 }
             }
@@ -201,7 +223,12 @@ impl OperationService {
     }
 
     pub async fn cancel(&self, caller: &Principal, id: &OperationId) -> Result<Operation, Error> {
-        let (op, changed) = self.transition(id, |op, now| op.cancel(now)).await?;
+        let (op, changed) = self
+            .transition(id, |op, now| {
+                caller.authorize(&op.scope, id.as_str(), Action::Cancel)?;
+                op.cancel(now)
+            })
+            .await?;
         if changed {
             self.metrics.cancel_requests.inc();
             if let Some(outcome) = op.outcome() {
@@ -215,7 +242,7 @@ impl OperationService {
     /// The producer reports metadata and/or progress.
     pub async fn update(
         &self,
-        _caller: &Principal,
+        caller: &Principal,
         id: &OperationId,
         update: Update,
     ) -> Result<Operation, Error> {
@@ -231,7 +258,10 @@ impl OperationService {
         }
         violations.into_result()?;
         let (op, _) = self
-            .transition(id, |op, now| op.update(update.clone(), now))
+            .transition(id, |op, now| {
+                caller.authorize(&op.scope, id.as_str(), Action::Produce)?;
+                op.update(update.clone(), now)
+            })
             .await?;
         Ok(op)
     }
@@ -239,14 +269,17 @@ impl OperationService {
     /// The producer takes or renews its lease (30 s when `lease` is `None`).
     pub async fn heartbeat(
         &self,
-        _caller: &Principal,
+        caller: &Principal,
         id: &OperationId,
         lease: Option<Duration>,
     ) -> Result<Operation, Error> {
         let lease = lease.unwrap_or(DEFAULT_LEASE);
         validate_lease("lease_duration", lease)?;
         let (op, _) = self
-            .transition(id, |op, now| op.heartbeat(lease, now))
+            .transition(id, |op, now| {
+                caller.authorize(&op.scope, id.as_str(), Action::Produce)?;
+                op.heartbeat(lease, now)
+            })
             .await?;
         Ok(op)
     }
@@ -349,7 +382,7 @@ impl OperationService {
 
     pub async fn complete(
         &self,
-        _caller: &Principal,
+        caller: &Principal,
         id: &OperationId,
         outcome: Outcome,
     ) -> Result<Operation, Error> {
@@ -360,7 +393,10 @@ impl OperationService {
         }
         violations.into_result()?;
         let (op, changed) = self
-            .transition(id, |op, now| op.complete(outcome.clone(), now))
+            .transition(id, |op, now| {
+                caller.authorize(&op.scope, id.as_str(), Action::Produce)?;
+                op.complete(outcome.clone(), now)
+            })
             .await?;
         if changed {
             self.metrics.completed(&outcome, false);

@@ -5,6 +5,7 @@ use opsd_core::{Any, CancellationPolicy, Code, ManualClock, RpcStatus, State, Ti
 use opsd_store::MemoryStore;
 
 use super::*;
+use opsd_core::ListQuery;
 
 fn service() -> (OperationService, ManualClock) {
     let clock = ManualClock::new(Timestamp::from_unix_nanos(1_700_000_000_000_000_000));
@@ -25,7 +26,10 @@ fn request(cancellation: CancellationPolicy) -> NewOperation {
 }
 
 fn alice() -> Principal {
-    Principal { id: "alice".into() }
+    Principal {
+        id: "alice".into(),
+        ..Principal::anonymous()
+    }
 }
 
 fn response(tag: u8) -> Outcome {
@@ -60,7 +64,10 @@ async fn idempotent_create_returns_the_first_operation() {
     let again = service.create(&alice(), keyed.clone()).await.unwrap();
     assert_eq!(first, again);
 
-    let bob = Principal { id: "bob".into() };
+    let bob = Principal {
+        id: "bob".into(),
+        ..Principal::anonymous()
+    };
     let bobs = service.create(&bob, keyed.clone()).await.unwrap();
     assert_ne!(bobs.id, first.id, "keys are scoped to the caller");
 
@@ -327,4 +334,105 @@ async fn retention_deletes_only_done_operations_past_it() {
         Code::NotFound
     );
     assert!(service.get(&alice(), &running.id).await.is_ok());
+}
+
+fn principal(id: &str, scopes: &[&str], roles: &[opsd_core::Role]) -> Principal {
+    Principal {
+        id: id.into(),
+        scopes: opsd_core::Scopes::Only(scopes.iter().map(|s| (*s).to_owned()).collect()),
+        roles: roles.iter().copied().collect(),
+    }
+}
+
+#[tokio::test]
+async fn callers_see_their_scopes_and_act_within_their_roles() {
+    use opsd_core::Role::*;
+    let (service, _) = service();
+    let producer_a = principal("compute", &["folder-a"], &[Producer]);
+    let viewer_a = principal("auditor", &["folder-a"], &[Viewer]);
+    let operator_b = principal("oncall", &["folder-b"], &[Operator]);
+
+    let op = service
+        .create(&producer_a, request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+    assert_eq!(op.scope, "folder-a", "a caller's only scope is the default");
+    assert_eq!(op.created_by, "compute");
+
+    // In scope with the role: allowed. In scope without it: PERMISSION_DENIED.
+    assert_eq!(service.get(&viewer_a, &op.id).await.unwrap(), op);
+    assert_eq!(
+        service.cancel(&viewer_a, &op.id).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        service.get(&producer_a, &op.id).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    // Out of scope: NOT_FOUND, exactly as for an id that does not exist.
+    let unknown = OperationId::parse("id", "ops00000000000000000").unwrap();
+    assert_eq!(
+        service.cancel(&operator_b, &op.id).await.unwrap_err(),
+        Error::NotFound {
+            id: op.id.to_string()
+        }
+    );
+    assert_eq!(
+        service.get(&operator_b, &unknown).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        service
+            .watch(&operator_b, &op.id)
+            .await
+            .err()
+            .unwrap()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        service
+            .complete(
+                &principal("other", &["folder-b"], &[Producer]),
+                &op.id,
+                response(1)
+            )
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    // Creating in a scope the caller does not have is refused.
+    let mut foreign = request(CancellationPolicy::Immediate);
+    foreign.scope = Some("folder-b".into());
+    assert_eq!(
+        service
+            .create(&producer_a, foreign)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        service
+            .create(&viewer_a, request(CancellationPolicy::Immediate))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+
+    // Listing shows only the caller's scopes.
+    let query = ListQuery {
+        filter: Default::default(),
+        after: None,
+        limit: 100,
+    };
+    assert_eq!(service.list(&viewer_a, &query).await.unwrap(), [op.clone()]);
+    assert!(service.list(&operator_b, &query).await.unwrap().is_empty());
+    assert_eq!(
+        service.list(&producer_a, &query).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
 }

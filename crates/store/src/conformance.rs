@@ -78,6 +78,7 @@ pub fn sample(n: u64) -> Operation {
         deadline: None,
         lease_expires_at: None,
         exclusive: false,
+        scope: "folder-1".into(),
     }
 }
 
@@ -507,6 +508,9 @@ pub async fn list_filters_by_resource_creator_state_and_time(store: Arc<dyn Oper
         } else {
             "bob".into()
         };
+        if n % 3 == 1 {
+            op.scope = "folder-2".into();
+        }
         store.insert(&op).await.unwrap();
         if n % 4 == 0 {
             store.compare_and_swap(&done(&op, 1)).await.unwrap();
@@ -558,6 +562,18 @@ pub async fn list_filters_by_resource_creator_state_and_time(store: Arc<dyn Oper
         [5u64, 4, 3].map(id),
         "after is inclusive, before exclusive"
     );
+    let scoped = by(ListFilter {
+        scopes: Some(["folder-2".to_owned()].into()),
+        ..ListFilter::default()
+    })
+    .await;
+    assert_eq!(scoped, [10u64, 7, 4, 1].map(id), "only the listed scopes");
+    let no_scope = by(ListFilter {
+        scopes: Some(Default::default()),
+        ..ListFilter::default()
+    })
+    .await;
+    assert!(no_scope.is_empty());
     let combined = by(ListFilter {
         created_by: Some("alice".into()),
         state: StateFilter::Running,

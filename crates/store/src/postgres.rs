@@ -52,7 +52,8 @@ CREATE TABLE operations (
     deadline BIGINT,
     lease_expires_at BIGINT,
     exclusive BIGINT NOT NULL,
-    expires_at BIGINT
+    expires_at BIGINT,
+    scope TEXT NOT NULL
 );
 CREATE UNIQUE INDEX operations_by_idempotency_key
     ON operations (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -62,6 +63,7 @@ CREATE INDEX operations_by_creation ON operations (created_at, id);
 CREATE INDEX operations_by_resource
     ON operations (resource_id, created_at, id) WHERE resource_id IS NOT NULL;
 CREATE INDEX operations_by_creator ON operations (created_by, created_at, id);
+CREATE INDEX operations_by_scope ON operations (scope, created_at, id);
 CREATE INDEX operations_by_expiry ON operations (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX operations_done_by_age ON operations (modified_at) WHERE state = 2;
 CREATE INDEX operations_running ON operations (created_at) WHERE state != 2;
@@ -323,7 +325,7 @@ impl OperationStore for PostgresStore {
                 "WITH inserted AS ( \
                    INSERT INTO operations ({COLUMNS}) VALUES \
                    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                    $20, $21, $22, $23, $24) \
+                    $20, $21, $22, $23, $24, $25) \
                    ON CONFLICT DO NOTHING RETURNING id, version) \
                  SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
             ))
@@ -357,6 +359,7 @@ impl OperationStore for PostgresStore {
                     &r.lease_expires_at,
                     &r.exclusive,
                     &r.expires_at,
+                    &r.scope,
                 ],
             )
             .await
@@ -571,6 +574,7 @@ fn read_row(row: &Row) -> Result<Operation, StoreError> {
             lease_expires_at: row.try_get(21)?,
             exclusive: row.try_get(22)?,
             expires_at: row.try_get(23)?,
+            scope: row.try_get(24)?,
         })
     })()
     .map_err(|e| StoreError::Corrupt(format!("unreadable operation row: {e}")))?;

@@ -44,6 +44,7 @@ pub struct Record {
     /// When the reaper must look at the operation: the earlier of deadline and
     /// lease while running, NULL once done. Derived, stored for its index.
     pub expires_at: Option<i64>,
+    pub scope: String,
 }
 
 /// The column list in the order of [`Record`]'s fields, for SQL backends.
@@ -51,7 +52,7 @@ pub const COLUMNS: &str = "id, version, description, created_at, created_by, mod
     resource_id, cancellation, metadata_type_url, metadata_value, state, cancel_requested_at, \
     response_type_url, response_value, error_code, error_message, error_details, \
     idempotency_key, idempotency_fingerprint, progress, deadline, lease_expires_at, exclusive, \
-    expires_at";
+    expires_at, scope";
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredProgress {
@@ -181,6 +182,7 @@ impl From<&Operation> for Record {
             lease_expires_at: op.lease_expires_at.map(Timestamp::unix_nanos),
             exclusive: i64::from(op.exclusive),
             expires_at: op.expires_at().map(Timestamp::unix_nanos),
+            scope: op.scope.clone(),
             ..Record::default()
         };
         match outcome {
@@ -308,6 +310,7 @@ impl TryFrom<Record> for Operation {
             deadline: r.deadline.map(Timestamp::from_unix_nanos),
             lease_expires_at: r.lease_expires_at.map(Timestamp::from_unix_nanos),
             exclusive,
+            scope: r.scope,
         })
     }
 }

@@ -35,6 +35,18 @@ pub fn list(query: &ListQuery, placeholder: impl Fn(usize) -> String) -> (String
         StateFilter::Running => conditions.push(format!("state != {STATE_DONE}")),
         StateFilter::Done => conditions.push(format!("state = {STATE_DONE}")),
     }
+    if let Some(scopes) = &filter.scopes {
+        let placeholders: Vec<String> = scopes
+            .iter()
+            .map(|scope| bind(Param::Text(scope.clone()), &mut params))
+            .collect();
+        // No scope at all matches nothing; `IN ()` is not valid SQL.
+        if placeholders.is_empty() {
+            conditions.push("FALSE".to_owned());
+        } else {
+            conditions.push(format!("scope IN ({})", placeholders.join(", ")));
+        }
+    }
     if let Some(after) = filter.created_after {
         let p = bind(Param::Int(after.unix_nanos()), &mut params);
         conditions.push(format!("created_at >= {p}"));

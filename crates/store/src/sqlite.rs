@@ -50,7 +50,8 @@ CREATE TABLE operations (
     deadline INTEGER,
     lease_expires_at INTEGER,
     exclusive INTEGER NOT NULL,
-    expires_at INTEGER
+    expires_at INTEGER,
+    scope TEXT NOT NULL
 ) STRICT;
 CREATE UNIQUE INDEX operations_by_idempotency_key
     ON operations (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -60,6 +61,7 @@ CREATE INDEX operations_by_creation ON operations (created_at, id);
 CREATE INDEX operations_by_resource
     ON operations (resource_id, created_at, id) WHERE resource_id IS NOT NULL;
 CREATE INDEX operations_by_creator ON operations (created_by, created_at, id);
+CREATE INDEX operations_by_scope ON operations (scope, created_at, id);
 CREATE INDEX operations_by_expiry ON operations (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX operations_done_by_age ON operations (modified_at) WHERE state = 2;
 CREATE INDEX operations_running ON operations (created_at) WHERE state != 2;
@@ -404,7 +406,7 @@ fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
         .prepare_cached(&format!(
             "INSERT INTO operations ({COLUMNS}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-              ?20, ?21, ?22, ?23, ?24) \
+              ?20, ?21, ?22, ?23, ?24, ?25) \
              ON CONFLICT DO NOTHING"
         ))
         .and_then(|mut stmt| {
@@ -433,6 +435,7 @@ fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
                 r.lease_expires_at,
                 r.exclusive,
                 r.expires_at,
+                r.scope,
             ])
         })
         .map_err(classify)?;
@@ -565,6 +568,7 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         lease_expires_at: row.get(21)?,
         exclusive: row.get(22)?,
         expires_at: row.get(23)?,
+        scope: row.get(24)?,
     })
 }
 

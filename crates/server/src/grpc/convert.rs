@@ -155,6 +155,7 @@ pub fn operation_to_opsd_wire(op: &Operation) -> pb::Operation {
         deadline: op.deadline.map(timestamp),
         lease_expires_at: op.lease_expires_at.map(timestamp),
         exclusive: op.exclusive,
+        scope: op.scope.clone(),
     }
 }
 
