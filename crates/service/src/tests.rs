@@ -429,7 +429,7 @@ async fn callers_see_their_scopes_and_act_within_their_roles() {
         after: None,
         limit: 100,
     };
-    assert_eq!(service.list(&viewer_a, &query).await.unwrap(), [op.clone()]);
+    assert_eq!(service.list(&viewer_a, &query).await.unwrap(), [op]);
     assert!(service.list(&operator_b, &query).await.unwrap().is_empty());
     assert_eq!(
         service.list(&producer_a, &query).await.unwrap_err().code(),
