@@ -29,6 +29,10 @@ struct Cli {
     #[arg(long, global = true, env = "OPSD_CA")]
     ca: Option<std::path::PathBuf>,
 
+    /// Sent as `authorization: Bearer <token>`.
+    #[arg(long, global = true, env = "OPSD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
     /// How to print operations: readable text, or the proto3 JSON mapping.
     #[arg(long, global = true, value_enum, default_value = "text")]
     format: Format,
@@ -85,7 +89,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::read(path).map_err(|e| anyhow::anyhow!("--ca {}: {e}", path.display()))
         })
         .transpose()?;
-    let client = Client::connect_with(&cli.endpoint, ConnectOptions { ca_pem }).await?;
+    let client = Client::connect_with(
+        &cli.endpoint,
+        ConnectOptions {
+            ca_pem,
+            token: cli.token,
+        },
+    )
+    .await?;
     let operation = request.send(&client).await?;
     println!("{}", output::render(&operation, cli.format)?);
     Ok(())

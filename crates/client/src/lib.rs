@@ -16,6 +16,9 @@
 
 use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::operation as ycop;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub use opsd_proto::opsd::v1::Operation as OpsdOperation;
@@ -40,6 +43,8 @@ pub enum ClientError {
         endpoint: String,
         source: tonic::transport::Error,
     },
+    #[error("the token cannot be sent as a header value")]
+    Token,
     /// The server answered with an error status.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rpc(#[from] tonic::Status),
@@ -129,13 +134,44 @@ fn duration(d: std::time::Duration) -> prost_types::Duration {
 pub struct ConnectOptions {
     /// PEM of the CA that signed the server's certificate (for `https://`).
     pub ca_pem: Option<Vec<u8>>,
+    /// Sent as `authorization: Bearer <token>` on every call.
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Client {
-    operations: ycop::operation_service_client::OperationServiceClient<Channel>,
-    opsd: pb::operation_service_client::OperationServiceClient<Channel>,
-    producer: pb::producer_service_client::ProducerServiceClient<Channel>,
+    operations: ycop::operation_service_client::OperationServiceClient<Authorized>,
+    opsd: pb::operation_service_client::OperationServiceClient<Authorized>,
+    producer: pb::producer_service_client::ProducerServiceClient<Authorized>,
+}
+
+type Authorized = InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials(Option<MetadataValue<Ascii>>);
+
+impl Credentials {
+    /// A bearer token; refused if it cannot be a header value.
+    pub fn bearer(token: &str) -> Result<Self, ClientError> {
+        MetadataValue::try_from(format!("Bearer {token}"))
+            .map(|value| Self(Some(value)))
+            .map_err(|_| ClientError::Token)
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Client {
@@ -175,16 +211,19 @@ impl Client {
                 endpoint: endpoint.to_owned(),
                 source,
             })?;
-        Ok(Self::from_channel(channel))
+        let credentials = match options.token.as_deref() {
+            Some(token) => Credentials::bearer(token)?,
+            None => Credentials::default(),
+        };
+        Ok(Self::from_channel(channel, credentials))
     }
 
-    pub fn from_channel(channel: Channel) -> Self {
+    pub fn from_channel(channel: Channel, credentials: Credentials) -> Self {
+        let authorized = || InterceptedService::new(channel.clone(), credentials.clone());
         Self {
-            operations: ycop::operation_service_client::OperationServiceClient::new(
-                channel.clone(),
-            ),
-            opsd: pb::operation_service_client::OperationServiceClient::new(channel.clone()),
-            producer: pb::producer_service_client::ProducerServiceClient::new(channel),
+            operations: ycop::operation_service_client::OperationServiceClient::new(authorized()),
+            opsd: pb::operation_service_client::OperationServiceClient::new(authorized()),
+            producer: pb::producer_service_client::ProducerServiceClient::new(authorized()),
         }
     }
 

@@ -234,10 +234,31 @@ impl From<AuthFailure> for tonic::Status {
     }
 }
 
-/// Identifies the caller of a server without authentication: always
-/// anonymous. Kept until the adapters hold an [`Authenticator`].
-pub fn authenticate(headers: &http::HeaderMap) -> Result<Principal, tonic::Status> {
-    Ok(Authenticator::anonymous().authenticate(headers)?)
+/// The one door every adapter's requests pass: authenticates and counts the
+/// failures. Cheap to clone.
+#[derive(Clone)]
+pub struct Gatekeeper {
+    authenticator: std::sync::Arc<Authenticator>,
+    metrics: std::sync::Arc<opsd_service::Metrics>,
+}
+
+impl Gatekeeper {
+    pub fn new(
+        authenticator: std::sync::Arc<Authenticator>,
+        metrics: std::sync::Arc<opsd_service::Metrics>,
+    ) -> Self {
+        Self {
+            authenticator,
+            metrics,
+        }
+    }
+
+    pub fn admit(&self, headers: &http::HeaderMap) -> Result<Principal, tonic::Status> {
+        self.authenticator.authenticate(headers).map_err(|failure| {
+            self.metrics.auth_failure(failure.reason().as_str());
+            tonic::Status::from(failure)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -285,10 +306,6 @@ pub(crate) mod tests {
         assert_eq!(
             auth.authenticate(&headers("Bearer whatever")),
             Ok(Principal::anonymous())
-        );
-        assert_eq!(
-            authenticate(&HeaderMap::new()).unwrap(),
-            Principal::anonymous()
         );
         let none = Authenticator::from_config(&AuthConfig::default()).unwrap();
         assert!(none.is_anonymous());

@@ -36,6 +36,25 @@ impl std::fmt::Debug for StoreKind {
     }
 }
 
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Make a new token: prints it once, and the tokens-file entry holding its hash.
+    Token(TokenArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The principal id (recorded as created_by).
+    #[arg(long)]
+    pub id: String,
+    /// Scopes the principal may see; "*" for all. Repeatable.
+    #[arg(long = "scope", required = true)]
+    pub scopes: Vec<String>,
+    /// viewer, operator, producer or admin. Repeatable.
+    #[arg(long = "role", required = true)]
+    pub roles: Vec<String>,
+}
+
 /// Keys that only make sense on the command line.
 const NOT_IN_FILE: &[&str] = &["config", "print_config", "help", "version"];
 
@@ -151,6 +170,33 @@ impl Config {
             put(key, text(format_duration(duration)));
         }
         put("id_prefix", text(self.id_prefix.clone()));
+        if let Some(file) = &self.tokens_file {
+            put("tokens_file", text(file.display().to_string()));
+        }
+        if let Some(file) = &self.jwt_hs256_secret_file {
+            put("jwt_hs256_secret_file", text(file.display().to_string()));
+        }
+        put(
+            "jwt_public_keys",
+            toml::Value::Array(
+                self.jwt_public_keys
+                    .iter()
+                    .map(|p| text(p.display().to_string()))
+                    .collect(),
+            ),
+        );
+        if let Some(file) = &self.jwt_jwks_file {
+            put("jwt_jwks_file", text(file.display().to_string()));
+        }
+        if let Some(audience) = &self.jwt_audience {
+            put("jwt_audience", text(audience.clone()));
+        }
+        if let Some(issuer) = &self.jwt_issuer {
+            put("jwt_issuer", text(issuer.clone()));
+        }
+        put("jwt_scopes_claim", text(self.jwt_scopes_claim.clone()));
+        put("jwt_roles_claim", text(self.jwt_roles_claim.clone()));
+        put("jwt_leeway", text(format_duration(self.jwt_leeway)));
         put(
             "log_format",
             text(match self.log_format {
@@ -159,6 +205,31 @@ impl Config {
             }),
         );
         toml::to_string(&table).expect("a table of strings and numbers serializes")
+    }
+}
+
+impl Config {
+    /// Who may call, from the tokens file and JWT settings; JWT is on when
+    /// any key, audience or issuer is given.
+    pub fn auth(&self) -> crate::auth::AuthConfig {
+        let jwt_wanted = self.jwt_hs256_secret_file.is_some()
+            || !self.jwt_public_keys.is_empty()
+            || self.jwt_jwks_file.is_some()
+            || self.jwt_audience.is_some()
+            || self.jwt_issuer.is_some();
+        crate::auth::AuthConfig {
+            tokens_file: self.tokens_file.clone(),
+            jwt: jwt_wanted.then(|| crate::auth::JwtConfig {
+                audience: self.jwt_audience.clone(),
+                issuer: self.jwt_issuer.clone(),
+                hs256_secret_file: self.jwt_hs256_secret_file.clone(),
+                public_key_files: self.jwt_public_keys.clone(),
+                jwks_file: self.jwt_jwks_file.clone(),
+                scopes_claim: self.jwt_scopes_claim.clone(),
+                roles_claim: self.jwt_roles_claim.clone(),
+                leeway: self.jwt_leeway,
+            }),
+        }
     }
 }
 
@@ -234,6 +305,9 @@ pub struct Config {
     #[arg(long)]
     pub print_config: bool,
 
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to serve gRPC on; port 0 picks a free port.
     #[arg(long, env = "OPSD_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -256,6 +330,46 @@ pub struct Config {
     /// (served by opsd) or `ID=HOST:PORT`. Repeatable; comma-separated in the env.
     #[arg(long = "endpoint-id", env = "OPSD_ENDPOINT_IDS", value_delimiter = ',')]
     pub endpoint_ids: Vec<String>,
+
+    /// Principals and their hashed tokens (TOML; `opsd token` makes entries).
+    #[arg(long, env = "OPSD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Verify JWTs signed with this HS256 secret (a file of at least 32 bytes).
+    #[arg(long, env = "OPSD_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// Verify JWTs signed by these RS256/ES256 public keys (PEM); repeatable.
+    #[arg(
+        long = "jwt-public-key",
+        env = "OPSD_JWT_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
+    pub jwt_public_keys: Vec<PathBuf>,
+
+    /// Verify JWTs against the keys of this JWKS file.
+    #[arg(long, env = "OPSD_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// The `aud` JWTs must carry.
+    #[arg(long, env = "OPSD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The `iss` JWTs must carry.
+    #[arg(long, env = "OPSD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The JWT claim listing the caller's scopes ("*" for all).
+    #[arg(long, env = "OPSD_JWT_SCOPES_CLAIM", default_value = "scopes")]
+    pub jwt_scopes_claim: String,
+
+    /// The JWT claim listing the caller's roles.
+    #[arg(long, env = "OPSD_JWT_ROLES_CLAIM", default_value = "roles")]
+    pub jwt_roles_claim: String,
+
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "OPSD_JWT_LEEWAY", default_value = "60s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
 
     /// Directory of the embedded database; created if missing.
     #[arg(long, env = "OPSD_DATA_DIR", default_value = "./opsd-data")]

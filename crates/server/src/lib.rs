@@ -29,6 +29,8 @@ pub struct ServeOptions {
     /// What endpoint discovery answers; by default `operation` and `iam` at
     /// the listener's own address.
     pub endpoints: Option<discovery::Endpoints>,
+    /// Who may call; anonymous callers when it has no credentials configured.
+    pub auth: Arc<auth::Authenticator>,
 }
 
 /// Serves gRPC and REST on `listener` until `shutdown` resolves, then lets
@@ -44,15 +46,20 @@ pub async fn serve(
         None => discovery::Endpoints::new(&listener.local_addr()?.to_string(), &[]),
     };
     let metrics = Arc::clone(service.metrics());
-    let app = router(service, &options.grpc, endpoints).await?.layer(
-        axum::middleware::from_fn_with_state(metrics, metrics::record),
-    );
+    let gate = auth::Gatekeeper::new(Arc::clone(&options.auth), Arc::clone(service.metrics()));
+    let app = router(service, gate, &options.grpc, endpoints)
+        .await?
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::record,
+        ));
     http::run(listener, app, options.tls, shutdown).await
 }
 
 /// Every route of the listener: the gRPC services, then REST.
 pub async fn router(
     service: Arc<OperationService>,
+    gate: auth::Gatekeeper,
     grpc_options: &grpc::GrpcOptions,
     endpoints: discovery::Endpoints,
 ) -> anyhow::Result<axum::Router> {
@@ -84,20 +91,20 @@ pub async fn router(
             service: Arc::clone(&service),
             options: grpc_options.clone(),
         },
-        grpc::authenticate,
+        grpc::interceptor(gate.clone()),
     );
     let opsd = pb::operation_service_server::OperationServiceServer::with_interceptor(
         grpc::OpsdOperations {
             service: Arc::clone(&service),
             options: grpc_options.clone(),
         },
-        grpc::authenticate,
+        grpc::interceptor(gate.clone()),
     );
     let producers = pb::producer_service_server::ProducerServiceServer::with_interceptor(
         grpc::Producers {
             service: Arc::clone(&service),
         },
-        grpc::authenticate,
+        grpc::interceptor(gate.clone()),
     );
     // Discovery needs no credentials: the SDKs call it before anything else.
     let discovery =
@@ -127,16 +134,17 @@ pub async fn router(
         })
     };
     Ok(grpc
-        .merge(rest::router(Arc::clone(&service), grpc_options))
+        .merge(rest::router(Arc::clone(&service), gate, grpc_options))
         .route("/metrics", scrape)
         .fallback(rest::fallback))
 }
 
-/// Until authentication exists, only this machine may call opsd.
-pub fn check_listen_address(address: SocketAddr) -> anyhow::Result<()> {
+/// Without credentials configured every caller is anonymous and may do
+/// anything, so only this machine may call.
+pub fn check_listen_address(address: SocketAddr, anonymous: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
-        address.ip().is_loopback(),
-        "refusing to listen on {address}: opsd has no authentication yet, so it only listens on a loopback address"
+        !anonymous || address.ip().is_loopback(),
+        "refusing to listen on {address}: no credentials are configured (--tokens-file or --jwt-*), so opsd only listens on a loopback address"
     );
     Ok(())
 }

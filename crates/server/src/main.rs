@@ -5,7 +5,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use opsd_core::{IdPrefix, SystemClock};
 use opsd_server::ServeOptions;
-use opsd_server::config::{Config, LogFormat, StoreKind};
+use opsd_server::auth::Authenticator;
+use opsd_server::config::{Command, Config, LogFormat, StoreKind, TokenArgs};
 use opsd_server::discovery::Endpoints;
 use opsd_server::grpc::GrpcOptions;
 use opsd_server::tls::ReloadingCertificate;
@@ -27,6 +28,9 @@ async fn main() -> std::process::ExitCode {
     if config.print_config {
         print!("{}", config.to_toml());
         return std::process::ExitCode::SUCCESS;
+    }
+    if let Some(Command::Token(args)) = &config.command {
+        return print_new_token(args);
     }
     init_logging(config.log_format);
     match run(config).await {
@@ -50,7 +54,8 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    opsd_server::check_listen_address(config.listen)?;
+    let authenticator = Arc::new(Authenticator::from_config(&config.auth())?);
+    opsd_server::check_listen_address(config.listen, authenticator.is_anonymous())?;
     let default_id_prefix = IdPrefix::parse("id_prefix", &config.id_prefix)
         .map_err(|e| anyhow::anyhow!("--id-prefix: {e}"))?;
 
@@ -122,6 +127,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
         endpoints: Some(Endpoints::new(&public_address, &config.endpoint_ids)),
         tls: tls.clone(),
+        auth: authenticator,
     };
     tracing::info!(%address, tls = tls.is_some(), store = ?config.store, "opsd listening");
 
@@ -169,4 +175,38 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!(signal = "ctrl-c", "shutting down");
     })
+}
+
+/// `opsd token`: the token goes to the caller once; only its hash is stored.
+fn print_new_token(args: &TokenArgs) -> std::process::ExitCode {
+    for role in &args.roles {
+        if opsd_core::Role::parse(role).is_none() {
+            eprintln!("opsd: unknown role {role} (viewer, operator, producer or admin)");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    for scope in args.scopes.iter().filter(|s| s.as_str() != "*") {
+        if let Err(e) = opsd_core::principal::validate_scope("scope", scope) {
+            eprintln!("opsd: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let (token, hash) = opsd_server::auth::new_token();
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!("the token, shown once: give it to the caller (authorization: Bearer <token>)");
+    println!("{token}");
+    eprintln!("add this entry to the tokens file (--tokens-file):");
+    eprintln!(
+        "\n[[principal]]\nid = {:?}\ntoken_sha256 = \"{hash}\"\nscopes = [{}]\nroles = [{}]\n",
+        args.id,
+        list(&args.scopes),
+        list(&args.roles)
+    );
+    std::process::ExitCode::SUCCESS
 }

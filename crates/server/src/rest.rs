@@ -37,6 +37,7 @@ pub const OPENAPI_YAML: &str = include_str!("../../../openapi/opsd.yaml");
 
 struct Gateway {
     service: Arc<OperationService>,
+    gate: crate::auth::Gatekeeper,
     poll_interval: Duration,
 }
 
@@ -44,9 +45,14 @@ type Shared = State<Arc<Gateway>>;
 type Answer = Result<Response, RestError>;
 
 /// The REST routes, for the listener that also serves gRPC.
-pub fn router(service: Arc<OperationService>, options: &GrpcOptions) -> Router {
+pub fn router(
+    service: Arc<OperationService>,
+    gate: crate::auth::Gatekeeper,
+    options: &GrpcOptions,
+) -> Router {
     let gateway = Arc::new(Gateway {
         service,
+        gate,
         poll_interval: options.poll_interval,
     });
     Router::new()

@@ -42,6 +42,11 @@ pub struct StoreLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
 }
@@ -58,6 +63,7 @@ pub struct Metrics {
     pub watchers_active: Gauge,
     pub store_duration: Family<StoreLabels, Histogram>,
     pub store_errors: Family<StoreLabels, Counter>,
+    pub auth_failures: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -138,6 +144,12 @@ impl Metrics {
             "Store calls that failed",
             store_errors.clone(),
         );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused as unauthenticated, by reason",
+            auth_failures.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -157,7 +169,17 @@ impl Metrics {
             watchers_active,
             store_duration,
             store_errors,
+            auth_failures,
         }
+    }
+
+    /// One refused authentication (`missing`, `malformed`, `unknown_token`, …).
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// One answered request.

@@ -60,12 +60,14 @@ fn answer_get<M>(message: M, op: &Operation, options: &GrpcOptions) -> Response<
 }
 
 /// Identifies the caller once per request, before any handler runs.
-#[allow(clippy::result_large_err)] // tonic's interceptor signature
-pub fn authenticate(mut request: Request<()>) -> Result<Request<()>, Status> {
-    let headers = request.metadata().clone().into_headers();
-    let principal = crate::auth::authenticate(&headers)?;
-    request.extensions_mut().insert(principal);
-    Ok(request)
+pub fn interceptor(
+    gate: crate::auth::Gatekeeper,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut request: Request<()>| {
+        let principal = gate.admit(request.metadata().as_ref())?;
+        request.extensions_mut().insert(principal);
+        Ok(request)
+    }
 }
 
 #[allow(clippy::result_large_err)]

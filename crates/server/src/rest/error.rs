@@ -43,7 +43,7 @@ impl From<Error> for RestError {
     }
 }
 
-/// From [`crate::auth::authenticate`], which answers in gRPC terms.
+/// From [`crate::auth::Gatekeeper::admit`], which answers in gRPC terms.
 impl From<tonic::Status> for RestError {
     fn from(status: tonic::Status) -> Self {
         Self(status)

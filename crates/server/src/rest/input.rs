@@ -20,11 +20,14 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// authenticated exactly once, before anything else is read.
 pub struct Caller(pub Principal);
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<std::sync::Arc<super::Gateway>> for Caller {
     type Rejection = RestError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, RestError> {
-        Ok(Self(crate::auth::authenticate(&parts.headers)?))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &std::sync::Arc<super::Gateway>,
+    ) -> Result<Self, RestError> {
+        Ok(Self(gateway.gate.admit(&parts.headers)?))
     }
 }
 

@@ -1685,6 +1685,7 @@ async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
     let https = format!("https://{address}");
     let trusting = |ca: &std::path::Path| opsd_client::ConnectOptions {
         ca_pem: Some(std::fs::read(ca).unwrap()),
+        ..Default::default()
     };
 
     let client = Client::connect_with(&https, trusting(&ca)).await.unwrap();
@@ -1827,6 +1828,7 @@ async fn the_server_reloads_a_replaced_certificate() {
     let https = format!("https://{}", server.endpoint);
     let trusting = |ca: &std::path::Path| opsd_client::ConnectOptions {
         ca_pem: Some(std::fs::read(ca).unwrap()),
+        ..Default::default()
     };
     let old_ca_pem = std::fs::read(&old_ca).unwrap();
     Client::connect_with(&https, trusting(&old_ca))
@@ -1858,6 +1860,7 @@ async fn the_server_reloads_a_replaced_certificate() {
         &https,
         opsd_client::ConnectOptions {
             ca_pem: Some(old_ca_pem),
+            ..Default::default()
         },
     )
     .await;

@@ -990,7 +990,9 @@ async fn the_offered_fallback_answers_rest_in_json_and_grpc_as_unimplemented() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let endpoints = opsd_server::discovery::Endpoints::new(&address.to_string(), &[]);
-    let app = opsd_server::router(service, &Default::default(), endpoints)
+    let gate =
+        opsd_server::auth::Gatekeeper::new(Default::default(), Arc::clone(service.metrics()));
+    let app = opsd_server::router(service, gate, &Default::default(), endpoints)
         .await
         .unwrap()
         .fallback(opsd_server::rest::fallback);
