@@ -1,4 +1,5 @@
 //! End-to-end tests of the opsd server: real listeners on port 0, real clients.
 
+mod auth;
 mod grpc;
 mod rest;
