@@ -34,7 +34,8 @@ RPC_TIMEOUT = 10.0
 WAIT_TIMEOUT = 30.0
 PRODUCER_DELAY = 2.5
 MIN_WAIT = 2.0
-IAM_TOKEN = "test-token"
+# The token opsd issued for this test (opsctl reads the same variable).
+IAM_TOKEN = os.environ.get("OPSD_TOKEN", "test-token")
 REQUIRED_ENDPOINT_IDS = ("operation", "iam")
 UNKNOWN_ID = "ops00000000000000000"
 ENV_VARS = ("OPSD_TLS_ENDPOINT", "OPSD_TLS_CA", "OPSCTL")

@@ -24,12 +24,32 @@ impl Server {
         Self::start_with(opsd_server::ServeOptions::default()).await
     }
 
-    /// A server speaking TLS only, with a certificate for localhost and 127.0.0.1.
-    async fn start_tls(certificates: &opsd_testkit::TestCertificates, dir: &Path) -> Self {
+    /// A server speaking TLS only, with a certificate for localhost and
+    /// 127.0.0.1, that admits only `token` (an admin of every scope).
+    async fn start_tls(
+        certificates: &opsd_testkit::TestCertificates,
+        dir: &Path,
+        token: &str,
+    ) -> Self {
         let (_, cert, key) = certificates.write_to(dir);
         let certificate = opsd_server::tls::ReloadingCertificate::load(&cert, &key).unwrap();
+        let tokens = dir.join("tokens.toml");
+        std::fs::write(
+            &tokens,
+            format!(
+                "[[principal]]\nid = \"sdk-test\"\ntoken_sha256 = \"{}\"\nscopes = [\"*\"]\nroles = [\"admin\"]\n",
+                opsd_server::auth::hash_token(token)
+            ),
+        )
+        .unwrap();
+        let auth = opsd_server::auth::Authenticator::from_config(&opsd_server::auth::AuthConfig {
+            tokens_file: Some(tokens),
+            jwt: None,
+        })
+        .unwrap();
         Self::start_with(opsd_server::ServeOptions {
             tls: Some(certificate.server_config().unwrap()),
+            auth: Arc::new(auth),
             ..Default::default()
         })
         .await
@@ -316,13 +336,15 @@ async fn pytest(file: &str, env: &[(&str, &str)]) {
 async fn the_official_python_sdk_waits_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let certificates = opsd_testkit::TestCertificates::new();
-    let server = Server::start_tls(&certificates, dir.path()).await;
+    let (token, _) = opsd_server::auth::new_token();
+    let server = Server::start_tls(&certificates, dir.path(), &token).await;
     let ca = dir.path().join("ca.pem");
     pytest(
         "test_official_sdk_tls.py",
         &[
             ("OPSD_TLS_ENDPOINT", &server.endpoint),
             ("OPSD_TLS_CA", ca.to_str().unwrap()),
+            ("OPSD_TOKEN", &token),
         ],
     )
     .await;
@@ -334,11 +356,13 @@ async fn the_official_python_sdk_waits_over_tls() {
 async fn opsctl_verifies_the_server_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let certificates = opsd_testkit::TestCertificates::new();
-    let server = Server::start_tls(&certificates, dir.path()).await;
+    let (token, _) = opsd_server::auth::new_token();
+    let server = Server::start_tls(&certificates, dir.path(), &token).await;
     let https = format!("https://{}", server.endpoint);
     let ca = dir.path().join("ca.pem");
     let trusted = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"))
         .args(["--endpoint", &https, "--ca", ca.to_str().unwrap(), "create"])
+        .env("OPSD_TOKEN", &token)
         .output()
         .await
         .unwrap();
@@ -373,5 +397,43 @@ async fn the_official_python_sdk_reads_and_cancels_what_opsctl_created() {
         &[("OPSD_ENDPOINT", &server.endpoint)],
     )
     .await;
+    server.stop().await;
+}
+
+/// opsctl sends --token (or OPSD_TOKEN); without it a server with credentials refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opsctl_authenticates_with_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = opsd_testkit::TestCertificates::new();
+    let (token, _) = opsd_server::auth::new_token();
+    let server = Server::start_tls(&certificates, dir.path(), &token).await;
+    let https = format!("https://{}", server.endpoint);
+    let ca = dir.path().join("ca.pem");
+    let run = |extra: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"));
+        command
+            .args([
+                "--endpoint",
+                &https,
+                "--ca",
+                ca.to_str().unwrap(),
+                "--format",
+                "json",
+            ])
+            .args(extra)
+            .env_remove("OPSD_TOKEN");
+        command.output()
+    };
+    let anonymous = run(&["create"]).await.unwrap();
+    assert_eq!(anonymous.status.code(), Some(1));
+    assert!(
+        stderr(&anonymous).starts_with("UNAUTHENTICATED: "),
+        "{}",
+        stderr(&anonymous)
+    );
+    let created = run(&["--token", &token, "create"]).await.unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+    let op: Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(op["createdBy"], "sdk-test");
     server.stop().await;
 }

@@ -734,3 +734,40 @@ async fn tokens_never_appear_in_the_logs() {
         assert!(!log.contains(secret), "a token reached the log");
     }
 }
+
+/// Secure by default: anonymous only on loopback; with credentials, any address.
+#[test]
+fn credentials_allow_listening_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, hash) = opsd_server::auth::new_token();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!("[[principal]]\nid = \"p\"\ntoken_sha256 = \"{hash}\"\nscopes = [\"*\"]\nroles = [\"viewer\"]\n"),
+    )
+    .unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_opsd"))
+        .args(["--listen", "0.0.0.0:0", "--store", "memory"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_opsd"))
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--store",
+            "memory",
+            "--tokens-file",
+        ])
+        .arg(&tokens)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let listening = lines.any(|line| line.unwrap().contains("opsd listening"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(listening, "opsd listens on 0.0.0.0 once credentials exist");
+}
