@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::support::Listening;
 use opsd_core::SystemClock;
 use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::operation as ycop;
 use opsd_server::auth::{AuthConfig, Authenticator, JwtConfig, hash_token};
 use opsd_service::{OperationService, ServiceConfig};
 use opsd_store::{MemoryStore, OperationStore};
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -29,8 +29,7 @@ struct Tokens {
 
 struct Server {
     address: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    listening: Listening,
     store: Arc<dyn OperationStore>,
     tokens: Tokens,
     _dir: tempfile::TempDir,
@@ -96,33 +95,25 @@ impl Server {
             Arc::new(SystemClock),
             ServiceConfig::default(),
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(opsd_server::serve(
-            listener,
+        let listening = Listening::start(
             service,
             opsd_server::ServeOptions {
                 auth: Arc::new(auth),
                 ..Default::default()
             },
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        )
+        .await;
         Self {
-            address,
-            stop,
-            task,
+            address: listening.address,
+            listening,
             store,
             tokens,
             _dir: dir,
         }
     }
 
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+    async fn stop(mut self) {
+        self.listening.stop().await;
         self.store.close().await.unwrap();
     }
 

@@ -12,14 +12,15 @@ use opsd_core::SystemClock;
 use opsd_service::{OperationService, ServiceConfig};
 use opsd_store::{OperationStore, SqliteOptions, SqliteStore};
 use tokio::sync::oneshot;
+
+use crate::support::Listening;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 struct TestServer {
     client: Client,
     address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    listening: Listening,
     store: Arc<dyn OperationStore>,
     _dir: tempfile::TempDir,
 }
@@ -34,31 +35,20 @@ impl TestServer {
             Arc::new(SystemClock),
             ServiceConfig::default(),
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(opsd_server::serve(
-            listener,
-            service,
-            Default::default(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let listening = Listening::start(service, Default::default()).await;
+        let address = listening.address;
         let client = Client::connect(&address.to_string()).await.unwrap();
         Self {
             client,
             address,
-            stop: Some(stop),
-            task: Some(task),
+            listening,
             store,
             _dir: dir,
         }
     }
 
     async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
+        self.listening.stop().await;
         self.store.close().await.unwrap();
     }
 }
@@ -947,8 +937,7 @@ struct Replica {
     client: Client,
     address: SocketAddr,
     service: Arc<OperationService>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    listening: Listening,
 }
 
 /// Replicas sharing one store (one SQLite file, or one PostgreSQL database),
@@ -997,23 +986,13 @@ impl Deployment {
                 Arc::new(clock.clone()),
                 ServiceConfig::default(),
             ));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            let (stop, stopped) = oneshot::channel::<()>();
-            let task = tokio::spawn(opsd_server::serve(
-                listener,
-                Arc::clone(&service),
-                Default::default(),
-                async {
-                    let _ = stopped.await;
-                },
-            ));
+            let listening = Listening::start(Arc::clone(&service), Default::default()).await;
+            let address = listening.address;
             started.push(Replica {
                 client: Client::connect(&address.to_string()).await.unwrap(),
                 address,
                 service,
-                stop: Some(stop),
-                task: Some(task),
+                listening,
             });
         }
         Some(Self {
@@ -1030,8 +1009,7 @@ impl Deployment {
 
     async fn stop(mut self) {
         for replica in &mut self.replicas {
-            let _ = replica.stop.take().unwrap().send(());
-            replica.task.take().unwrap().await.unwrap().unwrap();
+            replica.listening.stop().await;
         }
         for store in &self.stores {
             store.close().await.unwrap();
@@ -1668,21 +1646,15 @@ async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
         Arc::new(SystemClock),
         ServiceConfig::default(),
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(opsd_server::serve(
-        listener,
+    let mut server = Listening::start(
         service,
         opsd_server::ServeOptions {
             tls: Some(certificate.server_config().unwrap()),
             ..Default::default()
         },
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let https = format!("https://{address}");
+    )
+    .await;
+    let https = format!("https://{}", server.address);
     let trusting = |ca: &std::path::Path| opsd_client::ConnectOptions {
         ca_pem: Some(std::fs::read(ca).unwrap()),
         ..Default::default()
@@ -1714,8 +1686,7 @@ async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
     )
     .await;
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 /// `GET /metrics` over plain HTTP/1.1, the body only.

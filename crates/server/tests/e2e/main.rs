@@ -3,3 +3,4 @@
 mod auth;
 mod grpc;
 mod rest;
+mod support;

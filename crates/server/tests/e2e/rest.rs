@@ -16,13 +16,14 @@ use opsd_store::MemoryStore;
 use reqwest::StatusCode;
 use tokio::sync::oneshot;
 
+use crate::support::Listening;
+
 struct Server {
     http: reqwest::Client,
     base: String,
     grpc: Client,
     address: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    listening: Listening,
 }
 
 impl Server {
@@ -32,31 +33,20 @@ impl Server {
             Arc::new(SystemClock),
             ServiceConfig::default(),
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(opsd_server::serve(
-            listener,
-            service,
-            Default::default(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let listening = Listening::start(service, Default::default()).await;
+        let address = listening.address;
         let grpc = Client::connect(&address.to_string()).await.unwrap();
         Self {
             http: reqwest::Client::new(),
             base: format!("http://{address}"),
             grpc,
             address,
-            stop,
-            task,
+            listening,
         }
     }
 
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+    async fn stop(mut self) {
+        self.listening.stop().await;
     }
 
     fn url(&self, path: &str) -> String {
