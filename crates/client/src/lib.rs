@@ -14,6 +14,10 @@
 //! # }
 //! ```
 
+mod wait;
+
+pub use wait::{OperationExt, WaitOptions, is_transient, unpack};
+
 use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::operation as ycop;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -48,6 +52,19 @@ pub enum ClientError {
     /// The server answered with an error status.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Rpc(#[from] tonic::Status),
+    /// The operation finished, with this error.
+    #[error("operation {operation_id} failed: {}: {}", code_name(tonic::Code::from_i32(.status.code)), .status.message)]
+    OperationFailed {
+        operation_id: String,
+        status: opsd_proto::RpcStatus,
+    },
+    #[error("operation {operation_id} was not done before the wait's timeout")]
+    WaitTimedOut { operation_id: String },
+    /// A packed payload is not of the type the caller asked for.
+    #[error("payload is {actual}, not {expected}")]
+    TypeMismatch { expected: String, actual: String },
+    #[error("the operation has no {what}")]
+    NoPayload { what: &'static str },
 }
 
 impl ClientError {

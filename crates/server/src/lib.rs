@@ -47,7 +47,16 @@ pub async fn serve(
     };
     let metrics = Arc::clone(service.metrics());
     let gate = auth::Gatekeeper::new(Arc::clone(&options.auth), Arc::clone(service.metrics()));
-    let app = router(service, gate, &options.grpc, endpoints)
+    let (drain, draining) = tokio::sync::watch::channel(false);
+    let grpc_options = grpc::GrpcOptions {
+        draining: Some(draining),
+        ..options.grpc.clone()
+    };
+    let shutdown = async move {
+        shutdown.await;
+        let _ = drain.send(true);
+    };
+    let app = router(service, gate, &grpc_options, endpoints)
         .await?
         .layer(axum::middleware::from_fn_with_state(
             metrics,

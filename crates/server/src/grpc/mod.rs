@@ -33,13 +33,29 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 pub struct GrpcOptions {
     /// Suggested poll interval for running operations, sent on Get.
     pub poll_interval: Duration,
+    /// Turns true when the server starts shutting down: open Watch streams
+    /// end and Waits answer at once, so clients move to another replica
+    /// instead of holding the shutdown up.
+    pub draining: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for GrpcOptions {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(1),
+            draining: None,
         }
+    }
+}
+
+/// Resolves once the server drains (or never, without a drain signal).
+async fn drained(draining: Option<tokio::sync::watch::Receiver<bool>>) {
+    match draining {
+        Some(mut draining) => {
+            // A dropped sender means the server is gone: drained as well.
+            let _ = draining.wait_for(|draining| *draining).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -166,11 +182,12 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
         if let Some(remaining) = call_deadline {
             timeout = timeout.min(remaining.saturating_sub(DEADLINE_MARGIN));
         }
-        let op = self
-            .service
-            .wait(&caller, &id, timeout)
-            .await
-            .map_err(to_status)?;
+        let op = tokio::select! {
+            waited = self.service.wait(&caller, &id, timeout) => waited.map_err(to_status)?,
+            () = drained(self.options.draining.clone()) => {
+                Arc::new(self.service.get(&caller, &id).await.map_err(to_status)?)
+            }
+        };
         Ok(Response::new(operation_to_opsd_wire(&op)))
     }
 
@@ -183,20 +200,28 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
         let caller = caller(&request)?;
         let id = operation_id(&request.get_ref().operation_id)?;
         let watching = self.service.watch(&caller, &id).await.map_err(to_status)?;
-        // First the current state, then each newer one; the stream ends after done.
+        // First the current state, then each newer one; the stream ends after
+        // done, or early when the server drains (the client watches again).
+        let draining = self.options.draining.clone();
         let stream = futures_util::stream::unfold(
             (watching, true, false),
-            |(mut watching, first, finished)| async move {
-                if finished {
-                    return None;
+            move |(mut watching, first, finished)| {
+                let draining = draining.clone();
+                async move {
+                    if finished {
+                        return None;
+                    }
+                    let op = if first {
+                        watching.current_and_mark_seen()
+                    } else {
+                        tokio::select! {
+                            op = watching.changed() => op,
+                            () = drained(draining) => return None,
+                        }
+                    };
+                    let done = op.is_done();
+                    Some((Ok(operation_to_opsd_wire(&op)), (watching, false, done)))
                 }
-                let op = if first {
-                    watching.current_and_mark_seen()
-                } else {
-                    watching.changed().await
-                };
-                let done = op.is_done();
-                Some((Ok(operation_to_opsd_wire(&op)), (watching, false, done)))
             },
         );
         Ok(Response::new(Box::pin(stream)))

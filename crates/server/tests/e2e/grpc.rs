@@ -438,8 +438,13 @@ impl Process {
     }
 
     fn start_with(args: &[&str]) -> Self {
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_opsd"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(args)
             .env("OPSD_LOG", "info")
             .stdout(Stdio::null())
@@ -1837,4 +1842,152 @@ async fn the_server_reloads_a_replaced_certificate() {
     .await;
     assert!(stale.is_err(), "the old certificate is gone");
     server.terminate().await;
+}
+
+/// A stopping server ends its Watch streams, so clients move to another
+/// replica instead of holding the shutdown up for the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_ends_open_watches() {
+    let server = TestServer::start().await;
+    let op = create(&server, NewOperation::new("watched through a shutdown")).await;
+    let mut stream = server.client.watch(&op.id).await.unwrap();
+    stream.message().await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.stop())
+        .await
+        .expect("the shutdown did not wait for the watch");
+    match stream.message().await {
+        Ok(None) | Err(_) => {}
+        Ok(Some(message)) => panic!("unexpected message after shutdown: {message:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_waits_past_a_poll_interval_and_unpacks_typed_results() {
+    use opsd_client::{OperationExt, WaitOptions};
+    let server = TestServer::start().await;
+    let op = create(&server, NewOperation::new("slow")).await;
+    let producer = {
+        let (client, id) = (server.client.clone(), op.id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+            let progress = opsd_client::Progress {
+                work_done: 7,
+                ..Default::default()
+            };
+            client
+                .complete(&id, Completion::Response(opsd_client::pack(&progress)))
+                .await
+                .unwrap()
+        })
+    };
+    let done = server
+        .client
+        .wait_until_done(&op.id, WaitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(done, producer.await.unwrap());
+    assert_eq!(
+        done.response::<opsd_client::Progress>().unwrap().work_done,
+        7
+    );
+    assert!(matches!(
+        done.response::<opsd_client::Step>(),
+        Err(ClientError::TypeMismatch { .. })
+    ));
+    assert!(matches!(
+        done.metadata::<opsd_client::Progress>(),
+        Err(ClientError::NoPayload { .. })
+    ));
+
+    // A failure is an error carrying the operation's status.
+    let failing = create(&server, NewOperation::new("doomed")).await;
+    server
+        .client
+        .complete(&failing.id, failure(9, "quota exceeded"))
+        .await
+        .unwrap();
+    match server
+        .client
+        .wait_until_done(&failing.id, WaitOptions::default())
+        .await
+    {
+        Err(ClientError::OperationFailed { status, .. }) => {
+            assert_eq!(
+                (status.code, status.message.as_str()),
+                (9, "quota exceeded")
+            )
+        }
+        other => panic!("expected the operation's failure, got {other:?}"),
+    }
+    // Unknown ids are final, not retried.
+    assert_eq!(
+        code(
+            server
+                .client
+                .wait_until_done("ops00000000000000000", WaitOptions::default())
+                .await
+        ),
+        Code::NotFound
+    );
+    // The caller can stop waiting.
+    let running = create(&server, NewOperation::new("never done")).await;
+    let gave_up = server
+        .client
+        .wait_until_done(
+            &running.id,
+            WaitOptions {
+                timeout: Some(std::time::Duration::from_millis(300)),
+                ..WaitOptions::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(gave_up, Err(ClientError::WaitTimedOut { .. })),
+        "{gave_up:?}"
+    );
+    server.stop().await;
+}
+
+/// The server is killed and comes back on the same address while a client
+/// waits: the wait rides it out and returns the completion made afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_waits_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Process::start(dir.path());
+    let endpoint = first.endpoint.clone();
+    let client = Client::connect(&endpoint).await.unwrap();
+    let op = create(
+        &TestServerRef(&client),
+        NewOperation::new("outlives its server"),
+    )
+    .await;
+    let waiter = {
+        let (client, id) = (client.clone(), op.id.clone());
+        tokio::spawn(async move {
+            client
+                .wait_until_done(&id, opsd_client::WaitOptions::default())
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    first.kill_9().await;
+
+    let second = Process::start_with(&[
+        "--listen",
+        &endpoint,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let producer = Client::connect(&second.endpoint).await.unwrap();
+    let done = producer
+        .complete(&op.id, struct_response("after restart"))
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter came back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(waited, done);
+    second.terminate().await;
 }
