@@ -14,8 +14,10 @@
 //! # }
 //! ```
 
+mod producer;
 mod wait;
 
+pub use producer::{DROPPED_MESSAGE, OperationHandle, ProducerOptions};
 pub use wait::{OperationExt, WaitOptions, is_transient, unpack};
 
 use opsd_proto::opsd::v1 as pb;

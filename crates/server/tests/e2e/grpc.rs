@@ -1991,3 +1991,74 @@ async fn the_client_waits_across_a_server_restart() {
     assert_eq!(waited, done);
     second.terminate().await;
 }
+
+/// The producer helper keeps the lease alive while work runs, tells the work
+/// of a cancel request at once, and fails an operation it was dropped with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_helper_renews_listens_and_fails_when_dropped() {
+    use opsd_client::ProducerOptions;
+    let dir = tempfile::tempdir().unwrap();
+    // The real binary, so its reaper runs: a lapsed lease would show.
+    let server = Process::start_with(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--reaper-interval",
+        "100ms",
+    ]);
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    let short_lease = ProducerOptions {
+        lease: std::time::Duration::from_secs(1),
+    };
+
+    // Work for three leases' worth of time: still running, then done by us.
+    let handle = client
+        .start_operation(NewOperation::new("long work"), short_lease.clone())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    assert!(
+        !client.get(handle.id()).await.unwrap().done,
+        "the lease was renewed"
+    );
+    let done = handle
+        .succeed(opsd_client::pack_struct(&Default::default()))
+        .await
+        .unwrap();
+    assert!(done.operation.unwrap().done);
+
+    // A cancel request reaches the work through the watch, not the next heartbeat.
+    let mut cooperative = NewOperation::new("cancellable");
+    cooperative.cancellation_policy = CancellationPolicy::Cooperative;
+    let handle = client
+        .start_operation(cooperative, ProducerOptions::default())
+        .await
+        .unwrap();
+    client.cancel(handle.id()).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), handle.cancellation())
+        .await
+        .expect("the cancel request arrived well before a 10 s heartbeat");
+    assert!(handle.is_cancel_requested());
+    handle.fail(1, "cancelled on request").await.unwrap();
+
+    // Dropped without completing: failed at once with the documented error.
+    let handle = client
+        .start_operation(NewOperation::new("abandoned"), ProducerOptions::default())
+        .await
+        .unwrap();
+    let id = handle.id().to_owned();
+    drop(handle);
+    let failed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        client.wait_until_done(&id, opsd_client::WaitOptions::default()),
+    )
+    .await
+    .unwrap();
+    match failed {
+        Err(ClientError::OperationFailed { status, .. }) => {
+            assert_eq!(status.code, Code::Aborted as i32);
+            assert_eq!(status.message, opsd_client::DROPPED_MESSAGE);
+        }
+        other => panic!("expected the drop to fail the operation, got {other:?}"),
+    }
+    server.terminate().await;
+}
