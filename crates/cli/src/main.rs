@@ -1,7 +1,9 @@
-//! opsctl: get, cancel, create and complete opsd operations from a shell.
+//! opsctl: opsd operations from a shell.
 //!
 //! Exit codes: 0 success; 1 the server answered with an error (its gRPC code
-//! name and message go to stderr); 2 bad usage; 3 opsd could not be reached.
+//! name and message go to stderr); 2 bad usage; 3 opsd could not be reached;
+//! and for `wait`: 4 the operation failed, 5 it was cancelled, 6 the wait
+//! timed out.
 
 mod commands;
 mod output;
@@ -41,7 +43,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 enum Command {
     /// Print an operation.
     Get(commands::get::Args),
@@ -51,17 +53,33 @@ enum Command {
     Create(commands::create::Args),
     /// Complete an operation with a response or an error (producer API).
     Complete(commands::complete::Args),
+    /// Report progress of a running operation (producer API).
+    Progress(commands::progress::Args),
+    /// Wait until an operation is done; the exit code tells how it ended.
+    Wait(commands::wait::Args),
+    /// Print an operation's state, then every change, until it is done.
+    Watch(commands::watch::Args),
+    /// List operations, newest first.
+    List(commands::list::Args),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 const EXIT_RPC_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_UNREACHABLE: u8 = 3;
+const EXIT_FAILED: u8 = 4;
+const EXIT_CANCELLED: u8 = 5;
+const EXIT_TIMED_OUT: u8 = 6;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             let code = match error.downcast_ref::<ClientError>() {
                 Some(ClientError::Rpc(_)) => EXIT_RPC_ERROR,
@@ -79,9 +97,20 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let command = match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "opsctl", &mut std::io::stdout());
+            return Ok(0);
+        }
+        command => command,
+    };
     // Arguments are checked before connecting, so usage errors need no server.
-    let request = commands::Request::from_command(cli.command)?;
+    let request = match &command {
+        Command::Wait(_) | Command::Watch(_) | Command::List(_) => None,
+        _ => Some(commands::Request::from_command(command.clone())?),
+    };
     let ca_pem = cli
         .ca
         .as_ref()
@@ -97,7 +126,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let operation = request.send(&client).await?;
-    println!("{}", output::render(&operation, cli.format)?);
-    Ok(())
+    if let Some(request) = request {
+        let operation = request.send(&client).await?;
+        println!("{}", output::render(&operation, cli.format)?);
+        return Ok(0);
+    }
+    match command {
+        Command::Wait(args) => wait(&client, &args, cli.format).await,
+        Command::Watch(args) => {
+            let mut stream = client.watch(&args.id).await?;
+            while let Some(op) = stream.message().await.map_err(ClientError::from)? {
+                println!("{}", output::render_update(&op, cli.format)?);
+            }
+            Ok(0)
+        }
+        Command::List(args) => {
+            let page = client.list(args.request()).await?;
+            println!("{}", output::render_list(&page, cli.format)?);
+            Ok(0)
+        }
+        _ => unreachable!("single-operation commands returned above"),
+    }
+}
+
+/// Waits, prints the final (or latest) state, and exits by how it ended.
+async fn wait(client: &Client, args: &commands::wait::Args, format: Format) -> anyhow::Result<u8> {
+    let options = opsd_client::WaitOptions {
+        timeout: args.timeout,
+        ..Default::default()
+    };
+    let code = match client.wait_until_done(&args.id, options).await {
+        Ok(_) => 0,
+        Err(ClientError::OperationFailed { status, .. }) if status.code == 1 => EXIT_CANCELLED,
+        Err(ClientError::OperationFailed { .. }) => EXIT_FAILED,
+        Err(ClientError::WaitTimedOut { .. }) => EXIT_TIMED_OUT,
+        Err(other) => return Err(other.into()),
+    };
+    let latest = client.get(&args.id).await?;
+    println!("{}", output::render(&latest, format)?);
+    Ok(code)
 }

@@ -437,3 +437,147 @@ async fn opsctl_authenticates_with_its_token() {
     assert_eq!(op["createdBy"], "sdk-test");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_exits_by_how_the_operation_ended() {
+    let server = Server::start().await;
+    let id_of = |v: Value| v["id"].as_str().unwrap().to_owned();
+
+    // Done with a response: 0, and the JSON equals what Get says.
+    let ok = id_of(server.json(&["create"]).await);
+    server
+        .json(&["complete", &ok, "--response-json", r#"{"a":1}"#])
+        .await;
+    let output = server.opsctl(&["--format", "json", "wait", &ok]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let waited: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(waited, server.json(&["get", &ok]).await);
+
+    // Failed: 4. Cancelled: 5.
+    let failed = id_of(server.json(&["create"]).await);
+    server
+        .json(&[
+            "complete",
+            &failed,
+            "--error-code",
+            "9",
+            "--error-message",
+            "quota",
+        ])
+        .await;
+    assert_eq!(
+        server.opsctl(&["wait", &failed]).await.status.code(),
+        Some(4)
+    );
+    let cancelled = id_of(server.json(&["create"]).await);
+    server.json(&["cancel", &cancelled]).await;
+    assert_eq!(
+        server.opsctl(&["wait", &cancelled]).await.status.code(),
+        Some(5)
+    );
+
+    // Still running when the timeout passes: 6, printing the latest state.
+    let running = id_of(server.json(&["create"]).await);
+    let output = server
+        .opsctl(&["--format", "json", "wait", &running, "--timeout", "300ms"])
+        .await;
+    assert_eq!(output.status.code(), Some(6));
+    let latest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(latest["id"], running.as_str());
+
+    // A producer completing while opsctl waits.
+    let later = id_of(server.json(&["create"]).await);
+    let wait_args = ["wait", later.as_str()];
+    let waiter = server.opsctl(&wait_args);
+    let completer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        server
+            .json(&["complete", &later, "--response-json", "{}"])
+            .await
+    };
+    let (waited, _) = tokio::join!(waiter, completer);
+    assert_eq!(waited.status.code(), Some(0), "{}", stderr(&waited));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_prints_an_aligned_table_and_json_like_grpc() {
+    let server = Server::start().await;
+    for description in ["first", "second with a longer description"] {
+        server.json(&["create", "--description", description]).await;
+    }
+    let output = server.opsctl(&["list"]).await;
+    let table = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID"));
+    assert!(
+        lines[1].ends_with("second with a longer description"),
+        "newest first: {table}"
+    );
+    // Columns line up: every row has STATE where the header has it.
+    let state_column = lines[0].find("STATE").unwrap();
+    for row in &lines[1..] {
+        assert_eq!(&row[state_column..state_column + 7], "RUNNING", "{table}");
+    }
+
+    let listed = server.json(&["list", "--page-size", "1"]).await;
+    assert_eq!(listed["operations"].as_array().unwrap().len(), 1);
+    let token = listed["nextPageToken"].as_str().unwrap();
+    let next = server
+        .json(&["list", "--page-size", "1", "--page-token", token])
+        .await;
+    assert_eq!(next["operations"][0]["operation"]["description"], "first");
+
+    let yaml = server.opsctl(&["--format", "yaml", "list"]).await;
+    let yaml = String::from_utf8(yaml.stdout).unwrap();
+    assert!(yaml.starts_with("operations:\n- operation:\n    id: \"ops"), "{yaml}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_progress_follow_an_operation_to_its_end() {
+    let server = Server::start().await;
+    let id = server.json(&["create", "--description", "copy"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let progressed = server
+        .json(&[
+            "progress",
+            &id,
+            "--done",
+            "3",
+            "--total",
+            "10",
+            "--message",
+            "copying",
+        ])
+        .await;
+    assert_eq!(progressed["id"], id.as_str());
+    let watch_args = ["--format", "json", "watch", id.as_str()];
+    let watcher = server.opsctl(&watch_args);
+    let completer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        server
+            .json(&["complete", &id, "--response-json", "{}"])
+            .await
+    };
+    let (watched, _) = tokio::join!(watcher, completer);
+    assert!(watched.status.success(), "{}", stderr(&watched));
+    let updates: Vec<Value> = String::from_utf8(watched.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(updates.first().unwrap()["progress"]["workDone"], "3");
+    assert_eq!(updates.last().unwrap()["operation"]["done"], true);
+
+    let completions = server.opsctl(&["completions", "bash"]).await;
+    assert!(
+        String::from_utf8(completions.stdout)
+            .unwrap()
+            .contains("opsctl")
+    );
+    server.stop().await;
+}

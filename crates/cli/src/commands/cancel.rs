@@ -1,4 +1,4 @@
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// The operation id.
     pub id: String,

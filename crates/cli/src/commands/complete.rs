@@ -1,6 +1,6 @@
 use opsd_client::Completion;
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("result").required(true).args(["response_json", "error_code"]))]
 pub struct Args {
     /// The operation id.

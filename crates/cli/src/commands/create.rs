@@ -1,6 +1,6 @@
 use opsd_client::{CancellationPolicy, NewOperation};
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// What the operation does, 0-256 characters.
     #[arg(long, default_value = "")]

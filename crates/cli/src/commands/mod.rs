@@ -4,6 +4,10 @@ pub mod cancel;
 pub mod complete;
 pub mod create;
 pub mod get;
+pub mod list;
+pub mod progress;
+pub mod wait;
+pub mod watch;
 
 use opsd_client::{Client, ClientError, Completion, NewOperation, Operation};
 
@@ -15,6 +19,7 @@ pub enum Request {
     Cancel(String),
     Create(NewOperation),
     Complete(String, Completion),
+    Progress(String, opsd_client::Progress),
 }
 
 impl Request {
@@ -27,6 +32,13 @@ impl Request {
                 let completion = args.completion()?;
                 Request::Complete(args.id, completion)
             }
+            Command::Progress(args) => Request::Progress(args.id.clone(), args.progress()),
+            Command::Wait(_)
+            | Command::Watch(_)
+            | Command::List(_)
+            | Command::Completions { .. } => {
+                unreachable!("handled by run")
+            }
         })
     }
 
@@ -36,6 +48,9 @@ impl Request {
             Request::Cancel(id) => client.cancel(&id).await?,
             Request::Create(new) => public(client.create(new).await?),
             Request::Complete(id, completion) => public(client.complete(&id, completion).await?),
+            Request::Progress(id, progress) => {
+                public(client.update(&id, None, Some(progress)).await?)
+            }
         })
     }
 }
