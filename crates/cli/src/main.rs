@@ -7,6 +7,7 @@
 
 mod commands;
 mod output;
+mod profile;
 
 use std::process::ExitCode;
 
@@ -18,14 +19,14 @@ use output::Format;
 #[derive(Debug, Parser)]
 #[command(name = "opsctl", version, about = "Command-line client of opsd")]
 struct Cli {
-    /// opsd's gRPC address, HOST:PORT or a full http(s):// URI.
-    #[arg(
-        long,
-        global = true,
-        env = "OPSD_ENDPOINT",
-        default_value = "127.0.0.1:7117"
-    )]
-    endpoint: String,
+    /// opsd's address, HOST:PORT or a full http(s):// URI [default: the
+    /// profile's, else 127.0.0.1:7117].
+    #[arg(long, global = true, env = "OPSD_ENDPOINT")]
+    endpoint: Option<String>,
+
+    /// The profile of the config file (~/.config/opsd/config.toml) to use.
+    #[arg(long, global = true, env = "OPSD_PROFILE")]
+    profile: Option<String>,
 
     /// CA certificate (PEM) to verify an https:// endpoint with, instead of the web PKI roots.
     #[arg(long, global = true, env = "OPSD_CA")]
@@ -111,18 +112,24 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Wait(_) | Command::Watch(_) | Command::List(_) => None,
         _ => Some(commands::Request::from_command(command.clone())?),
     };
+    let profile = profile::load(profile::config_path().as_deref(), cli.profile.as_deref())?;
+    let endpoint = cli
+        .endpoint
+        .or(profile.endpoint)
+        .unwrap_or_else(|| profile::DEFAULT_ENDPOINT.to_owned());
     let ca_pem = cli
         .ca
+        .or(profile.ca)
         .as_ref()
         .map(|path| {
             std::fs::read(path).map_err(|e| anyhow::anyhow!("--ca {}: {e}", path.display()))
         })
         .transpose()?;
     let client = Client::connect_with(
-        &cli.endpoint,
+        &endpoint,
         ConnectOptions {
             ca_pem,
-            token: cli.token,
+            token: cli.token.or(profile.token),
         },
     )
     .await?;

@@ -531,7 +531,10 @@ async fn list_prints_an_aligned_table_and_json_like_grpc() {
 
     let yaml = server.opsctl(&["--format", "yaml", "list"]).await;
     let yaml = String::from_utf8(yaml.stdout).unwrap();
-    assert!(yaml.starts_with("operations:\n- operation:\n    id: \"ops"), "{yaml}");
+    assert!(
+        yaml.starts_with("operations:\n- operation:\n    id: \"ops"),
+        "{yaml}"
+    );
     server.stop().await;
 }
 
@@ -579,5 +582,45 @@ async fn watch_and_progress_follow_an_operation_to_its_end() {
             .unwrap()
             .contains("opsctl")
     );
+    server.stop().await;
+}
+
+/// A profile of the config file supplies the endpoint; flags still win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_in_the_config_file_supply_the_connection() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_profile = \"broken\"\n[profiles.broken]\nendpoint = \"127.0.0.1:1\"\n\
+             [profiles.test]\nendpoint = \"{}\"\n",
+            server.endpoint
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"));
+        command
+            .env_remove("OPSD_ENDPOINT")
+            .env("OPSD_CONFIG", &config)
+            .args(args);
+        command.output()
+    };
+    let by_profile = run(&["--profile", "test", "create"]).await.unwrap();
+    assert!(by_profile.status.success(), "{}", stderr(&by_profile));
+    let default_profile = run(&["create"]).await.unwrap();
+    assert_eq!(
+        default_profile.status.code(),
+        Some(3),
+        "the default profile is used"
+    );
+    let flag_wins = run(&["--endpoint", &server.endpoint, "create"])
+        .await
+        .unwrap();
+    assert!(flag_wins.status.success(), "{}", stderr(&flag_wins));
+    let unknown = run(&["--profile", "nope", "create"]).await.unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
     server.stop().await;
 }
