@@ -125,9 +125,10 @@ pub enum Completion {
 }
 
 /// Packs a message into `Any` with the type URL the official SDKs expect.
+/// (`type.googleapis.com/<full name>`, whatever domain `M`'s `Name` impl uses).
 pub fn pack<M: prost::Name>(message: &M) -> prost_types::Any {
     prost_types::Any {
-        type_url: M::type_url(),
+        type_url: format!("{}{}", opsd_proto::TYPE_URL_PREFIX, M::full_name()),
         value: message.encode_to_vec(),
     }
 }
