@@ -6,6 +6,7 @@
 //! timed out.
 
 mod commands;
+mod live;
 mod output;
 mod profile;
 
@@ -140,6 +141,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     match command {
         Command::Wait(args) => wait(&client, &args, cli.format).await,
+        Command::Watch(args) if live::wanted(cli.format) => {
+            live::follow(client.clone(), args.id.clone()).await;
+            let latest = client.get(&args.id).await?;
+            println!("{}", output::render(&latest, cli.format)?);
+            Ok(0)
+        }
         Command::Watch(args) => {
             let mut stream = client.watch(&args.id).await?;
             while let Some(op) = stream.message().await.map_err(ClientError::from)? {
@@ -162,7 +169,15 @@ async fn wait(client: &Client, args: &commands::wait::Args, format: Format) -> a
         timeout: args.timeout,
         ..Default::default()
     };
-    let code = match client.wait_until_done(&args.id, options).await {
+    let bar =
+        live::wanted(format).then(|| tokio::spawn(live::follow(client.clone(), args.id.clone())));
+    let waited = client.wait_until_done(&args.id, options).await;
+    if let Some(mut bar) = bar {
+        // The bar clears itself once it sees the end; on a timeout it stops here.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), &mut bar).await;
+        bar.abort();
+    }
+    let code = match waited {
         Ok(_) => 0,
         Err(ClientError::OperationFailed { status, .. }) if status.code == 1 => EXIT_CANCELLED,
         Err(ClientError::OperationFailed { .. }) => EXIT_FAILED,
