@@ -19,11 +19,7 @@ pub async fn follow(client: Client, id: String) {
         return;
     };
     let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    bar.set_style(spinner_style());
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     while let Ok(Some(op)) = stream.message().await {
         show(&bar, &op);
@@ -41,11 +37,25 @@ fn show(bar: &ProgressBar, op: &OpsdOperation) {
         .map(|op| op.description.clone())
         .unwrap_or_default();
     match &op.progress {
-        Some(progress) => {
+        Some(progress) if progress.work_total > 0 => {
+            bar.set_style(bar_style());
             bar.set_length(u64::try_from(progress.work_total.max(progress.work_done)).unwrap_or(0));
             bar.set_position(u64::try_from(progress.work_done).unwrap_or(0));
             bar.set_message(format!("{description}: {}", progress.message));
         }
+        Some(progress) => bar.set_message(format!("{description}: {}", progress.message)),
         None => bar.set_message(description),
     }
+}
+
+/// Until a total is known there is nothing to fill: a spinner and the time.
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }

@@ -2007,15 +2007,15 @@ async fn the_producer_helper_renews_listens_and_fails_when_dropped() {
     ]);
     let client = Client::connect(&server.endpoint).await.unwrap();
     let short_lease = ProducerOptions {
-        lease: std::time::Duration::from_secs(1),
+        lease: std::time::Duration::from_secs(2),
     };
 
-    // Work for three leases' worth of time: still running, then done by us.
+    // Work for more than two leases' worth of time: still running, then done by us.
     let handle = client
         .start_operation(NewOperation::new("long work"), short_lease.clone())
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4_500)).await;
     assert!(
         !client.get(handle.id()).await.unwrap().done,
         "the lease was renewed"
