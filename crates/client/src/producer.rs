@@ -159,11 +159,24 @@ impl OperationHandle {
         .await
     }
 
+    /// Retries transient failures for a while: the handle is gone after this,
+    /// and an unsent completion would turn into ABORTED on drop.
     async fn finish(&mut self, completion: Completion) -> Result<pb::Operation, ClientError> {
-        let done = self.client.complete(&self.id, completion).await?;
+        let mut delay = Duration::from_millis(100);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+        let result = loop {
+            match self.client.complete(&self.id, completion.clone()).await {
+                Err(error) if is_transient(&error) && tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => break other,
+            }
+        };
+        // Whatever the answer, the work is over: do not fail it again on drop.
         self.completed = true;
         self.background.abort();
-        Ok(done)
+        result
     }
 }
 

@@ -96,6 +96,8 @@ pub enum Precondition {
     IdempotencyKeyReused,
     /// A heartbeat for an operation that is already done.
     HeartbeatOfDone,
+    /// A heartbeat after the lease lapsed or the deadline passed.
+    LeaseLapsed,
 }
 
 impl Precondition {
@@ -108,6 +110,7 @@ impl Precondition {
             Precondition::MetadataOfDone => "ALREADY_DONE",
             Precondition::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Precondition::HeartbeatOfDone => "ALREADY_DONE",
+            Precondition::LeaseLapsed => "LEASE_LAPSED",
         }
     }
 
@@ -123,6 +126,9 @@ impl Precondition {
                 "idempotency key was already used for a different create request"
             }
             Precondition::HeartbeatOfDone => "operation is already done, stop working on it",
+            Precondition::LeaseLapsed => {
+                "the lease lapsed or the deadline passed: the operation is being aborted"
+            }
         }
     }
 }

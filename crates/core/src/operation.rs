@@ -193,6 +193,18 @@ impl NewOperation {
                 .map_or("", IdPrefix::as_str)
                 .as_bytes(),
         );
+        // Absent and present-but-zero must differ: a flag, then the value.
+        for value in [
+            self.lease_duration
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            self.deadline.map(Timestamp::unix_nanos),
+        ] {
+            h.update([u8::from(value.is_some())]);
+            h.update(value.unwrap_or(0).to_le_bytes());
+        }
+        h.update([u8::from(self.exclusive)]);
+        h.update([u8::from(self.scope.is_some())]);
+        field(&mut h, self.scope.as_deref().unwrap_or("").as_bytes());
         h.finalize().into()
     }
 }
@@ -369,6 +381,11 @@ impl Operation {
     pub fn heartbeat(&self, lease: Duration, now: Timestamp) -> Result<Transition, Error> {
         if self.is_done() {
             return Err(self.refuse(Precondition::HeartbeatOfDone));
+        }
+        // A lapsed lease (or a passed deadline) is lost even before the reaper
+        // gets to it: a late heartbeat must not revive the operation.
+        if self.expires_at().is_some_and(|at| at <= now) {
+            return Err(self.refuse(Precondition::LeaseLapsed));
         }
         Ok(self.next(now, |op, at| {
             op.lease_expires_at = Some(at.saturating_add(lease))

@@ -91,16 +91,18 @@ fn wrap_in_value(value: &mut prost_reflect::Value) -> bool {
                 .get_field_by_name("type_url")
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            let known = type_url
-                .rsplit_once('/')
-                .is_some_and(|(_, name)| descriptor_pool().get_message_by_name(name).is_some());
-            if known {
-                return false;
-            }
             let payload = message
                 .get_field_by_name("value")
                 .and_then(|v| v.as_bytes().cloned())
                 .unwrap_or_default();
+            // Printable only if its type is known and the bytes really are one.
+            let printable = type_url
+                .rsplit_once('/')
+                .and_then(|(_, name)| descriptor_pool().get_message_by_name(name))
+                .is_some_and(|known| DynamicMessage::decode(known, payload.as_ref()).is_ok());
+            if printable {
+                return false;
+            }
             let mut opaque = DynamicMessage::new(descriptor(OPAQUE).expect("compiled in"));
             opaque.set_field_by_name("type_url", prost_reflect::Value::String(type_url));
             opaque.set_field_by_name("value", prost_reflect::Value::Bytes(payload));

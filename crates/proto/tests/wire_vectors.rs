@@ -227,3 +227,17 @@ fn payloads_of_unknown_types_print_as_base64_under_their_type_url() {
     );
     assert_eq!(printed["id"], "ops00000000000000003");
 }
+
+#[test]
+fn payloads_that_are_not_what_their_type_url_says_print_as_base64() {
+    let op = operation::Operation {
+        id: "ops00000000000000004".into(),
+        metadata: Some(prost_types::Any {
+            type_url: "type.googleapis.com/google.protobuf.Struct".into(),
+            value: vec![0xff, 0xff, 0xff],
+        }),
+        ..Default::default()
+    };
+    let printed = json::to_json(&op).expect("a bad payload does not fail the message");
+    assert_eq!(printed["metadata"]["value"], "////");
+}

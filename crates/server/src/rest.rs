@@ -39,6 +39,7 @@ struct Gateway {
     service: Arc<OperationService>,
     gate: crate::auth::Gatekeeper,
     poll_interval: Duration,
+    draining: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 type Shared = State<Arc<Gateway>>;
@@ -54,6 +55,7 @@ pub fn router(
         service,
         gate,
         poll_interval: options.poll_interval,
+        draining: options.draining.clone(),
     });
     Router::new()
         .route(
@@ -173,7 +175,13 @@ async fn opsd_get(
                 .map(|t| duration_from_wire("timeout", t))
                 .transpose()?
                 .unwrap_or(Duration::MAX);
-            let op = gateway.service.wait(&caller, &id, timeout).await?;
+            // A draining server answers at once, as gRPC Wait does.
+            let op = tokio::select! {
+                waited = gateway.service.wait(&caller, &id, timeout) => waited?,
+                () = crate::grpc::drained(gateway.draining.clone()) => {
+                    Arc::new(gateway.service.get(&caller, &id).await?)
+                }
+            };
             json(&operation_to_opsd_wire(&op))
         }
         Some(_) => Err(RestError::no_route(&method, uri.path())),

@@ -2,6 +2,8 @@
 //! responses: the translation the gRPC and REST adapters share.
 
 use opsd_core::list::{decode_page_token, encode_page_token, page_size};
+use opsd_core::principal::validate_scope;
+use opsd_core::validate::Violations;
 use opsd_core::{
     Cursor, Error, IdPrefix, ListFilter, ListQuery, NewOperation, Operation, Outcome, StateFilter,
     Update,
@@ -35,6 +37,19 @@ pub fn list_query(body: pb::ListOperationsRequest) -> Result<ListQuery, Error> {
             .transpose()?,
         scopes: non_empty(body.scope).map(|scope| [scope].into()),
     };
+    // Filters reach SQL: refuse what no stored value can be, instead of letting
+    // the database fail (retryably) on it.
+    let mut violations = Violations::default();
+    if let Some(resource_id) = &filter.resource_id {
+        violations.resource_id("resource_id", resource_id);
+    }
+    if let Some(created_by) = &filter.created_by {
+        violations.resource_id("created_by", created_by);
+    }
+    for scope in filter.scopes.iter().flatten() {
+        violations.merge(validate_scope("scope", scope));
+    }
+    violations.into_result()?;
     let limit = page_size(i64::from(body.page_size))?;
     let after = non_empty(body.page_token)
         .map(|token| decode_page_token(&filter, &token))

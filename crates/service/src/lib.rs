@@ -196,6 +196,14 @@ impl OperationService {
                     return Ok(operation);
                 }
                 Inserted::IdempotencyKeyUsed(existing) => {
+                    // The same principal in another of its scopes (say, two JWTs for
+                    // one subject): the key is taken, but the operation stays unseen.
+                    if !caller.sees(&existing.scope) {
+                        return Err(Error::FailedPrecondition {
+                            id: "in another scope".into(),
+                            precondition: opsd_core::Precondition::IdempotencyKeyReused,
+                        });
+                    }
                     existing.answer_retry(&request)?;
                     tracing::debug!(operation_id = %existing.id, "create answered by idempotency key");
                     return Ok(existing);

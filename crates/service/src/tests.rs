@@ -436,3 +436,18 @@ async fn callers_see_their_scopes_and_act_within_their_roles() {
         Code::PermissionDenied
     );
 }
+
+#[tokio::test]
+async fn an_idempotency_key_never_hands_over_another_scopes_operation() {
+    use opsd_core::Role::*;
+    let (service, _) = service();
+    let in_a = principal("svc", &["folder-a"], &[Producer, Viewer]);
+    let in_b = principal("svc", &["folder-b"], &[Producer, Viewer]);
+    let mut keyed = request(CancellationPolicy::Immediate);
+    keyed.idempotency_key = Some("k".into());
+    keyed.description = "secret of folder a".into();
+    let first = service.create(&in_a, keyed.clone()).await.unwrap();
+    let error = service.create(&in_b, keyed).await.unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert!(!error.to_string().contains(first.id.as_str()), "{error}");
+}

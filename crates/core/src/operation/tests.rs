@@ -398,3 +398,40 @@ fn create_requests_are_checked_against_the_clock() {
     request.lease_duration = Some(Duration::from_millis(10));
     assert!(request.validate(now).is_err());
 }
+
+#[test]
+fn every_request_field_is_in_the_fingerprint() {
+    let base = new_request(CancellationPolicy::Immediate);
+    let variants: Vec<fn(&mut NewOperation)> = vec![
+        |r| r.description.push('!'),
+        |r| r.resource_id = None,
+        |r| {
+            r.metadata = Some(Any {
+                type_url: "t/x".into(),
+                value: vec![],
+            })
+        },
+        |r| r.cancellation = CancellationPolicy::Cooperative,
+        |r| r.id_prefix = Some(IdPrefix::parse("p", "fhm").unwrap()),
+        |r| r.lease_duration = Some(Duration::from_secs(5)),
+        |r| r.deadline = Some(at(5)),
+        |r| r.exclusive = true,
+        |r| r.scope = Some("folder-b".into()),
+    ];
+    for (i, change) in variants.iter().enumerate() {
+        let mut changed = base.clone();
+        change(&mut changed);
+        assert_ne!(changed.fingerprint(), base.fingerprint(), "field {i}");
+    }
+}
+
+#[test]
+fn a_late_heartbeat_does_not_revive_a_lapsed_lease() {
+    let mut op = running(CancellationPolicy::Immediate);
+    op.lease_expires_at = Some(at(5_000));
+    assert_eq!(
+        precondition(op.heartbeat(Duration::from_secs(1), at(5_000))),
+        Precondition::LeaseLapsed
+    );
+    assert!(op.heartbeat(Duration::from_secs(1), at(4_999)).is_ok());
+}

@@ -49,7 +49,7 @@ impl Default for GrpcOptions {
 }
 
 /// Resolves once the server drains (or never, without a drain signal).
-async fn drained(draining: Option<tokio::sync::watch::Receiver<bool>>) {
+pub(crate) async fn drained(draining: Option<tokio::sync::watch::Receiver<bool>>) {
     match draining {
         Some(mut draining) => {
             // A dropped sender means the server is gone: drained as well.

@@ -1199,6 +1199,20 @@ async fn list_refuses_bad_sizes_and_tokens(backend: Backend) {
             },
             "page_token",
         ),
+        (
+            opsd_client::ListOperationsRequest {
+                resource_id: "disk\u{0}1".into(),
+                ..Default::default()
+            },
+            "resource_id",
+        ),
+        (
+            opsd_client::ListOperationsRequest {
+                scope: "not a scope!".into(),
+                ..Default::default()
+            },
+            "scope",
+        ),
     ] {
         let status = status(client.list(request).await);
         assert_eq!(status.code(), Code::InvalidArgument);
