@@ -276,10 +276,12 @@ async fn main() -> anyhow::Result<()> {
         .env("OPSD_LOG", "info");
     let opsd = Server::start(opsd_command)?;
 
-    let pinned = cpus() >= 2
+    // Read before pinning: pinning this process narrows what it can see.
+    let machine_cpus = cpus();
+    let pinned = machine_cpus >= 2
         && pin(baseline.child.id(), "0")
         && pin(opsd.child.id(), "0")
-        && pin(std::process::id(), &format!("1-{}", cpus() - 1));
+        && pin(std::process::id(), &format!("1-{}", machine_cpus - 1));
 
     // Hot operations: half done, half running.
     let client = opsd_client::Client::connect(&opsd.endpoint).await?;
@@ -349,7 +351,7 @@ async fn main() -> anyhow::Result<()> {
     println!("opsd / baseline req/s: {ratio:.2}");
 
     let machine = json!({
-        "cpus": cpus(),
+        "cpus": machine_cpus,
         "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
         "pinned": pinned,
