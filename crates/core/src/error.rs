@@ -55,14 +55,6 @@ impl Code {
             Code::Unauthenticated => 401,
         }
     }
-
-    /// Whether a client should retry the same request later.
-    pub const fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            Code::Unavailable | Code::ResourceExhausted | Code::Aborted
-        )
-    }
 }
 
 /// One invalid field of a request, named by its path in the request message.
@@ -236,7 +228,5 @@ mod tests {
             assert_eq!(error.code().grpc(), grpc);
             assert_eq!(error.code().http_status(), http);
         }
-        assert!(Code::Unavailable.is_retryable());
-        assert!(!Code::NotFound.is_retryable());
     }
 }

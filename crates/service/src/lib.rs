@@ -162,10 +162,6 @@ impl OperationService {
         Ok(watching)
     }
 
-    pub fn store(&self) -> &Arc<dyn OperationStore> {
-        &self.store
-    }
-
     pub async fn get(&self, caller: &Principal, id: &OperationId) -> Result<Operation, Error> {
         let op = self.load(id).await?;
         caller.authorize(&op.scope, id.as_str(), Action::Read)?;
