@@ -1,9 +1,17 @@
-//! The harness runs end to end and writes well-formed results; it asserts no speed.
+//! The harness runs every scenario end to end and writes well-formed results;
+//! it asserts no speed.
 
 use std::path::Path;
 
+use serde_json::Value;
+
+fn positive(value: &Value, what: &str) {
+    let number = value.as_f64().unwrap_or(-1.0);
+    assert!(number > 0.0, "{what} should be positive: {value}");
+}
+
 #[test]
-fn a_quick_run_writes_well_formed_results() {
+fn a_quick_run_of_every_scenario_writes_well_formed_results() {
     let bench = Path::new(env!("CARGO_BIN_EXE_opsd-bench"));
     let opsd = bench.with_file_name("opsd");
     assert!(
@@ -12,7 +20,6 @@ fn a_quick_run_writes_well_formed_results() {
         opsd.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("results.json");
     let status = std::process::Command::new(bench)
         .args([
             "--quick",
@@ -23,22 +30,72 @@ fn a_quick_run_writes_well_formed_results() {
             "--opsd",
         ])
         .arg(&opsd)
-        .arg("--out")
-        .arg(&out)
+        .arg("--out-dir")
+        .arg(dir.path())
         .status()
         .unwrap();
     assert!(status.success());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert_eq!(report["scenario"], "get_hot_operations_embedded");
-    let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2);
-    for result in results {
-        assert!(result["requests"].as_u64().unwrap() > 0, "{result}");
-        for key in ["rps", "p50_us", "p99_us", "cpu_us_per_call"] {
-            assert!(result[key].as_f64().unwrap() >= 0.0, "{key}: {result}");
+    let read = |scenario: &str| -> Value {
+        let path = dir.path().join(format!("{scenario}.json"));
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(report["scenario"], scenario);
+        assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
+        report
+    };
+
+    for scenario in ["get", "get-postgres"] {
+        let report = read(scenario);
+        let rows = report["results"]["rows"].as_array().unwrap();
+        assert!(rows.len() >= 3, "{scenario}: {rows:?}");
+        for row in rows {
+            assert!(row["calls"].as_u64().unwrap() > 0, "{row}");
+            positive(&row["per_second"], "per_second");
+            positive(&row["p50_us"], "p50_us");
         }
-        assert!(result["peak_rss_bytes"].as_u64().unwrap() > 0);
+        // Every opsd row measured its own server's CPU and memory.
+        for row in rows
+            .iter()
+            .filter(|r| r["name"].as_str().unwrap().starts_with("opsd"))
+        {
+            positive(&row["cpu_us_per_call"], "cpu_us_per_call");
+            positive(&row["peak_rss_bytes"], "peak_rss_bytes");
+        }
     }
-    assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
+
+    let write = read("write");
+    let tables = write["results"]["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2);
+    for table in tables {
+        let rows = table["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 4, "sqlite × 2 and postgres × 2: {rows:?}");
+        for row in rows {
+            positive(&row["per_second"], "operations per second");
+        }
+    }
+
+    let watch = read("watch");
+    let results = watch["results"]["results"].as_array().unwrap();
+    assert_eq!(
+        results.len(),
+        2,
+        "one process and two replicas: {results:?}"
+    );
+    for result in results {
+        assert_eq!(result["notified"].as_u64().unwrap(), 200);
+        positive(&result["notify_p99_us"], "notify_p99_us");
+        positive(
+            &result["rss_with_watchers_bytes"],
+            "rss_with_watchers_bytes",
+        );
+    }
+
+    let scale = read("scale");
+    let stores = scale["results"]["stores"].as_array().unwrap();
+    assert_eq!(stores.len(), 2);
+    for store in stores {
+        positive(&store["get"]["p99_us"], "get p99");
+        positive(&store["list_first_page"]["p99_us"], "list p99");
+    }
+    let retention = &scale["results"]["retention"];
+    assert!(retention["deleted"].as_f64().unwrap() >= retention["expired"].as_f64().unwrap());
 }

@@ -155,9 +155,14 @@ impl Config {
             toml::Value::Array(self.endpoint_ids.iter().cloned().map(text).collect()),
         );
         put(
+            "sqlite_max_batch",
+            toml::Value::Integer(i64::try_from(self.sqlite_max_batch).unwrap_or(i64::MAX)),
+        );
+        put(
             "postgres_max_connections",
             toml::Value::Integer(i64::try_from(self.postgres_max_connections).unwrap_or(i64::MAX)),
         );
+        put("cache_size", text(format_size(self.cache_size)));
         for (key, duration) in [
             ("store_timeout", self.store_timeout),
             ("retention", self.retention),
@@ -380,6 +385,11 @@ pub struct Config {
     #[arg(long, env = "OPSD_STORE", default_value = "sqlite", value_parser = parse_store)]
     pub store: StoreKind,
 
+    /// The most writes one SQLite commit (and its one sync) may carry; `1`
+    /// commits every write on its own.
+    #[arg(long, env = "OPSD_SQLITE_MAX_BATCH", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub sqlite_max_batch: u64,
+
     /// Most PostgreSQL connections one replica opens for requests.
     #[arg(long, env = "OPSD_POSTGRES_MAX_CONNECTIONS", default_value_t = 16)]
     pub postgres_max_connections: usize,
@@ -388,6 +398,11 @@ pub struct Config {
     /// before failing with UNAVAILABLE.
     #[arg(long, env = "OPSD_STORE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub store_timeout: Duration,
+
+    /// Memory for done operations served without reading the store (they never
+    /// change); `0` turns the cache off. Units: B, KiB, MiB, GiB.
+    #[arg(long, env = "OPSD_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub cache_size: u64,
 
     /// Prefix of operation ids when a producer names none ([a-z][0-9a-z]{2}).
     #[arg(long, env = "OPSD_ID_PREFIX", default_value = "ops")]
@@ -447,10 +462,61 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// `<whole number><unit>` with unit B, KiB, MiB or GiB; a bare number is bytes.
+pub fn parse_size(raw: &str) -> Result<u64, String> {
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} does not start with a whole number"))?;
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => {
+            return Err(format!(
+                "{raw:?} has an unknown unit (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{raw:?} is too large"))
+}
+
+/// The largest unit that states `bytes` exactly, as [`parse_size`] reads it.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("64MB").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("MiB").unwrap_err().contains("whole number"));
+        assert!(
+            parse_size("99999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(format_size(64 << 20), "64MiB");
+        assert_eq!(format_size(1536), "1536B");
+        assert_eq!(format_size(0), "0B");
+    }
 
     #[test]
     fn durations_need_a_number_and_a_unit() {
@@ -562,6 +628,11 @@ mod tests {
         #[test]
         fn parse_duration_never_panics(raw in "\\PC{0,24}") {
             let _ = parse_duration(&raw);
+        }
+
+        #[test]
+        fn sizes_print_as_they_parse(bytes in 0u64..(1 << 40)) {
+            prop_assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
         }
     }
 }

@@ -12,7 +12,8 @@ use opsd_server::grpc::GrpcOptions;
 use opsd_server::tls::ReloadingCertificate;
 use opsd_service::{OperationService, ServiceConfig};
 use opsd_store::{
-    MemoryStore, OperationStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
+    CachingStore, MemoryStore, OperationStore, PostgresOptions, PostgresStore, SqliteOptions,
+    SqliteStore,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -89,8 +90,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             _data_dir_lock = Some(lock);
             let path = config.data_dir.join("opsd.db");
             tracing::info!(path = %path.display(), "opening sqlite store");
-            Arc::new(SqliteStore::open(SqliteOptions::new(path))?)
+            Arc::new(SqliteStore::open(SqliteOptions {
+                max_batch: usize::try_from(config.sqlite_max_batch).unwrap_or(usize::MAX),
+                ..SqliteOptions::new(path)
+            })?)
         }
+    };
+
+    let store: Arc<dyn OperationStore> = if config.cache_size > 0 {
+        Arc::new(CachingStore::new(store, config.cache_size))
+    } else {
+        store
     };
 
     let service = Arc::new(OperationService::new(

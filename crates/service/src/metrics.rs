@@ -1,6 +1,7 @@
 //! Prometheus metrics of one opsd process: requests, operation outcomes,
 //! watchers, store latency (a decorator around the store) and build info.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,20 +15,23 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// A label value: borrowed on the hot path, owned when it had to be built.
+pub type Label = Cow<'static, str>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `grpc` or `rest`.
-    pub protocol: String,
+    /// `grpc` or `http`.
+    pub protocol: Label,
     /// The gRPC method path, or the REST route template.
-    pub method: String,
+    pub method: Label,
     /// The gRPC code name, or the HTTP status.
-    pub code: String,
+    pub code: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
-    pub protocol: String,
-    pub method: String,
+    pub protocol: Label,
+    pub method: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,18 +187,17 @@ impl Metrics {
     }
 
     /// One answered request.
-    pub fn request(&self, protocol: &str, method: &str, code: &str, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                protocol: protocol.to_owned(),
-                method: method.to_owned(),
-                code: code.to_owned(),
-            })
-            .inc();
+    pub fn request(&self, protocol: &'static str, method: Label, code: Label, elapsed: Duration) {
+        let labels = RequestLabels {
+            protocol: Cow::Borrowed(protocol),
+            method,
+            code,
+        };
+        self.requests.get_or_create(&labels).inc();
         self.request_duration
             .get_or_create(&MethodLabels {
-                protocol: protocol.to_owned(),
-                method: method.to_owned(),
+                protocol: labels.protocol,
+                method: labels.method,
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -228,56 +231,85 @@ impl Metrics {
 /// The store, timed: every call's latency and failures go to [`Metrics`].
 pub struct MeteredStore {
     inner: Arc<dyn OperationStore>,
-    metrics: Arc<Metrics>,
+    insert: StoreCallMetrics,
+    get: StoreCallMetrics,
+    compare_and_swap: StoreCallMetrics,
+    list: StoreCallMetrics,
+    due_for_expiry: StoreCallMetrics,
+    delete_done_before: StoreCallMetrics,
+    count_running: StoreCallMetrics,
 }
 
-impl MeteredStore {
-    pub fn new(inner: Arc<dyn OperationStore>, metrics: Arc<Metrics>) -> Self {
-        Self { inner, metrics }
+/// One store call's series, looked up once (they share the families' state).
+struct StoreCallMetrics {
+    duration: Histogram,
+    errors: Counter,
+}
+
+impl StoreCallMetrics {
+    fn new(metrics: &Metrics, operation: &str) -> Self {
+        let labels = StoreLabels {
+            operation: operation.to_owned(),
+        };
+        Self {
+            duration: metrics.store_duration.get_or_create(&labels).clone(),
+            errors: metrics.store_errors.get_or_create(&labels).clone(),
+        }
     }
 
-    async fn timed<T>(
+    async fn time<T>(
         &self,
-        operation: &str,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
         let result = call.await;
-        let labels = StoreLabels {
-            operation: operation.to_owned(),
-        };
-        self.metrics
-            .store_duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        self.duration.observe(started.elapsed().as_secs_f64());
         if result.is_err() {
-            self.metrics.store_errors.get_or_create(&labels).inc();
+            self.errors.inc();
         }
         result
+    }
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn OperationStore>, metrics: Arc<Metrics>) -> Self {
+        let call = |operation| StoreCallMetrics::new(&metrics, operation);
+        Self {
+            insert: call("insert"),
+            get: call("get"),
+            compare_and_swap: call("compare_and_swap"),
+            list: call("list"),
+            due_for_expiry: call("due_for_expiry"),
+            delete_done_before: call("delete_done_before"),
+            count_running: call("count_running"),
+            inner,
+        }
     }
 }
 
 #[async_trait]
 impl OperationStore for MeteredStore {
     async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
-        self.timed("insert", self.inner.insert(operation)).await
+        self.insert.time(self.inner.insert(operation)).await
     }
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
-        self.timed("get", self.inner.get(id)).await
+        self.get.time(self.inner.get(id)).await
     }
     async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
-        self.timed("compare_and_swap", self.inner.compare_and_swap(next))
+        self.compare_and_swap
+            .time(self.inner.compare_and_swap(next))
             .await
     }
     async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
-        self.timed("list", self.inner.list(query)).await
+        self.list.time(self.inner.list(query)).await
     }
     async fn due_for_expiry(
         &self,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Operation>, StoreError> {
-        self.timed("due_for_expiry", self.inner.due_for_expiry(now, limit))
+        self.due_for_expiry
+            .time(self.inner.due_for_expiry(now, limit))
             .await
     }
     async fn delete_done_before(
@@ -285,15 +317,12 @@ impl OperationStore for MeteredStore {
         cutoff: Timestamp,
         limit: usize,
     ) -> Result<usize, StoreError> {
-        self.timed(
-            "delete_done_before",
-            self.inner.delete_done_before(cutoff, limit),
-        )
-        .await
+        self.delete_done_before
+            .time(self.inner.delete_done_before(cutoff, limit))
+            .await
     }
     async fn count_running(&self) -> Result<u64, StoreError> {
-        self.timed("count_running", self.inner.count_running())
-            .await
+        self.count_running.time(self.inner.count_running()).await
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.inner.subscribe()

@@ -158,6 +158,8 @@ impl Watchers {
                         tokio::spawn(Arc::clone(&self).refresh_with_retries(id));
                     }
                 }
+                // Retention deletes only done operations, which nobody waits on.
+                Ok(Change::Purged { .. }) => {}
                 Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     let watched: Vec<OperationId> = self.lock().keys().cloned().collect();
                     tracing::debug!(

@@ -36,6 +36,7 @@ macro_rules! conformance_suite {
             the_resource_guard_admits_one_running_exclusive_operation,
             due_for_expiry_finds_lapsed_leases_and_deadlines,
             retention_deletes_exactly_the_expired_done_operations,
+            retention_is_announced_to_subscribers,
             a_closed_store_refuses_calls
         );
     };
@@ -714,4 +715,34 @@ pub async fn retention_deletes_exactly_the_expired_done_operations(store: Arc<dy
     // A deleted operation's idempotency key is free again.
     let reused = with_key(sample(50), "alice", "k0");
     assert_eq!(store.insert(&reused).await.unwrap(), Inserted::Created);
+}
+
+pub async fn retention_is_announced_to_subscribers(store: Arc<dyn OperationStore>) {
+    let mut changes = store.subscribe();
+    let base = 1_700_000_000_000_000_000i64;
+    let mut op = sample(1);
+    op.modified_at = at(base);
+    store.insert(&op).await.unwrap();
+    store.compare_and_swap(&done(&op, 1)).await.unwrap();
+    // Nothing deleted: nothing to announce. Then one deletion, announced with its cutoff.
+    assert_eq!(store.delete_done_before(at(base), 10).await.unwrap(), 0);
+    assert_eq!(
+        store.delete_done_before(at(base + 10), 10).await.unwrap(),
+        1
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let change = tokio::time::timeout_at(deadline, changes.recv())
+            .await
+            .expect("the purge was announced within 10 s")
+            .expect("the change stream stays open");
+        match change {
+            Change::Purged { before } => {
+                assert_eq!(before, at(base + 10), "only the deleting call is announced");
+                break;
+            }
+            Change::Committed { .. } => {}
+            Change::Resync => panic!("unexpected resync"),
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! with `opsd_core` and the store writes it only if nobody changed the operation
 //! in between (compare-and-set on `version`), so racing writers never both win.
 
+mod cache;
 pub mod conformance;
 mod memory;
 mod postgres;
@@ -17,6 +18,7 @@ mod sqlite;
 use async_trait::async_trait;
 use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
 
+pub use cache::CachingStore;
 pub use memory::MemoryStore;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
@@ -49,6 +51,9 @@ pub enum Change {
     /// This version of the operation was committed (by this process or, for a
     /// shared database, by any replica).
     Committed { id: OperationId, version: u64 },
+    /// Retention deleted done operations last changed before this time (some
+    /// of them, at least: deletion runs in batches).
+    Purged { before: Timestamp },
     /// Changes may have been missed (the notification connection dropped and
     /// came back): re-read whatever you are waiting on.
     Resync,
@@ -108,7 +113,8 @@ pub trait OperationStore: Send + Sync + 'static {
     ) -> Result<Vec<Operation>, StoreError>;
 
     /// Deletes up to `limit` done operations last changed before `cutoff`;
-    /// returns how many. Running operations are never deleted.
+    /// returns how many. Running operations are never deleted. When any were
+    /// deleted, subscribers (of every replica) hear [`Change::Purged`].
     async fn delete_done_before(
         &self,
         cutoff: Timestamp,

@@ -156,6 +156,9 @@ impl OperationStore for MemoryStore {
                 tables.idempotency.remove(&(op.created_by, idempotency.key));
             }
         }
+        if !expired.is_empty() {
+            let _ = self.changes.send(Change::Purged { before: cutoff });
+        }
         Ok(expired.len())
     }
 

@@ -24,6 +24,8 @@ use crate::sql::{self, Param};
 use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
 
 const CHANNEL: &str = "opsd_changes";
+/// Prefix of the notification retention sends; ids never contain a colon.
+const PURGED: &str = "purged:";
 /// Serializes schema migrations across replicas starting at once.
 const MIGRATION_LOCK: i64 = 0x6f70_7364_6d69_6772; // "opsdmigr"
 
@@ -305,8 +307,14 @@ async fn listen_once(
     }
 }
 
-/// `id:version`, as the write statements send it.
+/// `id:version`, as the write statements send it, or `purged:<unix nanos>`
+/// from retention.
 fn parse_notification(payload: &str) -> Option<Change> {
+    if let Some(before) = payload.strip_prefix(PURGED) {
+        return Some(Change::Purged {
+            before: Timestamp::from_unix_nanos(before.parse().ok()?),
+        });
+    }
     let (id, version) = payload.rsplit_once(':')?;
     let id = OperationId::parse("id", id).ok()?;
     Some(Change::Committed {
@@ -493,15 +501,21 @@ impl OperationStore for PostgresStore {
         limit: usize,
     ) -> Result<usize, StoreError> {
         let client = self.client().await?;
+        // The notification is part of the statement: every replica's cache
+        // hears of the deletion iff it committed.
         let statement = client
-            .prepare_cached(
-                "DELETE FROM operations WHERE id IN \
-                 (SELECT id FROM operations WHERE state = 2 AND modified_at < $1 LIMIT $2)",
-            )
+            .prepare_cached(&format!(
+                "WITH deleted AS (DELETE FROM operations WHERE id IN \
+                 (SELECT id FROM operations WHERE state = 2 AND modified_at < $1 LIMIT $2) \
+                 RETURNING 1), \
+                 announced AS (SELECT pg_notify('{CHANNEL}', '{PURGED}' || $1::text) \
+                 FROM (SELECT 1 FROM deleted LIMIT 1) AS any_deleted) \
+                 SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM announced)"
+            ))
             .await
             .map_err(classify)?;
-        let deleted = client
-            .execute(
+        let deleted: i64 = client
+            .query_one(
                 &statement,
                 &[
                     &cutoff.unix_nanos(),
@@ -509,8 +523,9 @@ impl OperationStore for PostgresStore {
                 ],
             )
             .await
-            .map_err(classify)?;
-        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+            .map_err(classify)?
+            .get(0);
+        Ok(usize::try_from(deleted).unwrap_or(0))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

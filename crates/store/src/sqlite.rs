@@ -92,12 +92,14 @@ impl SqliteOptions {
 
 enum Write {
     Insert(Operation),
+    Import(Vec<Operation>),
     Swap(Operation),
     DeleteDoneBefore { cutoff: Timestamp, limit: usize },
 }
 
 enum Written {
     Inserted(Inserted),
+    Imported(usize),
     Swapped(Swapped),
     Deleted(usize),
 }
@@ -158,6 +160,17 @@ impl SqliteStore {
         })
     }
 
+    /// Stores many new operations in one transaction and one sync: the fast
+    /// path for loading a store (benchmarks, migrations). Operations whose id
+    /// or idempotency key is taken are skipped; returns how many were stored.
+    /// Subscribers hear nothing of them.
+    pub async fn import(&self, operations: Vec<Operation>) -> Result<usize, StoreError> {
+        match self.write(Write::Import(operations)).await? {
+            Written::Imported(count) => Ok(count),
+            _ => unreachable!("the writer answers an import with Imported"),
+        }
+    }
+
     async fn write(&self, write: Write) -> Result<Written, StoreError> {
         let sender = self
             .writer
@@ -183,8 +196,10 @@ impl OperationStore for SqliteStore {
     }
 
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
-        let id = id.as_str().to_owned();
-        self.readers.run(move |conn| select_by_id(conn, &id)).await
+        // A lookup by primary key in a WAL database takes microseconds, less
+        // than handing it to the blocking pool and back; longer reads go there.
+        self.readers
+            .run_here(|conn| select_by_id(conn, id.as_str()))
     }
 
     async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
@@ -328,15 +343,18 @@ fn run_writer(
         }
         let results = commit_batch(&mut conn, &batch);
         for (request, result) in batch.iter().zip(&results) {
-            let written = match (&request.write, result) {
+            let change = match (&request.write, result) {
                 (Write::Insert(op), Ok(Written::Inserted(Inserted::Created)))
-                | (Write::Swap(op), Ok(Written::Swapped(Swapped::Swapped))) => op,
+                | (Write::Swap(op), Ok(Written::Swapped(Swapped::Swapped))) => Change::Committed {
+                    id: op.id.clone(),
+                    version: op.version,
+                },
+                (Write::DeleteDoneBefore { cutoff, .. }, Ok(Written::Deleted(n))) if *n > 0 => {
+                    Change::Purged { before: *cutoff }
+                }
                 _ => continue,
             };
-            let _ = changes.send(Change::Committed {
-                id: written.id.clone(),
-                version: written.version,
-            });
+            let _ = changes.send(change);
         }
         for (request, result) in batch.drain(..).zip(results) {
             // The caller may have gone away; its write is committed all the same.
@@ -374,6 +392,12 @@ fn apply_in_savepoint(tx: &mut Transaction<'_>, write: &Write) -> Result<Written
     let savepoint = tx.savepoint().map_err(classify)?;
     let result = match write {
         Write::Insert(op) => insert(&savepoint, op).map(Written::Inserted),
+        Write::Import(ops) => ops
+            .iter()
+            .try_fold(0, |created, op| {
+                Ok(created + usize::from(insert(&savepoint, op)? == Inserted::Created))
+            })
+            .map(Written::Imported),
         Write::Swap(op) => swap(&savepoint, op).map(Written::Swapped),
         Write::DeleteDoneBefore { cutoff, limit } => {
             delete_done_before(&savepoint, *cutoff, *limit).map(Written::Deleted)
@@ -601,6 +625,41 @@ struct Readers {
 }
 
 impl Readers {
+    /// Runs a short read on the calling thread.
+    fn run_here<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let conn = self.take()?;
+        let result = read(&conn);
+        self.put_back(conn);
+        result
+    }
+
+    fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open_connection(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY,
+                self.busy_timeout,
+            ),
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
+        if !self.closed.load(Ordering::SeqCst) {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+    }
+
     async fn run<T: Send + 'static>(
         self: &Arc<Self>,
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -615,23 +674,9 @@ impl Readers {
             if readers.closed.load(Ordering::SeqCst) {
                 return Err(StoreError::Closed);
             }
-            let idle = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let conn = match idle {
-                Some(conn) => conn,
-                None => open_connection(
-                    &readers.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY,
-                    readers.busy_timeout,
-                )?,
-            };
+            let conn = readers.take()?;
             let result = read(&conn);
-            if !readers.closed.load(Ordering::SeqCst) {
-                readers
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(conn);
-            }
+            readers.put_back(conn);
             result
         })
         .await

@@ -24,6 +24,21 @@ mod sqlite {
     opsd_store::conformance_suite!(open());
 }
 
+/// The cache of done operations in front of a durable store behaves as the
+/// store does.
+mod cached_sqlite {
+    use super::*;
+    use opsd_store::CachingStore;
+
+    async fn open() -> Option<(Arc<dyn OperationStore>, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap();
+        Some((Arc::new(CachingStore::new(Arc::new(store), 1 << 20)), dir))
+    }
+
+    opsd_store::conformance_suite!(open());
+}
+
 mod postgres {
     use super::*;
     use opsd_store::{PostgresOptions, PostgresStore};
@@ -87,6 +102,59 @@ mod postgres_replicas {
         }
         a.close().await.unwrap();
         b.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_operation_deleted_by_another_replica_is_gone() {
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let inner: Arc<dyn OperationStore> = Arc::new(
+            PostgresStore::open(PostgresOptions::new(&database.url))
+                .await
+                .unwrap(),
+        );
+        let cached = opsd_store::CachingStore::new(Arc::clone(&inner), 1 << 20);
+        let other = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let mut heard = cached.subscribe();
+
+        let mut op = sample(1);
+        op.modified_at = opsd_core::Timestamp::from_unix_nanos(1_000);
+        other.insert(&op).await.unwrap();
+        let mut finished = op.clone();
+        finished.version = 2;
+        finished.state = opsd_core::State::Done {
+            outcome: opsd_core::Outcome::Error(opsd_core::RpcStatus {
+                code: 13,
+                message: "broken".into(),
+                details: vec![],
+            }),
+            cancel_requested_at: None,
+        };
+        other.compare_and_swap(&finished).await.unwrap();
+        assert_eq!(cached.get(&op.id).await.unwrap(), Some(finished.clone()));
+        assert_eq!(cached.cached(), 1, "a done operation read once is cached");
+
+        let cutoff = opsd_core::Timestamp::from_unix_nanos(2_000);
+        assert_eq!(other.delete_done_before(cutoff, 10).await.unwrap(), 1);
+        loop {
+            if next_change(&mut heard).await == (Change::Purged { before: cutoff }) {
+                break;
+            }
+        }
+        // The cache heard it too (on its own subscription): bounded wait for it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while cached.get(&op.id).await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the deleted operation is still served after 10 s"
+            );
+            tokio::task::yield_now().await;
+        }
+        cached.close().await.unwrap();
+        other.close().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

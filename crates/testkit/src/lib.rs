@@ -91,7 +91,8 @@ fn shared_server() -> Result<&'static String, &'static str> {
         .map_err(String::as_str)
 }
 
-fn postgres_bin_dir() -> Option<PathBuf> {
+/// Where the installed PostgreSQL server binaries (and pgbench) are.
+pub fn postgres_bin_dir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("OPSD_TEST_POSTGRES_BIN") {
         return Some(PathBuf::from(dir));
     }
@@ -286,6 +287,17 @@ impl Cluster {
             .status()
             .expect("pg_ctl runs");
         assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+
+    /// The server's main process, while it runs (for pinning or killing it).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Stops the server at once, as a crash or an outage would.

@@ -87,10 +87,10 @@ pub fn interceptor(
 }
 
 #[allow(clippy::result_large_err)]
-fn caller<T>(request: &Request<T>) -> Result<Principal, Status> {
+fn caller<T>(request: &Request<T>) -> Result<Arc<Principal>, Status> {
     request
         .extensions()
-        .get::<Principal>()
+        .get::<Arc<Principal>>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }

@@ -18,7 +18,7 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// The authenticated caller. Every handler takes one, so each request is
 /// authenticated exactly once, before anything else is read.
-pub struct Caller(pub Principal);
+pub struct Caller(pub std::sync::Arc<Principal>);
 
 impl FromRequestParts<std::sync::Arc<super::Gateway>> for Caller {
     type Rejection = RestError;
