@@ -14,7 +14,6 @@ use opsd_core::{
 use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::operation as ycop;
 use opsd_store::{OperationStore, SqliteOptions, SqliteStore};
-use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::harness::{self, Binaries, Pinning, Plan, Server};
@@ -145,11 +144,17 @@ async fn load(
             if !is_expired && n % every == 0 && sample.len() < SAMPLE {
                 sample.push(id.to_string());
             }
-            // Live ones were created within the last half day, expired ones
-            // two days before that: a one-day retention tells them apart.
-            let age = rng.random_range(0..DAY_NANOS / 2);
+            // In creation order, as a store fills: live ones over the last
+            // half day, expired ones two days before that (a one-day
+            // retention tells them apart).
+            let (offset, count, index) = if is_expired {
+                (2 * DAY_NANOS + DAY_NANOS / 2, expired, n - live)
+            } else {
+                (DAY_NANOS / 2, live, n)
+            };
+            let step = DAY_NANOS / 2 / i64::try_from(count.max(1)).unwrap_or(i64::MAX);
             let created = Timestamp::from_unix_nanos(
-                now.unix_nanos() - age - if is_expired { 2 * DAY_NANOS } else { 0 },
+                now.unix_nanos() - offset + step * i64::try_from(index).unwrap_or(0),
             );
             batch.push(operation(id, created, is_expired || n % 10 != 0));
         }

@@ -7,6 +7,7 @@
 //! replica LISTENs and turns notifications into [`Change`]s. When the
 //! listening connection drops, it reconnects and announces [`Change::Resync`]
 //! so that waiters re-read instead of missing what happened in between.
+//! Changes waiting at the same moment commit together ([`batch`]).
 
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -18,6 +19,8 @@ use futures_util::StreamExt;
 use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
 use tokio::sync::{broadcast, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+mod batch;
 
 use crate::record::{COLUMNS, Record};
 use crate::sql::{self, Param};
@@ -93,6 +96,7 @@ impl PostgresOptions {
 
 pub struct PostgresStore {
     pool: Pool,
+    batcher: batch::Batcher,
     changes: broadcast::Sender<Change>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -151,7 +155,11 @@ impl PostgresStore {
                 ));
             }
         }
+        // A few transactions at once: enough to overlap one batch's statements
+        // with another's commit, few enough to leave connections for reads.
+        let lanes = (options.max_connections / 4).clamp(1, 4);
         Ok(Self {
+            batcher: batch::Batcher::start(pool.clone(), lanes),
             pool,
             changes,
             listener: Mutex::new(Some(listener)),
@@ -307,6 +315,33 @@ async fn listen_once(
     }
 }
 
+/// Inserts an operation unless its id, idempotency key or resource guard is
+/// taken, announcing it in the same statement.
+fn insert_statement() -> String {
+    format!(
+        "WITH inserted AS ( \
+           INSERT INTO operations ({COLUMNS}) VALUES \
+           ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+            $20, $21, $22, $23, $24, $25) \
+           ON CONFLICT DO NOTHING RETURNING id, version) \
+         SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
+    )
+}
+
+/// Swaps in the next version if the stored one is the one before it,
+/// announcing it in the same statement.
+fn swap_statement() -> String {
+    format!(
+        "WITH updated AS ( \
+           UPDATE operations SET version = $2::BIGINT, modified_at = $3, metadata_type_url = $4, \
+           metadata_value = $5, state = $6, cancel_requested_at = $7, response_type_url = $8, \
+           response_value = $9, error_code = $10, error_message = $11, error_details = $12, \
+           progress = $13, lease_expires_at = $14, expires_at = $15 \
+           WHERE id = $1 AND version = $2::BIGINT - 1 RETURNING id, version) \
+         SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM updated"
+    )
+}
+
 /// `id:version`, as the write statements send it, or `purged:<unix nanos>`
 /// from retention.
 fn parse_notification(payload: &str) -> Option<Change> {
@@ -326,55 +361,12 @@ fn parse_notification(payload: &str) -> Option<Change> {
 #[async_trait]
 impl OperationStore for PostgresStore {
     async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
-        let client = self.client().await?;
         let r = Record::from(operation);
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH inserted AS ( \
-                   INSERT INTO operations ({COLUMNS}) VALUES \
-                   ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                    $20, $21, $22, $23, $24, $25) \
-                   ON CONFLICT DO NOTHING RETURNING id, version) \
-                 SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
-            ))
-            .await
-            .map_err(classify)?;
-        let inserted = client
-            .execute(
-                &statement,
-                &[
-                    &r.id,
-                    &r.version,
-                    &r.description,
-                    &r.created_at,
-                    &r.created_by,
-                    &r.modified_at,
-                    &r.resource_id,
-                    &r.cancellation,
-                    &r.metadata_type_url,
-                    &r.metadata_value,
-                    &r.state,
-                    &r.cancel_requested_at,
-                    &r.response_type_url,
-                    &r.response_value,
-                    &r.error_code,
-                    &r.error_message,
-                    &r.error_details,
-                    &r.idempotency_key,
-                    &r.idempotency_fingerprint,
-                    &r.progress,
-                    &r.deadline,
-                    &r.lease_expires_at,
-                    &r.exclusive,
-                    &r.expires_at,
-                    &r.scope,
-                ],
-            )
-            .await
-            .map_err(classify)?;
+        let inserted = self.batcher.apply(batch::Change::Insert(r.clone())).await?;
         if inserted == 1 {
             return Ok(Inserted::Created);
         }
+        let client = self.client().await?;
         // A conflict: the idempotency key (checked first, it is the likely one) or the id.
         if let Some(key) = &r.idempotency_key {
             let statement = client
@@ -415,47 +407,13 @@ impl OperationStore for PostgresStore {
     }
 
     async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
-        let client = self.client().await?;
         let r = Record::from(next);
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH updated AS ( \
-                   UPDATE operations SET version = $2::BIGINT, modified_at = $3, metadata_type_url = $4, \
-                   metadata_value = $5, state = $6, cancel_requested_at = $7, response_type_url = $8, \
-                   response_value = $9, error_code = $10, error_message = $11, error_details = $12, \
-                   progress = $13, lease_expires_at = $14, expires_at = $15 \
-                   WHERE id = $1 AND version = $2::BIGINT - 1 RETURNING id, version) \
-                 SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM updated"
-            ))
-            .await
-            .map_err(classify)?;
-        let updated = client
-            .execute(
-                &statement,
-                &[
-                    &r.id,
-                    &r.version,
-                    &r.modified_at,
-                    &r.metadata_type_url,
-                    &r.metadata_value,
-                    &r.state,
-                    &r.cancel_requested_at,
-                    &r.response_type_url,
-                    &r.response_value,
-                    &r.error_code,
-                    &r.error_message,
-                    &r.error_details,
-                    &r.progress,
-                    &r.lease_expires_at,
-                    &r.expires_at,
-                ],
-            )
-            .await
-            .map_err(classify)?;
+        let updated = self.batcher.apply(batch::Change::Swap(r)).await?;
         if updated == 1 {
             return Ok(Swapped::Swapped);
         }
-        Ok(match select_by_id(&client, &r.id).await? {
+        let client = self.client().await?;
+        Ok(match select_by_id(&client, next.id.as_str()).await? {
             Some(current) => Swapped::Stale(current),
             None => Swapped::Missing,
         })

@@ -157,6 +157,44 @@ mod postgres_replicas {
         other.close().await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_write_does_not_fail_the_writes_committed_with_it() {
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let store = Arc::new(
+            PostgresStore::open(PostgresOptions::new(&database.url))
+                .await
+                .unwrap(),
+        );
+        // PostgreSQL refuses NUL in text (opsd's validation refuses it earlier;
+        // here it stands for any statement the database rejects).
+        let mut bad = sample(1_000);
+        bad.description = "nul \0 byte".into();
+        let mut writes = Vec::new();
+        for n in 0..64 {
+            let store = Arc::clone(&store);
+            let op = if n == 32 { bad.clone() } else { sample(n) };
+            writes.push(tokio::spawn(async move {
+                (op.clone(), store.insert(&op).await)
+            }));
+        }
+        for write in writes {
+            let (op, result) = write.await.unwrap();
+            if op.id == bad.id {
+                assert!(
+                    matches!(result, Err(opsd_store::StoreError::Unavailable(_))),
+                    "{result:?}"
+                );
+                assert_eq!(store.get(&op.id).await.unwrap(), None);
+            } else {
+                assert_eq!(result, Ok(opsd_store::Inserted::Created));
+                assert_eq!(store.get(&op.id).await.unwrap(), Some(op));
+            }
+        }
+        store.close().await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replicas_starting_together_migrate_once() {
         let Some(database) = opsd_testkit::postgres().await else {
