@@ -237,6 +237,32 @@ async fn a_watcher_sees_every_state_up_to_done() {
     assert!(watching.changed().await.is_done());
 }
 
+/// Regression: joining an operation that others already watch used to start
+/// from their shared state, which the change fan-out updates only after the
+/// write is acknowledged; a consumer told of a completion could then Wait or
+/// Watch and be answered "running". (On this current-thread runtime the
+/// fan-out task cannot run between the completion and the calls below.)
+#[tokio::test]
+async fn joining_watchers_start_from_the_latest_acknowledged_state() {
+    let (service, _) = service();
+    let op = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+    let _earlier = service.watch(&alice(), &op.id).await.unwrap();
+    let done = service
+        .complete(&alice(), &op.id, response(3))
+        .await
+        .unwrap();
+    let mut joined = service.watch(&alice(), &op.id).await.unwrap();
+    assert_eq!(*joined.current_and_mark_seen(), done);
+    let waited = service
+        .wait(&alice(), &op.id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(*waited, done);
+}
+
 #[tokio::test]
 async fn lapsed_leases_and_deadlines_are_completed_exactly_once() {
     let (service, clock) = service();

@@ -5,7 +5,8 @@
 //! `tokio::sync::watch` channel shared by all of that operation's watchers:
 //! a change costs one store read however many watch it, idle watchers cost
 //! nothing, and a slow watcher only ever sees the latest state (a watch
-//! channel keeps one value) instead of holding writers back.
+//! channel keeps one value) instead of holding writers back. Starting to
+//! watch costs one read, like a Get, so that no watcher starts behind.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,24 +89,26 @@ impl Watchers {
     }
 
     /// Starts watching an operation; NOT_FOUND when it does not exist.
+    ///
+    /// The first state is read from the store even when others already watch
+    /// the operation: their shared state may not yet reflect a change that was
+    /// acknowledged before this call began (the dispatcher re-reads after the
+    /// commit, and on a shared database another replica's notification takes
+    /// its time), and a watcher must never start from a state older than one
+    /// a call that ended before it already returned.
     pub async fn watch(self: &Arc<Self>, id: &OperationId) -> Result<Watching, Error> {
-        // Joining operations already watched costs no store read: their state is
-        // kept current by the dispatcher.
-        if let Some(receiver) = self.join(id) {
-            return Ok(self.watching(id, receiver));
-        }
         let op = self
             .store
             .get(id)
             .await?
             .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
-        let receiver = {
+        let (receiver, joined) = {
             let mut entries = self.lock();
             match entries.get_mut(id) {
                 Some(entry) => {
                     entry.watchers += 1;
                     publish(&entry.latest, op);
-                    entry.latest.subscribe()
+                    (entry.latest.subscribe(), true)
                 }
                 None => {
                     let (latest, receiver) = watch::channel(Arc::new(op));
@@ -116,22 +119,17 @@ impl Watchers {
                             watchers: 1,
                         },
                     );
-                    receiver
+                    (receiver, false)
                 }
             }
         };
         let watching = self.watching(id, receiver);
-        // A change committed between the read above and the registration was
-        // not dispatched to us: read once more now that we are registered.
-        self.refresh(id.clone()).await;
+        if !joined {
+            // A change committed between the read above and the registration
+            // was dispatched to nobody: read once more now that we are registered.
+            self.refresh(id.clone()).await;
+        }
         Ok(watching)
-    }
-
-    fn join(&self, id: &OperationId) -> Option<watch::Receiver<Arc<Operation>>> {
-        let mut entries = self.lock();
-        let entry = entries.get_mut(id)?;
-        entry.watchers += 1;
-        Some(entry.latest.subscribe())
     }
 
     fn watching(
