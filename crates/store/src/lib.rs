@@ -8,6 +8,7 @@
 //! in between (compare-and-set on `version`), so racing writers never both win.
 
 pub mod conformance;
+pub mod faults;
 mod memory;
 mod postgres;
 mod record;
