@@ -2,9 +2,8 @@
 //! driven by the opsd client. Each rule of design.md §3 built so far is pinned
 //! with its exact status code.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use opsd_client::{CancellationPolicy, Client, ClientError, Completion, NewOperation, pack_struct};
@@ -13,6 +12,7 @@ use opsd_service::{OperationService, ServiceConfig};
 use opsd_store::{OperationStore, SqliteOptions, SqliteStore};
 use tokio::sync::oneshot;
 
+use crate::process::Process;
 use crate::support::Listening;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -424,65 +424,6 @@ async fn a_used_idempotency_key_returns_the_same_operation() {
         Code::FailedPrecondition
     );
     server.stop().await;
-}
-
-/// A real opsd process on a fresh port, its data in `data_dir`.
-struct Process {
-    child: Child,
-    endpoint: String,
-}
-
-impl Process {
-    fn start(data_dir: &std::path::Path) -> Self {
-        Self::start_with(&["--data-dir", data_dir.to_str().unwrap()])
-    }
-
-    fn start_with(args: &[&str]) -> Self {
-        let listen: &[&str] = if args.contains(&"--listen") {
-            &[]
-        } else {
-            &["--listen", "127.0.0.1:0"]
-        };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_opsd"))
-            .args(listen)
-            .args(args)
-            .env("OPSD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let endpoint = loop {
-            let line = lines.next().expect("opsd exited before listening").unwrap();
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, endpoint }
-    }
-
-    /// SIGTERM, then waits off the runtime thread: the server's graceful
-    /// shutdown needs this process's client connections to answer its GOAWAY.
-    async fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = tokio::task::spawn_blocking(move || self.child.wait().unwrap())
-            .await
-            .unwrap();
-        assert!(exit.success(), "clean shutdown exits 0, got {exit}");
-    }
-
-    async fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        tokio::task::spawn_blocking(move || self.child.wait().unwrap())
-            .await
-            .unwrap();
-    }
 }
 
 async fn write_some_operations(client: &Client) -> Vec<opsd_client::Operation> {
@@ -1830,7 +1771,7 @@ async fn the_server_reloads_a_replaced_certificate() {
     let (new_ca, _, _) = replacement.write_to(new_dir.path());
     replacement.write_to(dir.path());
     let hangup = Command::new("kill")
-        .args(["-HUP", &server.child.id().to_string()])
+        .args(["-HUP", &server.pid().to_string()])
         .status()
         .unwrap();
     assert!(hangup.success());
