@@ -2,5 +2,7 @@
 
 mod auth;
 mod grpc;
+mod history;
+mod process;
 mod rest;
 mod support;
