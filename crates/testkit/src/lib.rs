@@ -293,9 +293,17 @@ impl Cluster {
             .arg(&self.data)
             .args(args)
             .stdout(Stdio::null())
-            .status()
+            .output()
             .expect("pg_ctl runs");
-        assert!(status.success(), "pg_ctl {args:?} failed");
+        if !status.status.success() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "pg_ctl {args:?} failed: {}\nserver log, last lines first:\n{}",
+                String::from_utf8_lossy(&status.stderr),
+                tail.join("\n")
+            );
+        }
     }
 
     /// Stops the server at once, as a crash or an outage would.
@@ -327,6 +335,9 @@ impl Cluster {
     /// the database machine would, and waits until they are gone. The data
     /// directory is left as the crash left it; [`Cluster::start`] recovers it.
     pub fn kill_9(&self) {
+        // Stopped first, the postmaster forks no backend behind our back.
+        let postmaster = self.processes()[0];
+        signal(&[postmaster], "STOP");
         let pids = self.processes();
         signal(&pids, "KILL");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -336,6 +347,20 @@ impl Cluster {
                 "postgres processes {pids:?} outlived SIGKILL for 30 s"
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Until init reaps it, the dead postmaster's pid still answers kill -0,
+        // and a new postmaster would take the lock file for a live one. It is
+        // dead: clear the lock, as an operator would after a crash.
+        if stat_fields(pids[0]).is_some() {
+            let _ = std::fs::remove_file(self.data.join("postmaster.pid"));
+            let socket_locks = std::fs::read_dir(self.base.join("socket"))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".lock"));
+            for lock in socket_locks {
+                let _ = std::fs::remove_file(lock.path());
+            }
         }
     }
 

@@ -22,16 +22,7 @@ use opsd_proto::yandex::cloud::operation::operation::Result as WireOutcome;
 use rand::Rng;
 
 use crate::process::Process;
-
-/// A size from the environment, or the default.
-pub fn env_size(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}")),
-        Err(_) => default,
-    }
-}
+use crate::support::env_size;
 
 /// Records calls against the replicas of one deployment.
 struct Recorder {

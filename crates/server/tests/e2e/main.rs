@@ -1,6 +1,7 @@
 //! End-to-end tests of the opsd server: real listeners on port 0, real clients.
 
 mod auth;
+mod crash;
 mod grpc;
 mod history;
 mod process;
