@@ -16,6 +16,10 @@ use opsd_core::{Error, Operation, OperationId};
 use opsd_store::{Change, OperationStore};
 use tokio::sync::{broadcast, watch};
 
+/// The longest a watcher waits between re-reads while the store fails, so
+/// that it hears of changes within about a second of the store's return.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 pub struct Watchers {
     store: Arc<dyn OperationStore>,
     entries: Mutex<HashMap<OperationId, Entry>>,
@@ -189,7 +193,9 @@ impl Watchers {
         }
     }
 
-    /// A store outage must not leave watchers on a stale state for good.
+    /// A store outage must not leave watchers on a stale state for good, nor
+    /// for long once the store is back: retries back off to at most
+    /// [`MAX_RETRY_DELAY`] apart.
     async fn refresh_with_retries(self: Arc<Self>, id: OperationId) {
         let mut delay = Duration::from_millis(100);
         while !self.refresh(id.clone()).await {
@@ -197,7 +203,7 @@ impl Watchers {
                 return;
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
         }
     }
 }
