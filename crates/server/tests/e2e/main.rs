@@ -2,6 +2,7 @@
 
 mod auth;
 mod crash;
+mod faults;
 mod grpc;
 mod history;
 mod process;

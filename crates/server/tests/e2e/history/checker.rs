@@ -120,6 +120,10 @@ fn outcome(op: &OpsdOperation) -> Option<&WireOutcome> {
     op.operation.as_ref().and_then(|o| o.result.as_ref())
 }
 
+fn final_outcome_of(done: Option<&OpsdOperation>) -> Option<&WireOutcome> {
+    done.and_then(outcome)
+}
+
 fn is_cancelled(outcome: &WireOutcome) -> bool {
     matches!(outcome, WireOutcome::Error(status) if status.code == CANCELLED)
 }
@@ -315,14 +319,24 @@ fn check_operation(events: &[&Event], tolerated: &[Code], violations: &mut Vec<S
 
     // 4. Answers agree with the outcome; refusals are justified.
     let final_outcome = done.and_then(outcome);
-    // The calls that may have made the operation done, earliest start first.
-    let winner_start = states
+    // When the first call that may have made the operation done began: one
+    // that answered the done state, or one whose answer was lost (a tolerated
+    // error) asking for the outcome that won.
+    let winner_start = events
         .iter()
-        .filter(|(e, op)| {
-            matches!(e.call, Call::Complete(_) | Call::Cancel)
-                && done.is_some_and(|done| is_done(op) && same_state(op, done))
+        .filter(|e| match (&e.call, &e.answer) {
+            (Call::Complete(_) | Call::Cancel, Answer::State(op)) => {
+                done.is_some_and(|done| is_done(op) && same_state(op, done))
+            }
+            (Call::Complete(asked), Answer::Failed(code)) => {
+                tolerated.contains(code) && final_outcome_of(done) == Some(asked)
+            }
+            (Call::Cancel, Answer::Failed(code)) => {
+                tolerated.contains(code) && final_outcome_of(done).is_some_and(is_cancelled)
+            }
+            _ => false,
         })
-        .map(|(e, _)| e.start)
+        .map(|e| e.start)
         .min();
     let mut contested = false;
     for event in events {
