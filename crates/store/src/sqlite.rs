@@ -77,6 +77,10 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// How long a connection waits for a lock held by another process.
     pub busy_timeout: Duration,
+    /// Caps the database at this many pages (SQLite's `max_page_count`):
+    /// writes that would grow it further fail as on a full disk. Tests use it
+    /// where they cannot fill a real filesystem.
+    pub max_page_count: Option<u64>,
 }
 
 impl SqliteOptions {
@@ -86,6 +90,7 @@ impl SqliteOptions {
             readers: 4,
             max_batch: 512,
             busy_timeout: Duration::from_secs(5),
+            max_page_count: None,
         }
     }
 }
@@ -134,6 +139,10 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(classify)?;
         migrate(&mut conn)?;
+        if let Some(pages) = options.max_page_count {
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(classify)?;
+        }
 
         let (sender, receiver) = mpsc::channel();
         let max_batch = options.max_batch.max(1);

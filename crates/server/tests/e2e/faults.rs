@@ -769,3 +769,289 @@ async fn a_frozen_database_answers_unavailable_within_the_store_timeout() {
     create(&client, NewOperation::new("after")).await;
     server.terminate().await;
 }
+
+/// A small tmpfs the test mounts (and unmounts when dropped).
+struct SmallFilesystem {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    /// `Err` with the reason when this machine does not let us mount.
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("small");
+        std::fs::create_dir(&path).map_err(|e| e.to_string())?;
+        let output = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(Self { path, _dir: dir })
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Fills `path`'s filesystem with a file until it refuses more.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut written = 0;
+    for chunk in [1 << 20, 4096, 1] {
+        let block = vec![0xa5u8; chunk];
+        while file.write_all(&block).is_ok() && file.sync_all().is_ok() {
+            written += chunk as u64;
+        }
+    }
+    written
+}
+
+fn big_metadata(n: usize) -> prost_types::Any {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert(
+        "ballast".to_owned(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue(format!(
+                "{n:08}{}",
+                "x".repeat(16 * 1024)
+            ))),
+        },
+    );
+    opsd_client::pack_struct(&prost_types::Struct { fields })
+}
+
+/// Creates operations (with big metadata) from 8 concurrent writers, so
+/// that commits carry several writes, until writes keep failing; every
+/// failure must be UNAVAILABLE. Returns what was acknowledged and how many
+/// writes were refused.
+async fn write_until_full(client: &Client) -> (Vec<opsd_client::OpsdOperation>, usize) {
+    const WRITERS: usize = 8;
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (client, refused) = (client.clone(), Arc::clone(&refused));
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for n in (writer..20_000).step_by(WRITERS) {
+                    if refused.load(Ordering::SeqCst) >= 20 {
+                        break;
+                    }
+                    let new = NewOperation {
+                        metadata: Some(big_metadata(n)),
+                        ..NewOperation::new(format!("filling {n}"))
+                    };
+                    match client.create(new).await {
+                        // After a refusal, a checkpoint may have freed room: fine.
+                        Ok(op) => acknowledged.push(op),
+                        Err(e) => {
+                            assert_eq!(
+                                code::<()>(Err(e)),
+                                Code::Unavailable,
+                                "a full disk is retryable"
+                            );
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the disk did not fill in 2 minutes"
+                    );
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    let refused = refused.load(Ordering::SeqCst);
+    assert!(refused >= 20, "writes never failed");
+    (acknowledged, refused)
+}
+
+async fn assert_all_there(client: &Client, acknowledged: &[opsd_client::OpsdOperation]) {
+    for op in acknowledged {
+        assert_eq!(&client.get_details(&id_of(op)).await.unwrap(), op);
+    }
+}
+
+/// Retries a create until it succeeds; returns how long that took.
+async fn until_writable(client: &Client) -> (opsd_client::OpsdOperation, Duration) {
+    let started = Instant::now();
+    loop {
+        match client.create(NewOperation::new("space is back")).await {
+            Ok(op) => return (op, started.elapsed()),
+            Err(e) => {
+                assert_eq!(code::<()>(Err(e)), Code::Unavailable);
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "writes did not resume"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// SQLite's data directory fills up: writes fail with UNAVAILABLE (no panic,
+/// no crash, no corruption), reads are still served, and writes resume by
+/// themselves once space returns, with everything acknowledged intact (also
+/// after a kill -9 and a restart). The test mounts a small tmpfs for the data
+/// directory; where mounting is not allowed it caps the database with
+/// SQLite's max_page_count instead (same SQLITE_FULL path, in process), and
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_writes_cleanly_and_they_resume_when_space_returns() {
+    let forced_fallback = std::env::var("OPSD_FULL_DISK_FALLBACK").as_deref() == Ok("1");
+    let mounted = if forced_fallback {
+        Err("OPSD_FULL_DISK_FALLBACK=1".to_owned())
+    } else {
+        SmallFilesystem::mount("16m")
+    };
+    match mounted {
+        Ok(filesystem) => full_tmpfs(filesystem).await,
+        Err(reason) => {
+            eprintln!(
+                "full disk: cannot mount a tmpfs ({reason}); capping the database with max_page_count instead"
+            );
+            full_page_cap().await;
+        }
+    }
+}
+
+async fn full_tmpfs(filesystem: SmallFilesystem) {
+    let data = filesystem.path.join("data");
+    // Room opsd cannot have until the test gives it back.
+    let reserve = filesystem.path.join("reserve");
+    std::fs::write(&reserve, vec![0u8; 4 << 20]).unwrap();
+    let mut server = Process::start(&data);
+    let client = Client::connect(&server.endpoint).await.unwrap();
+
+    let (mut acknowledged, refused) = write_until_full(&client).await;
+    // Whatever opsd left, take it, so that no write can succeed by luck.
+    let filler = filesystem.path.join("filler");
+    fill(&filler);
+    // Full: writes fail promptly with UNAVAILABLE (one may still fit where
+    // SQLite reuses room its write-ahead log already has: then it counts).
+    let mut refused_when_full = 0;
+    for _ in 0..10 {
+        let started = Instant::now();
+        match client.create(NewOperation::new("no room")).await {
+            Ok(op) => acknowledged.push(op),
+            Err(e) => {
+                assert_eq!(code::<()>(Err(e)), Code::Unavailable);
+                refused_when_full += 1;
+            }
+        }
+        let first = id_of(&acknowledged[0]);
+        match client.complete(&first, response("no room")).await {
+            Ok(done) => acknowledged[0] = done,
+            Err(e) => {
+                assert_eq!(code::<()>(Err(e)), Code::Unavailable);
+                refused_when_full += 1;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    assert!(refused_when_full > 0, "nothing was refused on a full disk");
+    // Reads go on.
+    assert_all_there(&client, &acknowledged).await;
+    assert!(client.list(Default::default()).await.is_ok());
+    assert!(server.is_running(), "opsd survives a full disk");
+
+    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&reserve).unwrap();
+    let (op, resumed) = until_writable(&client).await;
+    acknowledged.push(op);
+    assert_all_there(&client, &acknowledged).await;
+
+    // Crashed now, the database is intact and everything is still there.
+    server.kill_9().await;
+    let check: String = rusqlite::Connection::open(data.join("opsd.db"))
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    server = Process::start(&data);
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    assert_all_there(&client, &acknowledged).await;
+    eprintln!(
+        "full disk (tmpfs of 16 MiB): {} operations acknowledged, {} writes refused with UNAVAILABLE, \
+         writes resumed {resumed:?} after space returned, integrity ok after kill -9",
+        acknowledged.len(),
+        refused + refused_when_full
+    );
+    server.terminate().await;
+    drop(filesystem);
+}
+
+async fn full_page_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("opsd.db");
+    let store: Arc<dyn OperationStore> = Arc::new(
+        SqliteStore::open(SqliteOptions {
+            max_page_count: Some(1024),
+            ..SqliteOptions::new(&path)
+        })
+        .unwrap(),
+    );
+    let service = Arc::new(OperationService::new(
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        ServiceConfig {
+            retention: Duration::ZERO,
+            ..ServiceConfig::default()
+        },
+    ));
+    let mut listening = Listening::start(Arc::clone(&service), Default::default()).await;
+    let client = Client::connect(&listening.address.to_string())
+        .await
+        .unwrap();
+
+    let (acknowledged, refused) = write_until_full(&client).await;
+    assert_all_there(&client, &acknowledged).await;
+    // Space returns: the retention collector deletes what is done.
+    let (done, running) = acknowledged.split_at(acknowledged.len() / 2);
+    for op in done {
+        // Completing rewrites rows in place; on a full database some may fail.
+        let _ = client.complete(&id_of(op), response("collect me")).await;
+    }
+    service.collect_garbage().await.unwrap();
+    let (op, resumed) = until_writable(&client).await;
+    let mut kept: Vec<_> = Vec::new();
+    for op in running.iter().chain([&op]) {
+        kept.push(op.clone());
+    }
+    assert_all_there(&client, &kept).await;
+    listening.stop().await;
+    store.close().await.unwrap();
+    let check: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    eprintln!(
+        "full disk (max_page_count): {} operations acknowledged, {refused} writes refused with \
+         UNAVAILABLE, writes resumed {resumed:?} after space returned",
+        acknowledged.len()
+    );
+}

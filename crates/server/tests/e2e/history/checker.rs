@@ -793,4 +793,36 @@ mod tests {
             "{found:?}"
         );
     }
+
+    #[test]
+    fn a_winner_whose_answer_was_lost_justifies_refusals() {
+        // The completion was applied but answered UNAVAILABLE; the cancel that
+        // lost ended before the completion's retry began.
+        let events = vec![
+            event(Call::Create, 0, 1, running()),
+            event(
+                Call::Complete(response("a")),
+                2,
+                3,
+                Answer::Failed(Code::Unavailable),
+            ),
+            event(Call::Cancel, 3, 4, Answer::Failed(Code::FailedPrecondition)),
+            event(
+                Call::Complete(response("a")),
+                5,
+                6,
+                done_with(response("a"), 10),
+            ),
+        ];
+        assert_eq!(
+            check(&events, &[Code::Unavailable]).violations,
+            Vec::<String>::new()
+        );
+        // Without the lost answer, the refusal came before any winner began.
+        let found = check(&[&events[..1], &events[2..]].concat(), &[]).violations;
+        assert!(
+            found.iter().any(|v| v.contains("before any winning call")),
+            "{found:?}"
+        );
+    }
 }
