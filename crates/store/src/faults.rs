@@ -108,7 +108,7 @@ struct Decision {
 
 impl Faults {
     pub fn new() -> Arc<Self> {
-        Self::with_seed(0x5eed_0f_fa17)
+        Self::with_seed(0x5eed_f417)
     }
 
     /// Random choices (for [`Faults::inject_sometimes`]) follow `seed`.

@@ -581,9 +581,11 @@ async fn check_round(
     ledger: &Mutex<Ledger>,
     figures: &mut Figures,
 ) {
-    let mut ledger = ledger.lock().unwrap();
-    figures.acknowledged_writes = ledger.acknowledged_writes;
-    let problems = verify(client, &mut ledger, figures).await;
+    // The producers are done: the ledger is ours until the next storm.
+    let mut taken = std::mem::take(&mut *ledger.lock().unwrap());
+    figures.acknowledged_writes = taken.acknowledged_writes;
+    let problems = verify(client, &mut taken, figures).await;
+    *ledger.lock().unwrap() = taken;
     assert!(
         problems.is_empty(),
         "{backend} round {round}: {} problems, the first ones:\n{}\nopsd log:\n{}",

@@ -97,11 +97,7 @@ async fn every_call(server: &Faulty, id: &str) -> Vec<(&'static str, Code)> {
     let c = &server.client;
     let mut watch = c.watch(id).await;
     let watched = match &mut watch {
-        Ok(stream) => stream
-            .message()
-            .await
-            .map(|_| ())
-            .map_err(|s| ClientError::Rpc(s)),
+        Ok(stream) => stream.message().await.map(|_| ()).map_err(ClientError::Rpc),
         Err(_) => watch.map(|_| ()),
     };
     vec![

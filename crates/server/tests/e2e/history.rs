@@ -154,7 +154,7 @@ async fn race(recorder: Arc<Recorder>, n: usize) {
     }
     let r = &recorder;
     let id = id.as_str();
-    let twice = n % 4 == 0;
+    let twice = n.is_multiple_of(4);
     tokio::join!(
         r.unary(id, Call::Cancel, |c| async move {
             c.cancel(id).await.map(checker::cloud_view)

@@ -341,13 +341,11 @@ fn check_operation(events: &[&Event], tolerated: &[Code], violations: &mut Vec<S
     let mut contested = false;
     for event in events {
         match (&event.call, &event.answer) {
-            (Call::Complete(asked), Answer::State(op)) => {
-                if outcome(op) != Some(asked) {
-                    violations.push(format!(
-                        "an acknowledged completion asking for {asked:?} answered {:?}",
-                        outcome(op)
-                    ));
-                }
+            (Call::Complete(asked), Answer::State(op)) if outcome(op) != Some(asked) => {
+                violations.push(format!(
+                    "an acknowledged completion asking for {asked:?} answered {:?}",
+                    outcome(op)
+                ));
             }
             (Call::Cancel, Answer::State(op)) => {
                 let fine = match outcome(op) {
