@@ -572,6 +572,36 @@ fn report(backend: &str, figures: &Figures, ledger: &Ledger, elapsed: Duration) 
     );
 }
 
+/// Waits until no opsd session is left in the database (opsd names its
+/// connections `opsd`).
+async fn until_sessions_end(admin_url: &str) {
+    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sessions: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'opsd'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sessions == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sessions} sessions of a killed opsd outlived it by 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(client);
+    let _ = connection.await;
+}
+
 /// Checks the ledger through `client`, counting the round when all is well.
 async fn check_round(
     backend: &str,
@@ -648,6 +678,12 @@ async fn acknowledged_writes_survive_kill_9_of_opsd_and_postgres_in_a_write_stor
         .await;
         if matches!(kill, Kill::Database | Kill::Both) {
             tokio::task::block_in_place(|| cluster.start());
+        }
+        if matches!(kill, Kill::Opsd) {
+            // A statement the dead process sent may still be running in the
+            // database and commit later: such a write is one of the ambiguous
+            // ones, and the check must come after it settled.
+            until_sessions_end(&url).await;
         }
         let recovered = if matches!(kill, Kill::Database) {
             // opsd stayed up through the database's crash and serves again by itself.
