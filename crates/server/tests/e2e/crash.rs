@@ -318,7 +318,7 @@ async fn produce(
 }
 
 /// Every stored operation, through List.
-async fn list_all(client: &Client) -> Result<Vec<OpsdOperation>, ClientError> {
+pub async fn list_all(client: &Client) -> Result<Vec<OpsdOperation>, ClientError> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     for _ in 0..100_000 {

@@ -506,15 +506,7 @@ async fn random_store_faults_under_load_leave_consistent_histories() {
     let injected = server.faults.injected();
 
     // Afterwards: each operation done, once, as the history says.
-    let listed = server
-        .client
-        .list(opsd_client::ListOperationsRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .operations;
+    let listed = crate::crash::list_all(&server.client).await.unwrap();
     assert_eq!(
         listed.len(),
         operations,
