@@ -6,14 +6,16 @@
 //! a change costs one store read however many watch it, idle watchers cost
 //! nothing, and a slow watcher only ever sees the latest state (a watch
 //! channel keeps one value) instead of holding writers back. Starting to
-//! watch costs one read, like a Get, so that no watcher starts behind.
+//! watch reads the store, like a Get, so that no watcher starts behind; the
+//! watchers that arrive together share that read (see [`SharedReads`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opsd_core::{Error, Operation, OperationId};
-use opsd_store::{Change, OperationStore};
+use opsd_store::{Change, OperationStore, StoreError};
 use tokio::sync::{broadcast, watch};
 
 /// The longest a watcher waits between re-reads while the store fails, so
@@ -23,6 +25,22 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 pub struct Watchers {
     store: Arc<dyn OperationStore>,
     entries: Mutex<HashMap<OperationId, Entry>>,
+    /// Per operation being read for new watchers: the shared reads and how
+    /// many callers use them.
+    reads: Mutex<HashMap<OperationId, (Arc<SharedReads>, usize)>>,
+}
+
+/// Store reads of one operation, shared by callers: a caller may use a read
+/// only if it began after the caller arrived (so it reflects everything
+/// acknowledged before the call), and one read serves every caller that
+/// arrived before it began. Thousands of watchers starting at once cost a
+/// few reads, one at a time, instead of one each.
+#[derive(Default)]
+struct SharedReads {
+    /// Callers so far; a read records the count when it begins.
+    arrivals: AtomicU64,
+    /// The last read: the arrivals it covers, and what it found.
+    last: tokio::sync::Mutex<Option<(u64, Result<Option<Operation>, StoreError>)>>,
 }
 
 struct Entry {
@@ -77,6 +95,7 @@ impl Watchers {
         let watchers = Arc::new(Self {
             store: Arc::clone(&store),
             entries: Mutex::default(),
+            reads: Mutex::default(),
         });
         let changes = store.subscribe();
         let task = tokio::spawn(Arc::clone(&watchers).dispatch(changes));
@@ -102,8 +121,7 @@ impl Watchers {
     /// a call that ended before it already returned.
     pub async fn watch(self: &Arc<Self>, id: &OperationId) -> Result<Watching, Error> {
         let op = self
-            .store
-            .get(id)
+            .fresh_read(id)
             .await?
             .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
         let (receiver, joined) = {
@@ -134,6 +152,30 @@ impl Watchers {
             self.refresh(id.clone()).await;
         }
         Ok(watching)
+    }
+
+    /// The operation as stored at some moment after this call began, from a
+    /// read shared with the callers that arrived before that read began.
+    async fn fresh_read(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        let (shared, arrival) = {
+            let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            let (shared, users) = reads.entry(id.clone()).or_default();
+            *users += 1;
+            let arrival = shared.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
+            (Arc::clone(shared), arrival)
+        };
+        // Leaves the map when the last user is done (or dropped mid-read).
+        let _user = ReadUser { watchers: self, id };
+        let mut last = shared.last.lock().await;
+        if let Some((covered, found)) = last.as_ref()
+            && *covered >= arrival
+        {
+            return found.clone();
+        }
+        let covered = shared.arrivals.load(Ordering::SeqCst);
+        let found = self.store.get(id).await;
+        *last = Some((covered, found.clone()));
+        found
     }
 
     fn watching(
@@ -204,6 +246,28 @@ impl Watchers {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_RETRY_DELAY);
+        }
+    }
+}
+
+/// One caller of [`Watchers::fresh_read`]; the last one out removes the entry.
+struct ReadUser<'a> {
+    watchers: &'a Watchers,
+    id: &'a OperationId,
+}
+
+impl Drop for ReadUser<'_> {
+    fn drop(&mut self) {
+        let mut reads = self
+            .watchers
+            .reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, users)) = reads.get_mut(self.id) {
+            *users -= 1;
+            if *users == 0 {
+                reads.remove(self.id);
+            }
         }
     }
 }
