@@ -394,8 +394,9 @@ pub struct Config {
     #[arg(long, env = "OPSD_POSTGRES_MAX_CONNECTIONS", default_value_t = 16)]
     pub postgres_max_connections: usize,
 
-    /// How long a request waits for the database (connection, lock or statement)
-    /// before failing with UNAVAILABLE.
+    /// The longest a request waits for the database (connection, lock and
+    /// statements together) before failing with UNAVAILABLE, also when the
+    /// database stops answering altogether.
     #[arg(long, env = "OPSD_STORE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub store_timeout: Duration,
 

@@ -129,7 +129,8 @@ pub async fn router(
         .add_service(opsd)
         .add_service(producers)
         .prepare()
-        .into_axum_router();
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(grpc::deadline::enforce));
     let scrape = {
         let service = Arc::clone(&service);
         axum::routing::get(move || async move {

@@ -237,6 +237,69 @@ async fn a_watcher_sees_every_state_up_to_done() {
     assert!(watching.changed().await.is_done());
 }
 
+/// Regression: joining an operation that others already watch used to start
+/// from their shared state, which the change fan-out updates only after the
+/// write is acknowledged; a consumer told of a completion could then Wait or
+/// Watch and be answered "running". (On this current-thread runtime the
+/// fan-out task cannot run between the completion and the calls below.)
+#[tokio::test]
+async fn joining_watchers_start_from_the_latest_acknowledged_state() {
+    let (service, _) = service();
+    let op = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+    let _earlier = service.watch(&alice(), &op.id).await.unwrap();
+    let done = service
+        .complete(&alice(), &op.id, response(3))
+        .await
+        .unwrap();
+    let mut joined = service.watch(&alice(), &op.id).await.unwrap();
+    assert_eq!(*joined.current_and_mark_seen(), done);
+    let waited = service
+        .wait(&alice(), &op.id, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(*waited, done);
+}
+
+/// Starting to watch reads the store, but watchers arriving together share
+/// the reads: a thousand cost a handful, not a thousand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_arriving_together_share_their_reads() {
+    use opsd_store::faults::{Call, Calls, Fault, Faults, FaultyStore};
+    let faults = Faults::new();
+    let clock = ManualClock::new(Timestamp::from_unix_nanos(1_700_000_000_000_000_000));
+    let service = Arc::new(OperationService::new(
+        Arc::new(FaultyStore::new(
+            Arc::new(MemoryStore::new()),
+            Arc::clone(&faults),
+        )),
+        Arc::new(clock),
+        ServiceConfig::default(),
+    ));
+    let op = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+    // Every read now takes a while (and is counted).
+    faults.inject(
+        Calls::Only(Call::Get),
+        Fault::Latency(Duration::from_millis(20)),
+    );
+    let watchers: Vec<_> = (0..1000)
+        .map(|_| {
+            let (service, id) = (Arc::clone(&service), op.id.clone());
+            tokio::spawn(async move { service.watch(&alice(), &id).await.map(|w| w.current()) })
+        })
+        .collect();
+    for watcher in watchers {
+        assert_eq!(*watcher.await.unwrap().unwrap(), op);
+    }
+    let reads = faults.injected();
+    assert!(reads <= 10, "{reads} store reads for 1000 watchers");
+}
+
 #[tokio::test]
 async fn lapsed_leases_and_deadlines_are_completed_exactly_once() {
     let (service, clock) = service();

@@ -5,19 +5,42 @@
 //! `tokio::sync::watch` channel shared by all of that operation's watchers:
 //! a change costs one store read however many watch it, idle watchers cost
 //! nothing, and a slow watcher only ever sees the latest state (a watch
-//! channel keeps one value) instead of holding writers back.
+//! channel keeps one value) instead of holding writers back. Starting to
+//! watch reads the store, like a Get, so that no watcher starts behind; the
+//! watchers that arrive together share that read (see [`SharedReads`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opsd_core::{Error, Operation, OperationId};
-use opsd_store::{Change, OperationStore};
+use opsd_store::{Change, OperationStore, StoreError};
 use tokio::sync::{broadcast, watch};
+
+/// The longest a watcher waits between re-reads while the store fails, so
+/// that it hears of changes within about a second of the store's return.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 pub struct Watchers {
     store: Arc<dyn OperationStore>,
     entries: Mutex<HashMap<OperationId, Entry>>,
+    /// Per operation being read for new watchers: the shared reads and how
+    /// many callers use them.
+    reads: Mutex<HashMap<OperationId, (Arc<SharedReads>, usize)>>,
+}
+
+/// Store reads of one operation, shared by callers: a caller may use a read
+/// only if it began after the caller arrived (so it reflects everything
+/// acknowledged before the call), and one read serves every caller that
+/// arrived before it began. Thousands of watchers starting at once cost a
+/// few reads, one at a time, instead of one each.
+#[derive(Default)]
+struct SharedReads {
+    /// Callers so far; a read records the count when it begins.
+    arrivals: AtomicU64,
+    /// The last read: the arrivals it covers, and what it found.
+    last: tokio::sync::Mutex<Option<(u64, Result<Option<Operation>, StoreError>)>>,
 }
 
 struct Entry {
@@ -72,6 +95,7 @@ impl Watchers {
         let watchers = Arc::new(Self {
             store: Arc::clone(&store),
             entries: Mutex::default(),
+            reads: Mutex::default(),
         });
         let changes = store.subscribe();
         let task = tokio::spawn(Arc::clone(&watchers).dispatch(changes));
@@ -88,24 +112,25 @@ impl Watchers {
     }
 
     /// Starts watching an operation; NOT_FOUND when it does not exist.
+    ///
+    /// The first state is read from the store even when others already watch
+    /// the operation: their shared state may not yet reflect a change that was
+    /// acknowledged before this call began (the dispatcher re-reads after the
+    /// commit, and on a shared database another replica's notification takes
+    /// its time), and a watcher must never start from a state older than one
+    /// a call that ended before it already returned.
     pub async fn watch(self: &Arc<Self>, id: &OperationId) -> Result<Watching, Error> {
-        // Joining operations already watched costs no store read: their state is
-        // kept current by the dispatcher.
-        if let Some(receiver) = self.join(id) {
-            return Ok(self.watching(id, receiver));
-        }
         let op = self
-            .store
-            .get(id)
+            .fresh_read(id)
             .await?
             .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
-        let receiver = {
+        let (receiver, joined) = {
             let mut entries = self.lock();
             match entries.get_mut(id) {
                 Some(entry) => {
                     entry.watchers += 1;
                     publish(&entry.latest, op);
-                    entry.latest.subscribe()
+                    (entry.latest.subscribe(), true)
                 }
                 None => {
                     let (latest, receiver) = watch::channel(Arc::new(op));
@@ -116,22 +141,41 @@ impl Watchers {
                             watchers: 1,
                         },
                     );
-                    receiver
+                    (receiver, false)
                 }
             }
         };
         let watching = self.watching(id, receiver);
-        // A change committed between the read above and the registration was
-        // not dispatched to us: read once more now that we are registered.
-        self.refresh(id.clone()).await;
+        if !joined {
+            // A change committed between the read above and the registration
+            // was dispatched to nobody: read once more now that we are registered.
+            self.refresh(id.clone()).await;
+        }
         Ok(watching)
     }
 
-    fn join(&self, id: &OperationId) -> Option<watch::Receiver<Arc<Operation>>> {
-        let mut entries = self.lock();
-        let entry = entries.get_mut(id)?;
-        entry.watchers += 1;
-        Some(entry.latest.subscribe())
+    /// The operation as stored at some moment after this call began, from a
+    /// read shared with the callers that arrived before that read began.
+    async fn fresh_read(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        let (shared, arrival) = {
+            let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            let (shared, users) = reads.entry(id.clone()).or_default();
+            *users += 1;
+            let arrival = shared.arrivals.fetch_add(1, Ordering::SeqCst) + 1;
+            (Arc::clone(shared), arrival)
+        };
+        // Leaves the map when the last user is done (or dropped mid-read).
+        let _user = ReadUser { watchers: self, id };
+        let mut last = shared.last.lock().await;
+        if let Some((covered, found)) = last.as_ref()
+            && *covered >= arrival
+        {
+            return found.clone();
+        }
+        let covered = shared.arrivals.load(Ordering::SeqCst);
+        let found = self.store.get(id).await;
+        *last = Some((covered, found.clone()));
+        found
     }
 
     fn watching(
@@ -193,7 +237,9 @@ impl Watchers {
         }
     }
 
-    /// A store outage must not leave watchers on a stale state for good.
+    /// A store outage must not leave watchers on a stale state for good, nor
+    /// for long once the store is back: retries back off to at most
+    /// [`MAX_RETRY_DELAY`] apart.
     async fn refresh_with_retries(self: Arc<Self>, id: OperationId) {
         let mut delay = Duration::from_millis(100);
         while !self.refresh(id.clone()).await {
@@ -201,7 +247,29 @@ impl Watchers {
                 return;
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        }
+    }
+}
+
+/// One caller of [`Watchers::fresh_read`]; the last one out removes the entry.
+struct ReadUser<'a> {
+    watchers: &'a Watchers,
+    id: &'a OperationId,
+}
+
+impl Drop for ReadUser<'_> {
+    fn drop(&mut self) {
+        let mut reads = self
+            .watchers
+            .reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, users)) = reads.get_mut(self.id) {
+            *users -= 1;
+            if *users == 0 {
+                reads.remove(self.id);
+            }
         }
     }
 }

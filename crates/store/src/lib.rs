@@ -9,6 +9,7 @@
 
 mod cache;
 pub mod conformance;
+pub mod faults;
 mod memory;
 mod postgres;
 mod record;

@@ -29,6 +29,9 @@ use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped
 const CHANNEL: &str = "opsd_changes";
 /// Prefix of the notification retention sends; ids never contain a colon.
 const PURGED: &str = "purged:";
+/// The longest between two attempts to get the notification connection back,
+/// so that waiters hear of changes within about a second of the database's return.
+const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(1);
 /// Serializes schema migrations across replicas starting at once.
 const MIGRATION_LOCK: i64 = 0x6f70_7364_6d69_6772; // "opsdmigr"
 
@@ -80,7 +83,8 @@ pub struct PostgresOptions {
     pub url: String,
     /// Most connections this process opens for requests (the listener uses one more).
     pub max_connections: usize,
-    /// How long a request waits for a connection, to connect, or for a statement.
+    /// The longest a store call takes (waiting for a connection, connecting
+    /// and its statements together) before it fails as unavailable.
     pub timeout: Duration,
 }
 
@@ -97,6 +101,8 @@ impl PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     batcher: batch::Batcher,
+    /// The longest any store call takes, whatever the database does.
+    timeout: Duration,
     changes: broadcast::Sender<Change>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -161,6 +167,7 @@ impl PostgresStore {
         Ok(Self {
             batcher: batch::Batcher::start(pool.clone(), lanes),
             pool,
+            timeout: options.timeout,
             changes,
             listener: Mutex::new(Some(listener)),
         })
@@ -188,6 +195,23 @@ impl PostgresStore {
             .collect();
         let rows = client.query(&statement, &refs).await.map_err(classify)?;
         rows.iter().map(read_row).collect()
+    }
+
+    /// Ends `call` with UNAVAILABLE after the store timeout. The server's
+    /// statement timeout cannot help when the server itself stops answering
+    /// (a hung machine, a network that drops packets): then only this does.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres did not answer {what} within {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -272,7 +296,8 @@ async fn listen(
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // Capped low: waiters on this replica hear nothing until it is back.
+        backoff = (backoff * 2).min(MAX_LISTEN_BACKOFF);
     }
 }
 
@@ -358,9 +383,9 @@ fn parse_notification(payload: &str) -> Option<Change> {
     })
 }
 
-#[async_trait]
-impl OperationStore for PostgresStore {
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
+/// The store calls, each bounded by [`PostgresStore::bounded`] in the trait impl.
+impl PostgresStore {
+    async fn insert_unbounded(&self, operation: &Operation) -> Result<Inserted, StoreError> {
         let r = Record::from(operation);
         let inserted = self.batcher.apply(batch::Change::Insert(r.clone())).await?;
         if inserted == 1 {
@@ -401,12 +426,12 @@ impl OperationStore for PostgresStore {
         Ok(Inserted::IdTaken)
     }
 
-    async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+    async fn get_unbounded(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
         let client = self.client().await?;
         select_by_id(&client, id.as_str()).await
     }
 
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
+    async fn compare_and_swap_unbounded(&self, next: &Operation) -> Result<Swapped, StoreError> {
         let r = Record::from(next);
         let updated = self.batcher.apply(batch::Change::Swap(r)).await?;
         if updated == 1 {
@@ -419,12 +444,12 @@ impl OperationStore for PostgresStore {
         })
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
+    async fn list_unbounded(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
         let (statement, params) = sql::list(query, |n| format!("${n}"));
         self.select_many(&statement, &params).await
     }
 
-    async fn due_for_expiry(
+    async fn due_for_expiry_unbounded(
         &self,
         now: Timestamp,
         limit: usize,
@@ -439,7 +464,7 @@ impl OperationStore for PostgresStore {
         self.select_many(&statement, &params).await
     }
 
-    async fn count_running(&self) -> Result<u64, StoreError> {
+    async fn count_running_unbounded(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached("SELECT count(*) FROM operations WHERE state != 2")
@@ -453,7 +478,7 @@ impl OperationStore for PostgresStore {
         Ok(count.max(0) as u64)
     }
 
-    async fn delete_done_before(
+    async fn delete_done_before_unbounded(
         &self,
         cutoff: Timestamp,
         limit: usize,
@@ -484,6 +509,53 @@ impl OperationStore for PostgresStore {
             .map_err(classify)?
             .get(0);
         Ok(usize::try_from(deleted).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl OperationStore for PostgresStore {
+    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
+        self.bounded("insert", self.insert_unbounded(operation))
+            .await
+    }
+
+    async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        self.bounded("get", self.get_unbounded(id)).await
+    }
+
+    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
+        self.bounded("compare_and_swap", self.compare_and_swap_unbounded(next))
+            .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
+        self.bounded("list", self.list_unbounded(query)).await
+    }
+
+    async fn due_for_expiry(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Operation>, StoreError> {
+        self.bounded("due_for_expiry", self.due_for_expiry_unbounded(now, limit))
+            .await
+    }
+
+    async fn count_running(&self) -> Result<u64, StoreError> {
+        self.bounded("count_running", self.count_running_unbounded())
+            .await
+    }
+
+    async fn delete_done_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.bounded(
+            "delete_done_before",
+            self.delete_done_before_unbounded(cutoff, limit),
+        )
+        .await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

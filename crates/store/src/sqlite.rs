@@ -80,6 +80,10 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// How long a connection waits for a lock held by another process.
     pub busy_timeout: Duration,
+    /// Caps the database at this many pages (SQLite's `max_page_count`):
+    /// writes that would grow it further fail as on a full disk. Tests use it
+    /// where they cannot fill a real filesystem.
+    pub max_page_count: Option<u64>,
 }
 
 impl SqliteOptions {
@@ -89,6 +93,7 @@ impl SqliteOptions {
             readers: 4,
             max_batch: 512,
             busy_timeout: Duration::from_secs(5),
+            max_page_count: None,
         }
     }
 }
@@ -143,6 +148,10 @@ impl SqliteStore {
         conn.execute_batch(&format!("PRAGMA cache_size = -{}", WRITER_CACHE_KIB))
             .map_err(classify)?;
         migrate(&mut conn)?;
+        if let Some(pages) = options.max_page_count {
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(classify)?;
+        }
 
         let (sender, receiver) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
@@ -385,7 +394,19 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Vec<Result<Wri
     };
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
-        results.push(apply_in_savepoint(&mut tx, &request.write));
+        let result = apply_in_savepoint(&mut tx, &request.write);
+        if tx.is_autocommit() {
+            // SQLite rolled back the whole transaction, not just this write (it
+            // may on a full disk or an I/O error): nothing of the batch is
+            // stored, and going on would commit each later write on its own.
+            let error = match result {
+                Err(e) => e,
+                Ok(_) => StoreError::Unavailable("sqlite ended the transaction".into()),
+            };
+            tracing::warn!(error = %error, writes = batch.len(), "sqlite rolled back a whole batch");
+            return batch.iter().map(|_| Err(error.clone())).collect();
+        }
+        results.push(result);
     }
     if let Err(e) = tx.commit() {
         let error = classify(e);
@@ -777,6 +798,62 @@ mod tests {
                 assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(op));
             }
         }
+    }
+
+    /// Some errors (a full disk, I/O errors) make SQLite roll back the whole
+    /// transaction, not just the failing statement. The writes after it in the
+    /// batch must then fail too, not commit on their own while reported
+    /// failed (unannounced to watchers, and retried by their callers).
+    #[tokio::test]
+    async fn a_write_that_rolls_back_the_transaction_fails_its_whole_batch_truthfully() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER doom BEFORE INSERT ON operations \
+                 WHEN NEW.description = 'doom' BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END",
+            )
+            .unwrap();
+        let mut changes = store.subscribe();
+        let mut ops: Vec<_> = (0..64).map(sample).collect();
+        ops[17].description = "doom".into();
+        // Queued together, so that they share a batch.
+        let tasks: Vec<_> = ops
+            .iter()
+            .cloned()
+            .map(|op| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.insert(&op).await })
+            })
+            .collect();
+        let mut acknowledged = 0;
+        for (op, task) in ops.iter().zip(tasks) {
+            let answer = task.await.unwrap();
+            let stored = store.get(&op.id).await.unwrap();
+            match answer {
+                Ok(inserted) => {
+                    assert_eq!(inserted, Inserted::Created);
+                    assert_eq!(stored.as_ref(), Some(op), "acknowledged but not stored");
+                    acknowledged += 1;
+                }
+                Err(e) => {
+                    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+                    assert_eq!(stored, None, "{} reported failed but stored", op.id);
+                }
+            }
+        }
+        let mut announced = 0;
+        while let Ok(change) = changes.try_recv() {
+            assert!(matches!(change, Change::Committed { .. }));
+            announced += 1;
+        }
+        assert_eq!(announced, acknowledged, "every stored write is announced");
+        // The store keeps working.
+        let after = sample(100);
+        assert_eq!(store.insert(&after).await.unwrap(), Inserted::Created);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

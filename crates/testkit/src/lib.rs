@@ -220,8 +220,14 @@ impl Cluster {
                 data.display()
             )
         };
+        // A test that died with the server frozen (SIGSTOP) leaves it unable to hear the stop.
+        let thaw = format!(
+            "pm=$(head -1 {data}/postmaster.pid 2>/dev/null); \
+             [ -n \"$pm\" ] && kill -CONT $pm $(ps -o pid= --ppid $pm) 2>/dev/null",
+            data = data.display()
+        );
         let watchdog = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {base}",
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {thaw}; {stop} >/dev/null 2>&1; rm -rf {base}",
             pid = std::process::id(),
             base = base.display()
         );
@@ -261,6 +267,10 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A frozen server would not hear the stop.
+        if let Some(pids) = self.try_processes() {
+            signal(&pids, "CONT");
+        }
         let _ = pg_command(&self.bin, "pg_ctl", self.as_postgres)
             .arg("-D")
             .arg(&self.data)
@@ -284,9 +294,17 @@ impl Cluster {
             .arg(&self.data)
             .args(args)
             .stdout(Stdio::null())
-            .status()
+            .output()
             .expect("pg_ctl runs");
-        assert!(status.success(), "pg_ctl {args:?} failed");
+        if !status.status.success() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "pg_ctl {args:?} failed: {}\nserver log, last lines first:\n{}",
+                String::from_utf8_lossy(&status.stderr),
+                tail.join("\n")
+            );
+        }
     }
 
     /// The server's main process, while it runs (for pinning or killing it).
@@ -310,6 +328,101 @@ impl Cluster {
         let log = self.log.to_string_lossy().into_owned();
         self.pg_ctl(&["-o", &self.options, "-l", &log, "-w", "-t", "60", "start"]);
     }
+
+    /// The postmaster and every process it started, postmaster first.
+    fn processes(&self) -> Vec<u32> {
+        self.try_processes()
+            .expect("the cluster is running (postmaster.pid names its pid)")
+    }
+
+    fn try_processes(&self) -> Option<Vec<u32>> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        let postmaster: u32 = pid_file.lines().next()?.trim().parse().ok()?;
+        let mut pids = vec![postmaster];
+        pids.extend(children_of(postmaster));
+        Some(pids)
+    }
+
+    /// SIGKILLs the postmaster and all its processes at once, as a crash of
+    /// the database machine would, and waits until they are gone. The data
+    /// directory is left as the crash left it; [`Cluster::start`] recovers it.
+    pub fn kill_9(&self) {
+        // Stopped first, the postmaster forks no backend behind our back.
+        let postmaster = self.processes()[0];
+        signal(&[postmaster], "STOP");
+        let pids = self.processes();
+        signal(&pids, "KILL");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while pids.iter().any(|&pid| is_alive(pid)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "postgres processes {pids:?} outlived SIGKILL for 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Until init reaps it, the dead postmaster's pid still answers kill -0,
+        // and a new postmaster would take the lock file for a live one. It is
+        // dead: clear the lock, as an operator would after a crash.
+        if stat_fields(pids[0]).is_some() {
+            let _ = std::fs::remove_file(self.data.join("postmaster.pid"));
+            let socket_locks = std::fs::read_dir(self.base.join("socket"))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".lock"));
+            for lock in socket_locks {
+                let _ = std::fs::remove_file(lock.path());
+            }
+        }
+    }
+
+    /// SIGSTOPs every server process: connections stay open but nothing
+    /// answers, as when the database machine hangs or the network drops
+    /// packets. [`Cluster::thaw`] resumes them.
+    pub fn freeze(&self) {
+        signal(&self.processes(), "STOP");
+    }
+
+    /// SIGCONTs what [`Cluster::freeze`] stopped (and any process started since).
+    pub fn thaw(&self) {
+        signal(&self.processes(), "CONT");
+    }
+}
+
+/// Direct children of `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| stat_fields(pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
+}
+
+/// (state, parent pid) of a process, from /proc/PID/stat.
+fn stat_fields(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Running, sleeping or stopped; gone and zombies are not alive.
+fn is_alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+fn signal(pids: &[u32], name: &str) {
+    // A process may exit between listing and signalling; the others get it.
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A certificate authority and a server certificate it signed, for TLS tests.

@@ -1,6 +1,10 @@
 //! End-to-end tests of the opsd server: real listeners on port 0, real clients.
 
 mod auth;
+mod crash;
+mod faults;
 mod grpc;
+mod history;
+mod process;
 mod rest;
 mod support;

@@ -38,3 +38,15 @@ impl Listening {
         }
     }
 }
+
+/// A test's size from the environment (the long runs in the README set
+/// these), or its default: CI runs the defaults.
+pub fn env_size(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}")),
+        Err(_) => default,
+    }
+}
