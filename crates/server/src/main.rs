@@ -124,6 +124,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let options = ServeOptions {
         grpc: GrpcOptions {
             poll_interval: config.poll_interval,
+            limits: config.limits(),
             ..GrpcOptions::default()
         },
         endpoints: Some(Endpoints::new(&public_address, &config.endpoint_ids)),

@@ -19,6 +19,11 @@ impl RestError {
         Error::invalid_argument(field, description).into()
     }
 
+    /// The status the gRPC adapter would answer with.
+    pub fn status(&self) -> &tonic::Status {
+        &self.0
+    }
+
     pub fn no_route(method: &axum::http::Method, path: &str) -> Self {
         Self(tonic::Status::not_found(format!(
             "no route for {method} {path}"
