@@ -427,9 +427,9 @@ async fn a_used_idempotency_key_returns_the_same_operation() {
 }
 
 /// A real opsd process on a fresh port, its data in `data_dir`.
-struct Process {
-    child: Child,
-    endpoint: String,
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) endpoint: String,
 }
 
 impl Process {
@@ -437,7 +437,7 @@ impl Process {
         Self::start_with(&["--data-dir", data_dir.to_str().unwrap()])
     }
 
-    fn start_with(args: &[&str]) -> Self {
+    pub(crate) fn start_with(args: &[&str]) -> Self {
         let listen: &[&str] = if args.contains(&"--listen") {
             &[]
         } else {
@@ -465,7 +465,7 @@ impl Process {
 
     /// SIGTERM, then waits off the runtime thread: the server's graceful
     /// shutdown needs this process's client connections to answer its GOAWAY.
-    async fn terminate(mut self) {
+    pub(crate) async fn terminate(mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -1709,7 +1709,7 @@ async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
 }
 
 /// `GET /metrics` over plain HTTP/1.1, the body only.
-async fn scrape(address: SocketAddr) -> String {
+pub(crate) async fn scrape(address: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
@@ -1725,7 +1725,7 @@ async fn scrape(address: SocketAddr) -> String {
 }
 
 /// The value of the sample named exactly `series` (name and labels), 0 if absent.
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
