@@ -261,9 +261,10 @@ pub fn run(data: &[u8]) -> String {
         // The path segment reaches the gateway as it is only when plain: a
         // percent sign is decoded, a colon splits off a verb, a slash is
         // another route. Those get the checks above and no comparison.
-        let plain = path_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+        let plain = !path_id.is_empty()
+            && path_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
         if route == Route::Raw || (!plain && !matches!(route, Route::Create | Route::List)) {
             return label;
         }

@@ -162,7 +162,7 @@ pub fn from_params<M: prost::Name + Default>(params: &[(String, String)]) -> Res
             ));
         }
         if !seen.insert(name) {
-            return Err(RestError::invalid(name, "is given more than once"));
+            return Err(RestError::invalid_as_given(name, "is given more than once"));
         }
         // Every field a query sets (strings, numbers, enums, timestamps,
         // durations) may be a JSON string.
@@ -182,9 +182,10 @@ fn json_error(field: &str, error: JsonError, in_body: bool) -> RestError {
             if in_body {
                 RestError::invalid(field, format!("invalid json: {text}"))
             } else {
-                // The position would be in the JSON made of the parameter, not in the query.
+                // The position would be in the JSON made of the parameter, not in
+                // the query; the parameter is named as the caller spelled it.
                 let text = text.split(" at line ").next().unwrap_or_default();
-                RestError::invalid(field, text)
+                RestError::invalid_as_given(field, text)
             }
         }
         other => Error::Internal(other.to_string()).into(),
