@@ -412,7 +412,7 @@ fn grpc_seeds() -> Vec<(String, Vec<u8>)> {
         ("raw-compressed-flag", vec![0x80, 1, 0, 0, 0, 0]),
         ("raw-empty-body", vec![0x80 | 6]),
         ("undecodable", vec![2, 0x0a, 0x05, 0xff, 0xfe]),
-        ("oversized", call(6, vec![0x0a, 0x00].repeat(1100))),
+        ("oversized", call(6, [0x0a, 0x00].repeat(1100))),
     ];
     seeds.sort_by_key(|(name, _)| *name);
     seeds

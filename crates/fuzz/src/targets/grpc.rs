@@ -281,10 +281,6 @@ fn transition(
     }
 }
 
-fn or_refused<T>(result: Result<T, Error>) -> Result<T, Expected<Operation>> {
-    result.map_err(Expected::Refused)
-}
-
 /// A stored operation after a successful change must be what was answered.
 fn assert_stored(server: &Server, op: &Operation) {
     let stored = server.stored();
@@ -372,8 +368,8 @@ fn check_answer(
             }
         }
         Method::List => {
-            let expected = decoded::<pb::ListOperationsRequest>(message, status)
-                .map(|request| translate::list_query(request));
+            let expected =
+                decoded::<pb::ListOperationsRequest>(message, status).map(translate::list_query);
             match &expected {
                 Some(Err(e)) => expect_code(&Expected::<()>::Refused(e.clone()), status),
                 Some(Ok(_)) => assert!(ok, "a valid listing is answered: {status:?}"),
@@ -434,34 +430,32 @@ fn check_answer(
         Method::UpdateMetadata => {
             let expected = decoded::<pb::UpdateMetadataRequest>(message, status).map(|request| {
                 let attempt = || {
-                    or_refused(OperationId::parse("operation_id", &request.operation_id))?;
-                    let update = or_refused(translate::update(request.clone()))?;
-                    or_refused(validate_update(&update))?;
-                    Ok(transition(server, &request.operation_id, |op| {
+                    OperationId::parse("operation_id", &request.operation_id)?;
+                    let update = translate::update(request.clone())?;
+                    validate_update(&update)?;
+                    Ok::<_, Error>(transition(server, &request.operation_id, |op| {
                         op.update(update.clone(), NOW)
                     }))
                 };
-                attempt().unwrap_or_else(|refused| refused)
+                attempt().unwrap_or_else(Expected::Refused)
             });
             check_transition(server, expected, answer, status);
         }
         Method::Heartbeat => {
             let expected = decoded::<pb::HeartbeatRequest>(message, status).map(|request| {
                 let attempt = || {
-                    or_refused(OperationId::parse("operation_id", &request.operation_id))?;
-                    let lease = or_refused(
-                        request
-                            .lease_duration
-                            .map(|d| duration_from_wire("lease_duration", d))
-                            .transpose(),
-                    )?
-                    .unwrap_or(DEFAULT_LEASE);
-                    or_refused(validate_lease("lease_duration", lease))?;
-                    Ok(transition(server, &request.operation_id, |op| {
+                    OperationId::parse("operation_id", &request.operation_id)?;
+                    let lease = request
+                        .lease_duration
+                        .map(|d| duration_from_wire("lease_duration", d))
+                        .transpose()?
+                        .unwrap_or(DEFAULT_LEASE);
+                    validate_lease("lease_duration", lease)?;
+                    Ok::<_, Error>(transition(server, &request.operation_id, |op| {
                         op.heartbeat(lease, NOW)
                     }))
                 };
-                attempt().unwrap_or_else(|refused| refused)
+                attempt().unwrap_or_else(Expected::Refused)
             });
             expect_code(expected.as_ref().unwrap_or(&Expected::Any), status);
             if ok {
@@ -479,19 +473,19 @@ fn check_answer(
             let expected =
                 decoded::<pb::CompleteOperationRequest>(message, status).map(|request| {
                     let attempt = || {
-                        or_refused(OperationId::parse("operation_id", &request.operation_id))?;
-                        let outcome = or_refused(translate::outcome(request.result.clone()))?;
+                        OperationId::parse("operation_id", &request.operation_id)?;
+                        let outcome = translate::outcome(request.result.clone())?;
                         let mut v = Violations::default();
                         match &outcome {
                             opsd_core::Outcome::Response(any) => v.any("response", any),
                             opsd_core::Outcome::Error(status) => v.error_status("error", status),
                         }
-                        or_refused(v.into_result())?;
-                        Ok(transition(server, &request.operation_id, |op| {
+                        v.into_result()?;
+                        Ok::<_, Error>(transition(server, &request.operation_id, |op| {
                             op.complete(outcome.clone(), NOW)
                         }))
                     };
-                    attempt().unwrap_or_else(|refused| refused)
+                    attempt().unwrap_or_else(Expected::Refused)
                 });
             check_transition(server, expected, answer, status);
         }
