@@ -126,7 +126,11 @@ impl Client {
                         }
                     }
                 }
-                Err(ClientError::Rpc(status)) if status.code() == Code::Unimplemented => {
+                // A server without Watch, or one holding as many watchers as it
+                // allows: polling Get needs neither.
+                Err(ClientError::Rpc(status))
+                    if matches!(status.code(), Code::Unimplemented | Code::ResourceExhausted) =>
+                {
                     return self.poll(operation_id, options).await;
                 }
                 Err(error) if is_transient(&error) => {}

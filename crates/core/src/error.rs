@@ -149,6 +149,10 @@ pub enum Error {
     /// No, malformed, unknown or expired credentials.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
+    /// A limit of this server is reached (open watchers, say): the message
+    /// names the limit. Retrying later may succeed.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// A transient failure (storage down, too much contention): retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -182,6 +186,7 @@ impl Error {
             Error::ResourceBusy { .. } => Code::Aborted,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
@@ -223,6 +228,7 @@ mod tests {
                 9,
                 400,
             ),
+            (Error::ResourceExhausted("too many watchers".into()), 8, 429),
             (Error::Unavailable("down".into()), 14, 503),
         ] {
             assert_eq!(error.code().grpc(), grpc);

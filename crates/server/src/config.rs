@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -74,6 +74,24 @@ impl Config {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::with_file(args, &matches, &path, &text)
+    }
+
+    /// The configuration a file at `path` holding `text` gives, with no flags
+    /// and the process's environment: what `opsd --config PATH` would load.
+    pub fn from_file_text(path: &Path, text: &str) -> anyhow::Result<Self> {
+        let args: Vec<OsString> = vec!["opsd".into(), "--config".into(), path.into()];
+        let matches = Self::command().try_get_matches_from(args.clone())?;
+        Self::with_file(args, &matches, path, text)
+    }
+
+    /// `args` (parsed as `matches`) over the TOML `text` of the file at `path`.
+    fn with_file(
+        args: Vec<OsString>,
+        matches: &clap::ArgMatches,
+        path: &Path,
+        text: &str,
+    ) -> anyhow::Result<Self> {
         let table: toml::Table = text
             .parse()
             .with_context(|| format!("config file {} is not valid toml", path.display()))?;
@@ -100,7 +118,9 @@ impl Config {
                     .collect::<Result<_, _>>()?,
                 _ => return Err(fail("expected a string, an integer or a list".into())),
             };
-            let long = arg.get_long().expect("every option has a long name");
+            let long = arg
+                .get_long()
+                .ok_or_else(|| fail("is not an option".into()))?;
             for value in &values {
                 // The option alone, to blame a bad value on this key; options that
                 // need a companion (tls_cert and tls_key) are checked together below.
@@ -174,6 +194,23 @@ impl Config {
         ] {
             put(key, text(format_duration(duration)));
         }
+        put("max_message_size", text(format_size(self.max_message_size)));
+        for (key, value) in [
+            (
+                "max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            (
+                "max_watchers_per_connection",
+                self.max_watchers_per_connection,
+            ),
+            ("max_watchers", self.max_watchers),
+        ] {
+            put(
+                key,
+                toml::Value::Integer(i64::try_from(value).unwrap_or(i64::MAX)),
+            );
+        }
         put("id_prefix", text(self.id_prefix.clone()));
         if let Some(file) = &self.tokens_file {
             put("tokens_file", text(file.display().to_string()));
@@ -214,6 +251,17 @@ impl Config {
 }
 
 impl Config {
+    /// The limits on what callers may send and hold open.
+    pub fn limits(&self) -> crate::limits::Limits {
+        crate::limits::Limits {
+            max_message_size: self.max_message_size,
+            max_streams_per_connection: self.max_streams_per_connection,
+            max_watchers_per_connection: usize::try_from(self.max_watchers_per_connection)
+                .unwrap_or(usize::MAX),
+            max_watchers: usize::try_from(self.max_watchers).unwrap_or(usize::MAX),
+        }
+    }
+
     /// Who may call, from the tokens file and JWT settings; JWT is on when
     /// any key, audience or issuer is given.
     pub fn auth(&self) -> crate::auth::AuthConfig {
@@ -252,6 +300,56 @@ pub fn format_duration(duration: Duration) -> String {
         }
     }
     format!("{millis}ms")
+}
+
+/// The largest whole unit that [`parse_size`] reads back exactly.
+pub fn format_size(bytes: usize) -> String {
+    for (unit, size) in [("GiB", 1usize << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes > 0 && bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A size in bytes: a whole number, alone or with a unit: `4MiB`, `512KiB`, `1GiB`, `100B`.
+pub fn parse_size(raw: &str) -> Result<usize, String> {
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{raw:?} does not start with a whole number"))?;
+    let scale: usize = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{raw:?} has an unknown unit (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{raw:?} is too large"))
+}
+
+/// The smallest and largest `--max-message-size`.
+pub const MESSAGE_SIZE_RANGE: std::ops::RangeInclusive<usize> = (1 << 10)..=(256 << 20);
+
+/// `--max-message-size`: a size within [`MESSAGE_SIZE_RANGE`].
+pub fn parse_message_size(raw: &str) -> Result<usize, String> {
+    let size = parse_size(raw)?;
+    if MESSAGE_SIZE_RANGE.contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!(
+            "{raw:?} is outside {} to {}",
+            format_size(*MESSAGE_SIZE_RANGE.start()),
+            format_size(*MESSAGE_SIZE_RANGE.end())
+        ))
+    }
 }
 
 /// `sqlite`, `memory`, or a `postgres://` / `postgresql://` URL.
@@ -403,7 +501,7 @@ pub struct Config {
     /// Memory for done operations served without reading the store (they never
     /// change); `0` turns the cache off. Units: B, KiB, MiB, GiB.
     #[arg(long, env = "OPSD_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
-    pub cache_size: u64,
+    pub cache_size: usize,
 
     /// Prefix of operation ids when a producer names none ([a-z][0-9a-z]{2}).
     #[arg(long, env = "OPSD_ID_PREFIX", default_value = "ops")]
@@ -432,6 +530,41 @@ pub struct Config {
     /// How long a stopping server waits for open calls before dropping them.
     #[arg(long, env = "OPSD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// The largest request: a gRPC message or a REST body (`4MiB`, `512KiB`, or
+    /// bytes). Larger gRPC messages are refused with RESOURCE_EXHAUSTED, larger
+    /// bodies with 400.
+    #[arg(long, env = "OPSD_MAX_MESSAGE_SIZE", default_value = "4MiB", value_parser = parse_message_size)]
+    pub max_message_size: usize,
+
+    /// HTTP/2 streams (calls in flight) one connection may have open at once.
+    #[arg(
+        long,
+        env = "OPSD_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = crate::limits::DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Watch streams and Wait calls one connection may hold open at once; more
+    /// are refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "OPSD_MAX_WATCHERS_PER_CONNECTION",
+        default_value_t = crate::limits::DEFAULT_MAX_WATCHERS_PER_CONNECTION as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_watchers_per_connection: u64,
+
+    /// Watch streams and Wait calls the server holds open at once; more are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "OPSD_MAX_WATCHERS",
+        default_value_t = crate::limits::DEFAULT_MAX_WATCHERS as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_watchers: u64,
 
     /// Log output format.
     #[arg(long, env = "OPSD_LOG_FORMAT", value_enum, default_value = "text")]
@@ -463,61 +596,10 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
-/// `<whole number><unit>` with unit B, KiB, MiB or GiB; a bare number is bytes.
-pub fn parse_size(raw: &str) -> Result<u64, String> {
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?} does not start with a whole number"))?;
-    let shift = match unit {
-        "" | "B" => 0,
-        "KiB" => 10,
-        "MiB" => 20,
-        "GiB" => 30,
-        _ => {
-            return Err(format!(
-                "{raw:?} has an unknown unit (use B, KiB, MiB or GiB)"
-            ));
-        }
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{raw:?} is too large"))
-}
-
-/// The largest unit that states `bytes` exactly, as [`parse_size`] reads it.
-pub fn format_size(bytes: u64) -> String {
-    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    format!("{bytes}B")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn sizes_take_binary_units() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("512B"), Ok(512));
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("64MB").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("MiB").unwrap_err().contains("whole number"));
-        assert!(
-            parse_size("99999999999GiB")
-                .unwrap_err()
-                .contains("too large")
-        );
-        assert_eq!(format_size(64 << 20), "64MiB");
-        assert_eq!(format_size(1536), "1536B");
-        assert_eq!(format_size(0), "0B");
-    }
 
     #[test]
     fn durations_need_a_number_and_a_unit() {
@@ -527,6 +609,63 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         for bad in ["", "30", "s", "-1s", "1.5s", "10w", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_take_an_optional_binary_unit() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("100B"), Ok(100));
+        for bad in [
+            "",
+            "MiB",
+            "4MB",
+            "4 MiB",
+            "-1",
+            "1.5MiB",
+            "99999999999999999999GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_message_size("4MiB"), Ok(4 << 20));
+        assert!(parse_message_size("1000").is_err(), "below 1 KiB");
+        assert!(parse_message_size("1GiB").is_err(), "above 256 MiB");
+    }
+
+    #[test]
+    fn limits_come_from_the_file_with_defaults_otherwise() {
+        let defaults = Config::load_from(["opsd"]).unwrap().limits();
+        assert_eq!(defaults, crate::limits::Limits::default());
+        let file = write(
+            "max_message_size = \"1MiB\"\nmax_streams_per_connection = 64\n\
+             max_watchers_per_connection = 8\nmax_watchers = 100\n",
+        );
+        let config =
+            Config::load_from(["opsd", "--config", file.path().to_str().unwrap()]).unwrap();
+        assert_eq!(
+            config.limits(),
+            crate::limits::Limits {
+                max_message_size: 1 << 20,
+                max_streams_per_connection: 64,
+                max_watchers_per_connection: 8,
+                max_watchers: 100,
+            }
+        );
+        for (text, expected) in [
+            (
+                "max_streams_per_connection = 0",
+                "key max_streams_per_connection",
+            ),
+            ("max_watchers = -1", "key max_watchers"),
+            ("max_message_size = \"1TiB\"", "key max_message_size"),
+        ] {
+            let file = write(text);
+            let error =
+                Config::load_from(["opsd", "--config", file.path().to_str().unwrap()]).unwrap_err();
+            assert!(format!("{error:#}").contains(expected), "{text}: {error:#}");
         }
     }
 
@@ -622,6 +761,11 @@ mod tests {
         }
 
         #[test]
+        fn formatted_sizes_parse_back(bytes in 0usize..(1 << 40)) {
+            prop_assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
+        }
+
+        #[test]
         fn redact_url_never_panics(raw in "\\PC{0,40}") {
             let _ = redact_url(&raw);
         }
@@ -631,9 +775,5 @@ mod tests {
             let _ = parse_duration(&raw);
         }
 
-        #[test]
-        fn sizes_print_as_they_parse(bytes in 0u64..(1 << 40)) {
-            prop_assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
-        }
     }
 }

@@ -43,13 +43,19 @@ impl pb::api_endpoint_service_server::ApiEndpointService for Discovery {
         request: Request<pb::GetApiEndpointRequest>,
     ) -> Result<Response<pb::ApiEndpoint>, Status> {
         let id = &request.get_ref().api_endpoint_id;
+        if id.is_empty() {
+            return Err(crate::grpc::status::to_status(
+                opsd_core::Error::invalid_argument("api_endpoint_id", "is required"),
+            ));
+        }
+        // The id is the caller's: quoted, so that it reads as data.
         self.endpoints
             .0
             .iter()
             .find(|e| e.id == *id)
             .cloned()
             .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("no endpoint {id}")))
+            .ok_or_else(|| Status::not_found(format!("no endpoint {id:?}")))
     }
 
     async fn list(
@@ -67,6 +73,29 @@ impl pb::api_endpoint_service_server::ApiEndpointService for Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pb::api_endpoint_service_server::ApiEndpointService;
+
+    #[tokio::test]
+    async fn get_names_what_it_cannot_find_and_needs_an_id() {
+        let discovery = Discovery {
+            endpoints: Endpoints::new("ops.example:443", &[]),
+        };
+        let get = |id: &str| {
+            discovery.get(Request::new(pb::GetApiEndpointRequest {
+                api_endpoint_id: id.to_owned(),
+            }))
+        };
+        assert_eq!(
+            get("iam").await.unwrap().into_inner().address,
+            "ops.example:443"
+        );
+        let missing = get("compute.\n").await.unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+        assert_eq!(missing.message(), r#"no endpoint "compute.\n""#);
+        let empty = get("").await.unwrap_err();
+        assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+        assert_eq!(empty.message(), "api_endpoint_id: is required");
+    }
 
     #[test]
     fn operation_and_iam_point_at_opsd_and_extras_may_point_elsewhere() {

@@ -12,13 +12,24 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::limits::{ConnectionWatchers, Limits};
 
 /// The address a request came from, for the layers that care (auth, logs).
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// Concurrent HTTP/2 streams per connection (each Watch holds one).
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Streams a client may reset before the server accepted them, per
+/// connection, before it is sent GOAWAY: the HTTP/2 "rapid reset" attack
+/// (CVE-2023-44487) opens and cancels streams faster than a server can
+/// start and drop their work.
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset for a client's protocol errors, per
+/// connection, before it sends GOAWAY (RUSTSEC-2024-0003).
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// The largest header block a request may send (tokens and JWTs included).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 
 /// Serves `app` on every connection until `shutdown` resolves; then stops
 /// accepting and waits for open requests to finish.
@@ -26,6 +37,7 @@ pub async fn run(
     listener: TcpListener,
     app: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: &Limits,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -33,7 +45,10 @@ pub async fn run(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let acceptor = tls.map(TlsAcceptor::from);
@@ -53,7 +68,16 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone().layer(axum::Extension(PeerAddr(peer)));
+        // Every request learns its peer, and each connection counts its own
+        // open watchers.
+        let watchers = ConnectionWatchers::default();
+        let app =
+            app.clone()
+                .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(PeerAddr(peer));
+                    request.extensions_mut().insert(watchers.clone());
+                    request
+                });
         let service = TowerToHyperService::new(app);
         let builder = builder.clone();
         let watcher = graceful.watcher();

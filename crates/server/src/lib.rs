@@ -5,10 +5,11 @@ pub mod config;
 pub mod discovery;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod rest;
 pub mod tls;
-mod translate;
+pub mod translate;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,7 +63,7 @@ pub async fn serve(
             metrics,
             metrics::record,
         ));
-    http::run(listener, app, options.tls, shutdown).await
+    http::run(listener, app, options.tls, &grpc_options.limits, shutdown).await
 }
 
 /// Every route of the listener: the gRPC services, then REST.
@@ -72,7 +73,13 @@ pub async fn router(
     grpc_options: &grpc::GrpcOptions,
     endpoints: discovery::Endpoints,
 ) -> anyhow::Result<axum::Router> {
+    use tonic::service::interceptor::InterceptedService;
+
+    let max_message = grpc_options.limits.max_message_size;
+    let watchers =
+        limits::WatcherLimits::new(&grpc_options.limits, Some(Arc::clone(service.metrics())));
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    let health = health.max_decoding_message_size(max_message);
     health_reporter
         .set_serving::<ycop::operation_service_server::OperationServiceServer<grpc::CloudOperations>>()
         .await;
@@ -89,37 +96,44 @@ pub async fn router(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(opsd_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+        .build_v1()?
+        .max_decoding_message_size(max_message);
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(opsd_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+        .build_v1alpha()?
+        .max_decoding_message_size(max_message);
 
-    let cloud = ycop::operation_service_server::OperationServiceServer::with_interceptor(
-        grpc::CloudOperations {
+    let cloud = InterceptedService::new(
+        ycop::operation_service_server::OperationServiceServer::new(grpc::CloudOperations {
             service: Arc::clone(&service),
             options: grpc_options.clone(),
-        },
+        })
+        .max_decoding_message_size(max_message),
         grpc::interceptor(gate.clone()),
     );
-    let opsd = pb::operation_service_server::OperationServiceServer::with_interceptor(
-        grpc::OpsdOperations {
+    let opsd = InterceptedService::new(
+        pb::operation_service_server::OperationServiceServer::new(grpc::OpsdOperations {
             service: Arc::clone(&service),
             options: grpc_options.clone(),
-        },
+            watchers: watchers.clone(),
+        })
+        .max_decoding_message_size(max_message),
         grpc::interceptor(gate.clone()),
     );
-    let producers = pb::producer_service_server::ProducerServiceServer::with_interceptor(
-        grpc::Producers {
+    let producers = InterceptedService::new(
+        pb::producer_service_server::ProducerServiceServer::new(grpc::Producers {
             service: Arc::clone(&service),
-        },
+        })
+        .max_decoding_message_size(max_message),
         grpc::interceptor(gate.clone()),
     );
     // Discovery needs no credentials: the SDKs call it before anything else.
     let discovery =
         ycep::api_endpoint_service_server::ApiEndpointServiceServer::new(discovery::Discovery {
             endpoints,
-        });
+        })
+        .max_decoding_message_size(max_message);
 
     let grpc = tonic::service::Routes::new(health)
         .add_service(reflection_v1)
@@ -130,7 +144,11 @@ pub async fn router(
         .add_service(producers)
         .prepare()
         .into_axum_router()
-        .layer(axum::middleware::from_fn(grpc::deadline::enforce));
+        .layer(axum::middleware::from_fn(grpc::deadline::enforce))
+        .layer(axum::middleware::map_response_with_state(
+            Arc::clone(service.metrics()),
+            grpc::refusals::rewrite,
+        ));
     let scrape = {
         let service = Arc::clone(&service);
         axum::routing::get(move || async move {
@@ -144,7 +162,12 @@ pub async fn router(
         })
     };
     Ok(grpc
-        .merge(rest::router(Arc::clone(&service), gate, grpc_options))
+        .merge(rest::router(
+            Arc::clone(&service),
+            gate,
+            grpc_options,
+            watchers,
+        ))
         .route("/metrics", scrape)
         .fallback(rest::fallback))
 }

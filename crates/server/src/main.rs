@@ -98,7 +98,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let store: Arc<dyn OperationStore> = if config.cache_size > 0 {
-        Arc::new(CachingStore::new(store, config.cache_size))
+        Arc::new(CachingStore::new(
+            store,
+            u64::try_from(config.cache_size).unwrap_or(u64::MAX),
+        ))
     } else {
         store
     };
@@ -134,6 +137,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let options = ServeOptions {
         grpc: GrpcOptions {
             poll_interval: config.poll_interval,
+            limits: config.limits(),
             ..GrpcOptions::default()
         },
         endpoints: Some(Endpoints::new(&public_address, &config.endpoint_ids)),

@@ -7,11 +7,12 @@
 //! gRPC-only.
 
 mod error;
-mod input;
+pub mod input;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
@@ -27,10 +28,11 @@ use crate::grpc::convert::{
     duration_from_wire, non_empty, operation_to_opsd_wire, operation_to_wire,
 };
 use crate::grpc::{GrpcOptions, IDEMPOTENCY_KEY_HEADER, POLL_INTERVAL_HEADER};
+use crate::limits::{ConnectionWatchers, WatcherLimits};
 use crate::translate;
 pub use error::RestError;
 pub use input::MAX_BODY_BYTES;
-use input::{Caller, Target, from_params, query_params, read_json};
+use input::{Caller, Target, from_params, query_params};
 
 /// The OpenAPI document of these routes, served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../../openapi/opsd.yaml");
@@ -40,6 +42,10 @@ struct Gateway {
     gate: crate::auth::Gatekeeper,
     poll_interval: Duration,
     draining: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The largest body read.
+    max_body: usize,
+    /// Open Waits, counted with the gRPC adapter's.
+    watchers: WatcherLimits,
 }
 
 type Shared = State<Arc<Gateway>>;
@@ -50,12 +56,15 @@ pub fn router(
     service: Arc<OperationService>,
     gate: crate::auth::Gatekeeper,
     options: &GrpcOptions,
+    watchers: WatcherLimits,
 ) -> Router {
     let gateway = Arc::new(Gateway {
         service,
         gate,
         poll_interval: options.poll_interval,
         draining: options.draining.clone(),
+        max_body: options.limits.max_message_size,
+        watchers,
     });
     Router::new()
         .route(
@@ -127,7 +136,7 @@ async fn cloud_post(
 ) -> Answer {
     match target.verb.as_deref() {
         Some("cancel") => {
-            let body: ycop::CancelOperationRequest = read_json(request).await?;
+            let body: ycop::CancelOperationRequest = gateway.read_json(request).await?;
             let id = target.operation_id(&body.operation_id)?;
             gateway.cancel(&caller, &id).await
         }
@@ -137,17 +146,21 @@ async fn cloud_post(
 
 /// `GET /v1/operations`.
 async fn list(State(gateway): Shared, Caller(caller): Caller, uri: Uri) -> Answer {
-    let mut params = query_params(&uri)?;
+    let query = translate::list_query(list_request(&uri)?)?;
+    let page = gateway.service.list(&caller, &query).await?;
+    json(&translate::list_response(&query, &page))
+}
+
+/// The List request a query string spells; `state` may be short (`running`).
+pub fn list_request(uri: &Uri) -> Result<pb::ListOperationsRequest, RestError> {
+    let mut params = query_params(uri)?;
     for (name, value) in &mut params {
         let short = value.to_ascii_uppercase();
         if name == "state" && matches!(short.as_str(), "ANY" | "RUNNING" | "DONE") {
             *value = format!("STATE_FILTER_{short}");
         }
     }
-    let request: pb::ListOperationsRequest = from_params(&params)?;
-    let query = translate::list_query(request)?;
-    let page = gateway.service.list(&caller, &query).await?;
-    json(&translate::list_response(&query, &page))
+    from_params(&params)
 }
 
 /// `GET /v1/operations/{id}` and `GET /v1/operations/{id}:wait`.
@@ -155,6 +168,7 @@ async fn opsd_get(
     State(gateway): Shared,
     Caller(caller): Caller,
     target: Target,
+    connection: Option<Extension<ConnectionWatchers>>,
     method: Method,
     uri: Uri,
 ) -> Answer {
@@ -169,6 +183,9 @@ async fn opsd_get(
         Some("wait") => {
             let request: pb::WaitOperationRequest = from_params(&params)?;
             let id = target.operation_id(&request.operation_id)?;
+            let _permit = gateway
+                .watchers
+                .admit(connection.as_ref().map(|Extension(c)| c))?;
             // Unset: as long as the server lets one Wait last.
             let timeout = request
                 .timeout
@@ -191,7 +208,7 @@ async fn opsd_get(
 /// `POST /v1/operations` (opsd.v1 ProducerService Create).
 async fn create(State(gateway): Shared, Caller(caller): Caller, request: Request) -> Answer {
     let header_key = idempotency_header(request.headers())?;
-    let body: pb::CreateOperationRequest = read_json(request).await?;
+    let body: pb::CreateOperationRequest = gateway.read_json(request).await?;
     let new = translate::new_operation(body, header_key)?;
     let op = gateway.service.create(&caller, new).await?;
     json(&operation_to_opsd_wire(&op))
@@ -207,7 +224,7 @@ async fn opsd_post(
     let service = &gateway.service;
     match target.verb.as_deref() {
         Some("updateMetadata") => {
-            let body: pb::UpdateMetadataRequest = read_json(request).await?;
+            let body: pb::UpdateMetadataRequest = gateway.read_json(request).await?;
             let id = target.operation_id(&body.operation_id)?;
             let op = service
                 .update(&caller, &id, translate::update(body)?)
@@ -215,7 +232,7 @@ async fn opsd_post(
             json(&operation_to_opsd_wire(&op))
         }
         Some("heartbeat") => {
-            let body: pb::HeartbeatRequest = read_json(request).await?;
+            let body: pb::HeartbeatRequest = gateway.read_json(request).await?;
             let id = target.operation_id(&body.operation_id)?;
             let lease = body
                 .lease_duration
@@ -225,7 +242,7 @@ async fn opsd_post(
             json(&translate::heartbeat_response(&op))
         }
         Some("complete") => {
-            let body: pb::CompleteOperationRequest = read_json(request).await?;
+            let body: pb::CompleteOperationRequest = gateway.read_json(request).await?;
             let id = target.operation_id(&body.operation_id)?;
             let op = service
                 .complete(&caller, &id, translate::outcome(body.result)?)
@@ -237,6 +254,10 @@ async fn opsd_post(
 }
 
 impl Gateway {
+    async fn read_json<M: prost::Name + Default>(&self, request: Request) -> Result<M, RestError> {
+        input::read_json(request, self.max_body).await
+    }
+
     async fn cancel(&self, caller: &Principal, id: &OperationId) -> Answer {
         let op = self.service.cancel(caller, id).await?;
         json(&operation_to_wire(&op))

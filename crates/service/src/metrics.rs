@@ -51,6 +51,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `watchers_per_connection`, `watchers` or `message_size`.
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
 }
@@ -68,6 +74,7 @@ pub struct Metrics {
     pub store_duration: Family<StoreLabels, Histogram>,
     pub store_errors: Family<StoreLabels, Counter>,
     pub auth_failures: Family<ReasonLabels, Counter>,
+    pub limit_refusals: Family<LimitLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -154,6 +161,12 @@ impl Metrics {
             "Requests refused as unauthenticated, by reason",
             auth_failures.clone(),
         );
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Requests refused because a configured limit was reached, by limit",
+            limit_refusals.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -174,7 +187,17 @@ impl Metrics {
             store_duration,
             store_errors,
             auth_failures,
+            limit_refusals,
         }
+    }
+
+    /// One request refused by a limit (`watchers_per_connection`, `watchers`, `message_size`).
+    pub fn limit_refused(&self, limit: &str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+            })
+            .inc();
     }
 
     /// One refused authentication (`missing`, `malformed`, `unknown_token`, …).

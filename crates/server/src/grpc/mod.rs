@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod deadline;
+pub mod refusals;
 pub mod status;
 
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status};
 use convert::{duration_from_wire, non_empty, operation_to_opsd_wire, operation_to_wire};
 use status::to_status;
 
+use crate::limits::{ConnectionWatchers, Limits, WatcherLimits};
 use crate::translate;
 
 /// The header the clouds' SDKs send an idempotency key in.
@@ -37,6 +39,8 @@ pub struct GrpcOptions {
     /// end and Waits answer at once, so clients move to another replica
     /// instead of holding the shutdown up.
     pub draining: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Message sizes, streams and watchers (REST honours them too).
+    pub limits: Limits,
 }
 
 impl Default for GrpcOptions {
@@ -44,6 +48,7 @@ impl Default for GrpcOptions {
         Self {
             poll_interval: Duration::from_secs(1),
             draining: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -133,6 +138,18 @@ impl ycop::operation_service_server::OperationService for CloudOperations {
 pub struct OpsdOperations {
     pub service: Arc<OperationService>,
     pub options: GrpcOptions,
+    /// Shared with the REST gateway: one count of open Waits and Watches.
+    pub watchers: WatcherLimits,
+}
+
+impl OpsdOperations {
+    /// A place for one more open Wait or Watch on the caller's connection.
+    #[allow(clippy::result_large_err)]
+    fn admit_watcher<T>(&self, request: &Request<T>) -> Result<crate::limits::WatchPermit, Status> {
+        self.watchers
+            .admit(request.extensions().get::<ConnectionWatchers>())
+            .map_err(to_status)
+    }
 }
 
 type OperationStream = Pin<Box<dyn Stream<Item = Result<pb::Operation, Status>> + Send>>;
@@ -169,6 +186,7 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
         request: Request<pb::WaitOperationRequest>,
     ) -> Result<Response<pb::Operation>, Status> {
         let caller = caller(&request)?;
+        let _permit = self.admit_watcher(&request)?;
         let call_deadline = deadline::remaining(&request);
         let body = request.into_inner();
         let id = operation_id(&body.operation_id)?;
@@ -199,13 +217,15 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = caller(&request)?;
         let id = operation_id(&request.get_ref().operation_id)?;
+        let permit = self.admit_watcher(&request)?;
         let watching = self.service.watch(&caller, &id).await.map_err(to_status)?;
         // First the current state, then each newer one; the stream ends after
         // done, or early when the server drains (the client watches again).
+        // The permit lives as long as the stream.
         let draining = self.options.draining.clone();
         let stream = futures_util::stream::unfold(
-            (watching, true, false),
-            move |(mut watching, first, finished)| {
+            (watching, true, false, permit),
+            move |(mut watching, first, finished, permit)| {
                 let draining = draining.clone();
                 async move {
                     if finished {
@@ -220,7 +240,10 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
                         }
                     };
                     let done = op.is_done();
-                    Some((Ok(operation_to_opsd_wire(&op)), (watching, false, done)))
+                    Some((
+                        Ok(operation_to_opsd_wire(&op)),
+                        (watching, false, done, permit),
+                    ))
                 }
             },
         );

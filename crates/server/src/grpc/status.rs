@@ -47,6 +47,10 @@ pub fn to_status(error: Error) -> tonic::Status {
             ),
         ),
         Error::PermissionDenied(_) | Error::Unauthenticated(_) => tonic::Status::new(code, message),
+        Error::ResourceExhausted(_) => {
+            tracing::info!(error = %message, "request refused: a limit is reached");
+            tonic::Status::new(code, message)
+        }
         Error::Unavailable(_) => {
             tracing::warn!(error = %message, "request failed: unavailable");
             tonic::Status::new(code, message)

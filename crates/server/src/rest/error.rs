@@ -19,6 +19,17 @@ impl RestError {
         Error::invalid_argument(field, description).into()
     }
 
+    /// A field named as the caller spelled it (a query parameter), kept as is
+    /// instead of being turned into its JSON name.
+    pub fn invalid_as_given(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self(to_status(Error::invalid_argument(field, description)))
+    }
+
+    /// The status the gRPC adapter would answer with.
+    pub fn status(&self) -> &tonic::Status {
+        &self.0
+    }
+
     pub fn no_route(method: &axum::http::Method, path: &str) -> Self {
         Self(tonic::Status::not_found(format!(
             "no route for {method} {path}"

@@ -13,12 +13,12 @@ use opsd_proto::json::{JsonError, encoded_from_json, from_json};
 
 use super::error::{RestError, quote};
 
-/// The most a request body may hold.
-pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// The most a request body may hold unless `--max-message-size` says otherwise.
+pub const MAX_BODY_BYTES: usize = crate::limits::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// The authenticated caller. Every handler takes one, so each request is
 /// authenticated exactly once, before anything else is read.
-pub struct Caller(pub std::sync::Arc<Principal>);
+pub(crate) struct Caller(pub std::sync::Arc<Principal>);
 
 impl FromRequestParts<std::sync::Arc<super::Gateway>> for Caller {
     type Rejection = RestError;
@@ -32,7 +32,7 @@ impl FromRequestParts<std::sync::Arc<super::Gateway>> for Caller {
 }
 
 /// The last segment of `/operations/{id}` or `/operations/{id}:{verb}`.
-pub struct Target {
+pub(crate) struct Target {
     pub id: String,
     pub verb: Option<String>,
 }
@@ -71,18 +71,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Target {
     }
 }
 
-/// Reads the body as the request message `M` in the proto3 JSON mapping. An
-/// empty body is the empty message; any other needs a JSON content type.
-pub async fn read_json<M: prost::Name + Default>(request: Request) -> Result<M, RestError> {
+/// Reads the body, at most `limit` bytes, as the request message `M` in the
+/// proto3 JSON mapping (see [`parse_body`]).
+pub async fn read_json<M: prost::Name + Default>(
+    request: Request,
+    limit: usize,
+) -> Result<M, RestError> {
     let too_large = || {
         RestError::invalid(
             "body",
-            format!("is larger than {} MiB", MAX_BODY_BYTES >> 20),
+            format!("is larger than {}", crate::limits::human_size(limit)),
         )
     };
     // Past the limit the body is still read, up to twice the limit, so that a
     // client that sent a little too much reads the answer instead of a reset.
-    let drain_limit = 2 * MAX_BODY_BYTES;
+    let drain_limit = limit.saturating_mul(2);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -93,21 +96,28 @@ pub async fn read_json<M: prost::Name + Default>(request: Request) -> Result<M, 
     let is_json = is_json(request.headers());
     let mut chunks = request.into_body().into_data_stream();
     let mut body = Vec::new();
-    let mut received = 0;
+    let mut received = 0usize;
     while let Some(chunk) = chunks.next().await {
         let chunk =
             chunk.map_err(|e| RestError::invalid("body", format!("cannot be read: {e}")))?;
-        received += chunk.len();
+        received = received.saturating_add(chunk.len());
         if received > drain_limit {
             break;
         }
-        if received <= MAX_BODY_BYTES {
+        if received <= limit {
             body.extend_from_slice(&chunk);
         }
     }
-    if received > MAX_BODY_BYTES {
+    if received > limit {
         return Err(too_large());
     }
+    parse_body(is_json, &body)
+}
+
+/// A body as the request message `M`. An empty body is the empty message;
+/// any other needs a JSON content type (`is_json`), valid UTF-8, and JSON
+/// that is `M` in the proto3 JSON mapping, unknown fields refused.
+pub fn parse_body<M: prost::Name + Default>(is_json: bool, body: &[u8]) -> Result<M, RestError> {
     if body.is_empty() {
         return Ok(M::default());
     }
@@ -118,7 +128,7 @@ pub async fn read_json<M: prost::Name + Default>(request: Request) -> Result<M, 
         ));
     }
     let text =
-        std::str::from_utf8(&body).map_err(|_| RestError::invalid("body", "is not valid utf-8"))?;
+        std::str::from_utf8(body).map_err(|_| RestError::invalid("body", "is not valid utf-8"))?;
     from_json(text).map_err(|e| json_error("body", e, true))
 }
 
@@ -144,8 +154,15 @@ pub fn from_params<M: prost::Name + Default>(params: &[(String, String)]) -> Res
     let mut seen = HashSet::new();
     let mut encoded = Vec::new();
     for (name, value) in params {
+        // `?=x` or `?&=`: nothing to name in the answer but the query itself.
+        if name.is_empty() {
+            return Err(RestError::invalid(
+                "query",
+                "has a parameter without a name",
+            ));
+        }
         if !seen.insert(name) {
-            return Err(RestError::invalid(name, "is given more than once"));
+            return Err(RestError::invalid_as_given(name, "is given more than once"));
         }
         // Every field a query sets (strings, numbers, enums, timestamps,
         // durations) may be a JSON string.
@@ -165,9 +182,10 @@ fn json_error(field: &str, error: JsonError, in_body: bool) -> RestError {
             if in_body {
                 RestError::invalid(field, format!("invalid json: {text}"))
             } else {
-                // The position would be in the JSON made of the parameter, not in the query.
+                // The position would be in the JSON made of the parameter, not in
+                // the query; the parameter is named as the caller spelled it.
                 let text = text.split(" at line ").next().unwrap_or_default();
-                RestError::invalid(field, text)
+                RestError::invalid_as_given(field, text)
             }
         }
         other => Error::Internal(other.to_string()).into(),

@@ -1561,7 +1561,7 @@ async fn tls_clients_verify_the_certificate_and_reloads_take_effect() {
 }
 
 /// `GET /metrics` over plain HTTP/1.1, the body only.
-async fn scrape(address: SocketAddr) -> String {
+pub(crate) async fn scrape(address: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
@@ -1577,7 +1577,7 @@ async fn scrape(address: SocketAddr) -> String {
 }
 
 /// The value of the sample named exactly `series` (name and labels), 0 if absent.
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))

@@ -1,5 +1,6 @@
 //! End-to-end tests of the opsd server: real listeners on port 0, real clients.
 
+mod abuse;
 mod auth;
 mod crash;
 mod faults;

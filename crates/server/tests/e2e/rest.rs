@@ -987,9 +987,13 @@ async fn the_offered_fallback_answers_rest_in_json_and_grpc_as_unimplemented() {
         .unwrap()
         .fallback(opsd_server::rest::fallback);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(opsd_server::http::run(listener, app, None, async {
-        let _ = stopped.await;
-    }));
+    let limits = opsd_server::limits::Limits::default();
+    let task = tokio::spawn(async move {
+        opsd_server::http::run(listener, app, None, &limits, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
 
     let http = reqwest::Client::new();
     let response = http

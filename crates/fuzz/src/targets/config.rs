@@ -1,0 +1,128 @@
+//! Configuration files, as `opsd --config FILE` reads them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use opsd_server::config::{
+    Config, format_duration, format_size, parse_duration, parse_size, parse_store, redact_url,
+};
+
+pub const DICTIONARY: &[&[u8]] = &[
+    b"listen = ",
+    b"\"127.0.0.1:7117\"",
+    b"\"[::1]:0\"",
+    b"data_dir = ",
+    b"store = ",
+    b"\"sqlite\"",
+    b"\"memory\"",
+    b"\"postgres://opsd:secret@db:5432/opsd\"",
+    b"tls_cert = ",
+    b"tls_key = ",
+    b"public_address = ",
+    b"endpoint_ids = ",
+    b"[\"compute\", \"iam=iam.example:443\"]",
+    b"tokens_file = ",
+    b"jwt_public_keys = ",
+    b"jwt_audience = ",
+    b"jwt_leeway = ",
+    b"postgres_max_connections = ",
+    b"store_timeout = ",
+    b"id_prefix = ",
+    b"\"fhm\"",
+    b"retention = ",
+    b"poll_interval = ",
+    b"max_wait = ",
+    b"reaper_interval = ",
+    b"retention_interval = ",
+    b"shutdown_grace = ",
+    b"log_format = ",
+    b"\"json\"",
+    b"max_message_size = ",
+    b"\"4MiB\"",
+    b"\"1GiB\"",
+    b"max_streams_per_connection = ",
+    b"max_watchers_per_connection = ",
+    b"max_watchers = ",
+    b"\"30d\"",
+    b"\"500ms\"",
+    b"\"18446744073709551615ms\"",
+    b"9223372036854775807",
+    b"-1",
+    b"0",
+    b"[section]",
+    b"[[array]]",
+    b"'''",
+    b"\"\"\"",
+    b"\\u0000",
+    b"# comment",
+    b"\n",
+    b"=",
+    b"true",
+    b"1979-05-27T07:32:00Z",
+    b"inf",
+    b"nan",
+    b"{ a = 1 }",
+];
+
+/// Loads the input as a configuration file. A file that loads prints
+/// (`--print-config`) to a file that loads to the same configuration; a file
+/// that does not load is refused with a message naming the file. The pieces
+/// (durations, sizes, store URLs) round-trip through their printers.
+pub fn run(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data);
+    let path = Path::new("fuzz.toml");
+    let label = match Config::from_file_text(path, &text) {
+        Ok(config) => {
+            let printed = config.to_toml();
+            let again = Config::from_file_text(path, &printed).unwrap_or_else(|e| {
+                panic!("the printed configuration does not load: {e:#}\n{printed}")
+            });
+            assert_eq!(again.to_toml(), printed, "printing is stable");
+            assert_eq!(again.limits(), config.limits());
+            assert_eq!(again.listen, config.listen);
+            assert_eq!(again.retention, config.retention);
+            "loaded".to_owned()
+        }
+        Err(error) => {
+            let message = format!("{error:#}");
+            assert!(
+                message.starts_with("config file fuzz.toml"),
+                "refusals name the file: {message}"
+            );
+            // Known keys by name; unknown ones are all one behaviour.
+            let reason = if message.contains("unknown key") {
+                "unknown-key"
+            } else {
+                message
+                    .split(": ")
+                    .find(|part| part.starts_with("key "))
+                    .map_or("file", |key| key.trim_start_matches("key "))
+            };
+            format!("refused:{reason}")
+        }
+    };
+
+    // The value parsers on their own, with the same text.
+    let value = text.trim();
+    if let Ok(duration) = parse_duration(value) {
+        assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        assert!(duration <= Duration::from_millis(u64::MAX));
+    }
+    if let Ok(size) = parse_size(value) {
+        assert_eq!(parse_size(&format_size(size)), Ok(size));
+    }
+    if parse_store(value).is_ok() {
+        let redacted = redact_url(value);
+        assert_eq!(redact_url(&redacted), redacted, "redaction is stable");
+        if let Some((_, rest)) = value.split_once("://")
+            && let Some((userinfo, _)) =
+                rest.split(['/', '?']).next().unwrap_or("").rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+            && !password.is_empty()
+            && password != "***"
+        {
+            assert!(!redacted.contains(&format!(":{password}@")), "{redacted}");
+        }
+    }
+    label
+}
