@@ -392,7 +392,7 @@ async fn watchers_catch_up_within_2_s_once_reads_recover() {
 /// history is still one outcome per operation, each acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_store_faults_under_load_leave_consistent_histories() {
-    let operations = env_size("OPSD_FAULT_OPERATIONS", 200);
+    let operations = env_size("OPSD_FAULT_OPERATIONS", 300);
     let server = Faulty::start().await;
     let unavailable = || StoreError::Unavailable("injected".into());
     server
