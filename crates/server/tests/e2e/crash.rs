@@ -19,7 +19,7 @@
 //! On PostgreSQL the rounds take turns killing opsd, the database server (all
 //! its processes, SIGKILL, opsd stays up and must recover by itself), or both.
 //!
-//! Size: `OPSD_CRASH_ROUNDS` rounds per backend (3 by default, 20 for the
+//! Size: `OPSD_CRASH_ROUNDS` rounds per backend (5 by default, 20 for the
 //! long run in the README), `OPSD_CRASH_PRODUCERS` concurrent producers (64).
 
 use std::collections::HashMap;
@@ -628,7 +628,7 @@ async fn check_round(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9_in_a_write_storm_on_sqlite() {
-    let rounds = env_size("OPSD_CRASH_ROUNDS", 3);
+    let rounds = env_size("OPSD_CRASH_ROUNDS", 5);
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -657,7 +657,7 @@ async fn acknowledged_writes_survive_kill_9_of_opsd_and_postgres_in_a_write_stor
     let Some(cluster) = opsd_testkit::dedicated_cluster() else {
         return;
     };
-    let rounds = env_size("OPSD_CRASH_ROUNDS", 3);
+    let rounds = env_size("OPSD_CRASH_ROUNDS", 5);
     let started = Instant::now();
     let url = cluster.admin_url.clone();
     let start = || Process::start_with(&["--store", &url, "--store-timeout", "2s"]);

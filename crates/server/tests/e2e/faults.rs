@@ -227,10 +227,12 @@ async fn deadlines_are_kept_when_the_store_hangs() {
     server
         .faults
         .inject(Calls::Writes, Fault::Latency(Duration::from_secs(60)));
+    let slowest = std::cell::Cell::new(Duration::ZERO);
     let timed = |started: Instant, what: &str, result: Code| {
         assert_eq!(result, Code::DeadlineExceeded, "{what}");
         let took = started.elapsed();
         assert!(took < DEADLINE + SLACK, "{what} took {took:?}");
+        slowest.set(slowest.get().max(took));
     };
     let started = Instant::now();
     let got = cloud
@@ -275,6 +277,11 @@ async fn deadlines_are_kept_when_the_store_hangs() {
         .unwrap()
         .into_inner();
     assert_eq!(got.id, id);
+    eprintln!(
+        "deadlines: store calls hung 60 s; Get, Wait and Create with a {DEADLINE:?} deadline \
+         answered DEADLINE_EXCEEDED, the slowest in {:?}",
+        slowest.get()
+    );
     server.stop().await;
 }
 
@@ -378,6 +385,7 @@ async fn watchers_catch_up_within_2_s_once_reads_recover() {
         .unwrap()
         .unwrap();
     let recovery = recovered.elapsed();
+    eprintln!("reads down {outage:?}: the watcher was told {recovery:?} after they recovered");
     assert_eq!(told, server.client.get_details(&id).await.unwrap());
     assert!(told.operation.as_ref().unwrap().done);
     assert!(
@@ -390,9 +398,10 @@ async fn watchers_catch_up_within_2_s_once_reads_recover() {
 /// Random failures (before and after the write), latency and racing
 /// cancels under concurrent load: callers retry what failed, and the
 /// history is still one outcome per operation, each acknowledged.
+/// `OPSD_FAULT_OPERATIONS` operations (300 by default, 2000 in the long run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_store_faults_under_load_leave_consistent_histories() {
-    let operations = env_size("OPSD_FAULT_OPERATIONS", 200);
+    let operations = env_size("OPSD_FAULT_OPERATIONS", 300);
     let server = Faulty::start().await;
     let unavailable = || StoreError::Unavailable("injected".into());
     server
@@ -609,7 +618,7 @@ async fn a_database_outage_answers_unavailable_and_recovers_within_2_s() {
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     tokio::task::block_in_place(|| cluster.stop());
     let down = Instant::now();
 
@@ -670,6 +679,8 @@ async fn a_database_outage_answers_unavailable_and_recovers_within_2_s() {
     let watch_recovered = up.elapsed();
     assert_eq!(told, done);
 
+    // The load goes on a while after the outage, then stops.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     running.store(false, Ordering::SeqCst);
     let (mut refused, mut slowest) = (0, Duration::ZERO);
     for task in load {
@@ -728,17 +739,20 @@ async fn a_frozen_database_answers_unavailable_within_the_store_timeout() {
     let id = id_of(&op);
 
     cluster.freeze();
+    let mut slowest = Duration::ZERO;
     for _ in 0..3 {
         let started = Instant::now();
         assert_eq!(code(client.get_details(&id).await), Code::Unavailable);
+        slowest = slowest.max(started.elapsed());
+        let started = Instant::now();
         let create = client.create(NewOperation::new("frozen")).await;
         assert_eq!(code(create), Code::Unavailable);
-        let took = started.elapsed();
-        assert!(
-            took < 2 * STORE_TIMEOUT + Duration::from_secs(2),
-            "two calls took {took:?}"
-        );
+        slowest = slowest.max(started.elapsed());
     }
+    assert!(
+        slowest < STORE_TIMEOUT + Duration::from_secs(1),
+        "a call took {slowest:?}"
+    );
     cluster.thaw();
     let thawed = Instant::now();
     loop {
@@ -754,7 +768,12 @@ async fn a_frozen_database_answers_unavailable_within_the_store_timeout() {
             }
         }
     }
+    let recovered = thawed.elapsed();
     create(&client, NewOperation::new("after")).await;
+    eprintln!(
+        "frozen database: 6 calls answered UNAVAILABLE, the slowest in {slowest:?} \
+         (store timeout {STORE_TIMEOUT:?}), served again {recovered:?} after the thaw"
+    );
     server.terminate().await;
 }
 

@@ -7,7 +7,7 @@
 //! that what was observed is consistent with one order of state changes.
 //!
 //! Size: `OPSD_HISTORY_PAIRS` racing cancel/complete pairs (one operation
-//! each; 300 by default, 10000 for the long run in the README) with
+//! each; 1000 by default, 10000 for the long run in the README) with
 //! `OPSD_HISTORY_CONCURRENCY` operations in flight (default 24).
 
 pub mod checker;
@@ -206,7 +206,7 @@ async fn race(recorder: Arc<Recorder>, n: usize) {
 
 /// Runs the races against `endpoints` (one per replica) and checks the history.
 async fn race_and_check(endpoints: &[String], label: &str) {
-    let pairs = env_size("OPSD_HISTORY_PAIRS", 300);
+    let pairs = env_size("OPSD_HISTORY_PAIRS", 1000);
     let concurrency = env_size("OPSD_HISTORY_CONCURRENCY", 24).max(1);
     let mut clients = Vec::new();
     for endpoint in endpoints {
