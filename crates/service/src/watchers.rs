@@ -40,8 +40,11 @@ struct SharedReads {
     /// Callers so far; a read records the count when it begins.
     arrivals: AtomicU64,
     /// The last read: the arrivals it covers, and what it found.
-    last: tokio::sync::Mutex<Option<(u64, Result<Option<Operation>, StoreError>)>>,
+    last: tokio::sync::Mutex<Option<(u64, Found)>>,
 }
+
+/// What a store read of one operation found.
+type Found = Result<Option<Operation>, StoreError>;
 
 struct Entry {
     latest: watch::Sender<Arc<Operation>>,
@@ -156,7 +159,7 @@ impl Watchers {
 
     /// The operation as stored at some moment after this call began, from a
     /// read shared with the callers that arrived before that read began.
-    async fn fresh_read(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+    async fn fresh_read(&self, id: &OperationId) -> Found {
         let (shared, arrival) = {
             let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
             let (shared, users) = reads.entry(id.clone()).or_default();
