@@ -89,14 +89,21 @@ pub fn run(data: &[u8]) -> String {
                 message.starts_with("config file fuzz.toml"),
                 "refusals name the file: {message}"
             );
-            // Known keys by name; unknown ones are all one behaviour.
-            let reason = if message.contains("unknown key") {
-                "unknown-key"
-            } else {
-                message
-                    .split(": ")
-                    .find(|part| part.starts_with("key "))
-                    .map_or("file", |key| key.trim_start_matches("key "))
+            // The key the refusal blames, when it is a real one: the rest of
+            // the message may quote the input, which is no behaviour of its own.
+            let prefix = "config file fuzz.toml: key ";
+            let key = message
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split(':').next())
+                .filter(|key| {
+                    <Config as clap::CommandFactory>::command()
+                        .get_arguments()
+                        .any(|a| a.get_id() == *key)
+                });
+            let reason = match key {
+                Some(key) => key,
+                None if message.starts_with(prefix) => "unknown-key",
+                None => "file",
             };
             format!("refused:{reason}")
         }
