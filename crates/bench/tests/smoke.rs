@@ -52,12 +52,17 @@ fn a_quick_run_of_every_scenario_writes_well_formed_results() {
             positive(&row["per_second"], "per_second");
             positive(&row["p50_us"], "p50_us");
         }
-        // Every opsd row measured its own server's CPU and memory.
+        // Every opsd row measured its own server's CPU and memory. CPU time
+        // comes in clock ticks (10 ms), so a quick run on a busy machine may
+        // see none: present and not negative is all that is certain.
         for row in rows
             .iter()
             .filter(|r| r["name"].as_str().unwrap().starts_with("opsd"))
         {
-            positive(&row["cpu_us_per_call"], "cpu_us_per_call");
+            let cpu = row["cpu_us_per_call"]
+                .as_f64()
+                .expect("cpu_us_per_call is a number");
+            assert!(cpu.is_finite() && cpu >= 0.0, "cpu_us_per_call: {row}");
             positive(&row["peak_rss_bytes"], "peak_rss_bytes");
         }
     }
