@@ -52,28 +52,13 @@ struct Target<'a> {
 async fn measure(plan: &Plan, targets: &mut [Target<'_>]) -> anyhow::Result<()> {
     for _ in 0..plan.repetitions {
         for target in targets.iter_mut() {
-            let channels = harness::channels(&target.server.endpoint, plan.connections).await?;
-            let clients: Arc<Vec<_>> = Arc::new(
-                channels
-                    .into_iter()
-                    .map(ycop::operation_service_client::OperationServiceClient::new)
-                    .collect(),
-            );
-            let ids = Arc::clone(&target.ids);
-            let run = harness::drive(plan, &*target.cpu_of, move |worker, n| {
-                let mut client = clients[worker % clients.len()].clone();
-                let id = ids[(worker + n as usize) % ids.len()].clone();
-                async move {
-                    let op = client
-                        .get(ycop::GetOperationRequest {
-                            operation_id: id.clone(),
-                        })
-                        .await?
-                        .into_inner();
-                    anyhow::ensure!(op.id == id, "asked for {id}, got {}", op.id);
-                    Ok(())
-                }
-            })
+            let run = drive_gets(
+                plan,
+                &target.server.endpoint,
+                Arc::clone(&target.ids),
+                &*target.cpu_of,
+                |worker, n| worker + n as usize,
+            )
             .await
             .with_context(|| target.row.name.clone())?;
             target.row.runs.push(run);
@@ -83,6 +68,39 @@ async fn measure(plan: &Plan, targets: &mut [Target<'_>]) -> anyhow::Result<()> 
         target.row.peak_rss = target.server.peak_rss().ok();
     }
     Ok(())
+}
+
+/// Gets of `ids` against `endpoint`, each answer checked to be the operation
+/// asked for; `pick(worker, n)` chooses the id (modulo the count).
+pub async fn drive_gets(
+    plan: &Plan,
+    endpoint: &str,
+    ids: Arc<Vec<String>>,
+    cpu_of: &(dyn Fn() -> Vec<u32> + Sync),
+    pick: fn(usize, u64) -> usize,
+) -> anyhow::Result<harness::Run> {
+    let channels = harness::channels(endpoint, plan.connections).await?;
+    let clients: Arc<Vec<_>> = Arc::new(
+        channels
+            .into_iter()
+            .map(ycop::operation_service_client::OperationServiceClient::new)
+            .collect(),
+    );
+    harness::drive(plan, cpu_of, move |worker, n| {
+        let mut client = clients[worker % clients.len()].clone();
+        let id = ids[pick(worker, n) % ids.len()].clone();
+        async move {
+            let op = client
+                .get(ycop::GetOperationRequest {
+                    operation_id: id.clone(),
+                })
+                .await?
+                .into_inner();
+            anyhow::ensure!(op.id == id, "asked for {id}, got {}", op.id);
+            Ok(())
+        }
+    })
+    .await
 }
 
 pub async fn embedded(plan: &Plan, bins: &Binaries, pinning: Pinning) -> anyhow::Result<Value> {

@@ -201,29 +201,15 @@ fn operation(id: OperationId, created: Timestamp, done: bool) -> Operation {
 }
 
 async fn get_latency(plan: &Plan, opsd: &Server, ids: &[String]) -> anyhow::Result<harness::Run> {
-    let channels = harness::channels(&opsd.endpoint, plan.connections).await?;
-    let clients: Arc<Vec<_>> = Arc::new(
-        channels
-            .into_iter()
-            .map(ycop::operation_service_client::OperationServiceClient::new)
-            .collect(),
-    );
-    let ids = Arc::new(ids.to_vec());
     let pid = opsd.pid();
-    harness::drive(plan, &move || vec![pid], move |worker, n| {
-        let mut client = clients[worker % clients.len()].clone();
-        let id = ids[(n as usize).wrapping_mul(7919) % ids.len()].clone();
-        async move {
-            let op = client
-                .get(ycop::GetOperationRequest {
-                    operation_id: id.clone(),
-                })
-                .await?
-                .into_inner();
-            anyhow::ensure!(op.id == id, "asked for {id}, got {}", op.id);
-            Ok(())
-        }
-    })
+    crate::get::drive_gets(
+        plan,
+        &opsd.endpoint,
+        Arc::new(ids.to_vec()),
+        &move || vec![pid],
+        // Spread over the sample rather than walking it in order.
+        |_, n| (n as usize).wrapping_mul(7919),
+    )
     .await
 }
 
