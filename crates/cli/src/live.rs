@@ -31,11 +31,18 @@ pub async fn follow(client: Client, id: String) {
 }
 
 fn show(bar: &ProgressBar, op: &OpsdOperation) {
-    let description = op
+    let mut description = op
         .operation
         .as_ref()
         .map(|op| op.description.clone())
         .unwrap_or_default();
+    if let Some(failure) = &op.reported_failure {
+        description = format!(
+            "{description} [failing: {}: {}]",
+            opsd_client::code_name(tonic::Code::from_i32(failure.code)),
+            failure.message
+        );
+    }
     match &op.progress {
         Some(progress) if progress.work_total > 0 => {
             bar.set_style(bar_style());

@@ -3,7 +3,8 @@
 //! Exit codes: 0 success; 1 the server answered with an error (its gRPC code
 //! name and message go to stderr); 2 bad usage; 3 opsd could not be reached;
 //! and for `wait`: 4 the operation failed, 5 it was cancelled, 6 the wait
-//! timed out.
+//! timed out, 7 (with `--stop-at-failure`) a failure was reported while the
+//! operation still runs.
 
 mod commands;
 mod live;
@@ -57,6 +58,8 @@ enum Command {
     Complete(commands::complete::Args),
     /// Report progress of a running operation (producer API).
     Progress(commands::progress::Args),
+    /// Report a failure while the operation still runs, cleaning up (producer API).
+    ReportFailure(commands::report_failure::Args),
     /// Wait until an operation is done; the exit code tells how it ended.
     Wait(commands::wait::Args),
     /// Print an operation's state, then every change, until it is done.
@@ -76,6 +79,7 @@ const EXIT_UNREACHABLE: u8 = 3;
 const EXIT_FAILED: u8 = 4;
 const EXIT_CANCELLED: u8 = 5;
 const EXIT_TIMED_OUT: u8 = 6;
+const EXIT_FAILURE_REPORTED: u8 = 7;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -167,6 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 async fn wait(client: &Client, args: &commands::wait::Args, format: Format) -> anyhow::Result<u8> {
     let options = opsd_client::WaitOptions {
         timeout: args.timeout,
+        stop_at_reported_failure: args.stop_at_failure,
         ..Default::default()
     };
     let bar =
@@ -182,6 +187,7 @@ async fn wait(client: &Client, args: &commands::wait::Args, format: Format) -> a
         Err(ClientError::OperationFailed { status, .. }) if status.code == 1 => EXIT_CANCELLED,
         Err(ClientError::OperationFailed { .. }) => EXIT_FAILED,
         Err(ClientError::WaitTimedOut { .. }) => EXIT_TIMED_OUT,
+        Err(ClientError::FailureReported { .. }) => EXIT_FAILURE_REPORTED,
         Err(other) => return Err(other.into()),
     };
     let latest = client.get(&args.id).await?;

@@ -41,10 +41,20 @@ pub fn render_update(op: &OpsdOperation, format: Format) -> anyhow::Result<Strin
                     ),
                     _ => "DONE".to_owned(),
                 }
-            } else if op.cancel_requested_at.is_some() {
-                "CANCEL_REQUESTED".to_owned()
             } else {
-                "RUNNING".to_owned()
+                let running = if op.cancel_requested_at.is_some() {
+                    "CANCEL_REQUESTED"
+                } else {
+                    "RUNNING"
+                };
+                match &public.result {
+                    Some(OperationResult::Error(status)) => format!(
+                        "{running} FAILING {}: {}",
+                        opsd_client::code_name(tonic::Code::from_i32(status.code)),
+                        status.message
+                    ),
+                    _ => running.to_owned(),
+                }
             };
             let progress = op.progress.as_ref().map_or(String::new(), |p| {
                 let amount = if p.work_total > 0 {
@@ -85,6 +95,11 @@ pub fn render_list(page: &ListOperationsResponse, format: Format) -> anyhow::Res
                 let public = op.operation.clone().unwrap_or_default();
                 let state = match (&public.result, op.cancel_requested_at.is_some()) {
                     (Some(OperationResult::Response(_)), _) => "DONE".to_owned(),
+                    // Reported while still running: the producer is cleaning up.
+                    (Some(OperationResult::Error(status)), _) if !public.done => format!(
+                        "FAILING:{}",
+                        opsd_client::code_name(tonic::Code::from_i32(status.code))
+                    ),
                     (Some(OperationResult::Error(status)), _) => {
                         opsd_client::code_name(tonic::Code::from_i32(status.code)).to_owned()
                     }
@@ -207,10 +222,15 @@ fn text(operation: &Operation, json: &Value) -> String {
         Some(OperationResult::Error(status)) => lines.push((
             "error",
             format!(
-                "{} ({}): {}",
+                "{} ({}): {}{}",
                 opsd_client::code_name(tonic::Code::from_i32(status.code)),
                 status.code,
-                status.message
+                status.message,
+                if operation.done {
+                    ""
+                } else {
+                    " (reported while running: the producer is still cleaning up)"
+                }
             ),
         )),
         None => {}

@@ -1,5 +1,5 @@
 //! A typed client for opsd: the clouds' `OperationService` (get, cancel) and
-//! opsd's own producer API (create, update metadata, complete).
+//! opsd's own producer API (create, update metadata, report a failure, complete).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), opsd_client::ClientError> {
@@ -57,6 +57,13 @@ pub enum ClientError {
     /// The operation finished, with this error.
     #[error("operation {operation_id} failed: {}: {}", code_name(tonic::Code::from_i32(.status.code)), .status.message)]
     OperationFailed {
+        operation_id: String,
+        status: opsd_proto::RpcStatus,
+    },
+    /// The operation is still running, but its producer reported this failure
+    /// (only with [`WaitOptions::stop_at_reported_failure`]).
+    #[error("operation {operation_id} is failing (still running): {}: {}", code_name(tonic::Code::from_i32(.status.code)), .status.message)]
+    FailureReported {
         operation_id: String,
         status: opsd_proto::RpcStatus,
     },
@@ -122,6 +129,8 @@ impl NewOperation {
 pub enum Completion {
     Response(prost_types::Any),
     Error(opsd_proto::RpcStatus),
+    /// With the failure reported earlier through [`Client::report_failure`].
+    ReportedFailure,
 }
 
 /// Packs a message into `Any` with the type URL the official SDKs expect.
@@ -368,13 +377,33 @@ impl Client {
     ) -> Result<OpsdOperation, ClientError> {
         use pb::complete_operation_request::Result as Wire;
         let result = match completion {
-            Completion::Response(any) => Wire::Response(any),
-            Completion::Error(status) => Wire::Error(status),
+            Completion::Response(any) => Some(Wire::Response(any)),
+            Completion::Error(status) => Some(Wire::Error(status)),
+            Completion::ReportedFailure => None,
         };
         let request = pb::CompleteOperationRequest {
             operation_id: operation_id.to_owned(),
-            result: Some(result),
+            result,
         };
         Ok(self.producer.clone().complete(request).await?.into_inner())
+    }
+
+    /// Records a failure on a running operation that the producer is still
+    /// cleaning up: consumers see the error at once, while `done` stays false.
+    pub async fn report_failure(
+        &self,
+        operation_id: &str,
+        error: opsd_proto::RpcStatus,
+    ) -> Result<OpsdOperation, ClientError> {
+        let request = pb::ReportFailureRequest {
+            operation_id: operation_id.to_owned(),
+            error: Some(error),
+        };
+        Ok(self
+            .producer
+            .clone()
+            .report_failure(request)
+            .await?
+            .into_inner())
     }
 }

@@ -151,12 +151,26 @@ impl OperationHandle {
 
     /// Completes the operation with an error (`code` 1-16).
     pub async fn fail(mut self, code: i32, message: &str) -> Result<pb::Operation, ClientError> {
-        self.finish(Completion::Error(opsd_proto::RpcStatus {
-            code,
-            message: message.to_owned(),
-            details: Vec::new(),
-        }))
-        .await
+        self.finish(Completion::Error(status(code, message))).await
+    }
+
+    /// Tells consumers at once that the work failed (`code` 1-16) while this
+    /// producer goes on cleaning up; the operation stays running (and leased),
+    /// and can now only be completed with an error, for instance by
+    /// [`Self::fail_as_reported`]. A later report replaces this one.
+    pub async fn report_failure(
+        &self,
+        code: i32,
+        message: &str,
+    ) -> Result<pb::Operation, ClientError> {
+        self.client
+            .report_failure(&self.id, status(code, message))
+            .await
+    }
+
+    /// Completes the operation with the failure reported last, once cleanup is over.
+    pub async fn fail_as_reported(mut self) -> Result<pb::Operation, ClientError> {
+        self.finish(Completion::ReportedFailure).await
     }
 
     /// Retries transient failures for a while: the handle is gone after this,
@@ -180,6 +194,14 @@ impl OperationHandle {
     }
 }
 
+fn status(code: i32, message: &str) -> opsd_proto::RpcStatus {
+    opsd_proto::RpcStatus {
+        code,
+        message: message.to_owned(),
+        details: Vec::new(),
+    }
+}
+
 impl Drop for OperationHandle {
     fn drop(&mut self) {
         self.background.abort();
@@ -190,11 +212,8 @@ impl Drop for OperationHandle {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (client, id) = (self.client.clone(), self.id.clone());
             runtime.spawn(async move {
-                let failure = Completion::Error(opsd_proto::RpcStatus {
-                    code: tonic::Code::Aborted as i32,
-                    message: DROPPED_MESSAGE.to_owned(),
-                    details: Vec::new(),
-                });
+                let failure =
+                    Completion::Error(status(tonic::Code::Aborted as i32, DROPPED_MESSAGE));
                 // Should this fail too, the lease lapses and the reaper fails it.
                 let _ = client.complete(&id, failure).await;
             });

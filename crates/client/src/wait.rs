@@ -5,7 +5,10 @@
 //! as an error carrying its `google.rpc.Status`.
 //!
 //! The wait ends only when the operation is done, an answer is final (such as
-//! NOT_FOUND), or the caller's timeout passes. Dropping the future cancels it.
+//! NOT_FOUND), or the caller's timeout passes; or, when the caller asks for it,
+//! as soon as the producer reports a failure while still cleaning up (the
+//! operation is then not done, yet carries an error). Dropping the future
+//! cancels it.
 
 use std::time::Duration;
 
@@ -25,6 +28,10 @@ pub struct WaitOptions {
     pub poll_interval: Duration,
     /// The longest pause between retries of transient failures.
     pub max_backoff: Duration,
+    /// End the wait with [`ClientError::FailureReported`] as soon as the
+    /// producer reports a failure, instead of waiting for its cleanup to
+    /// finish (`done`). Off by default.
+    pub stop_at_reported_failure: bool,
 }
 
 impl Default for WaitOptions {
@@ -33,6 +40,7 @@ impl Default for WaitOptions {
             timeout: None,
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
+            stop_at_reported_failure: false,
         }
     }
 }
@@ -91,8 +99,17 @@ impl Client {
             })??,
             None => wait.await?,
         };
-        match done.operation.as_ref().and_then(|op| op.result.as_ref()) {
-            Some(ycop::operation::Result::Error(status)) => Err(ClientError::OperationFailed {
+        let Some(op) = done.operation.as_ref() else {
+            return Ok(done);
+        };
+        match &op.result {
+            Some(ycop::operation::Result::Error(status)) if op.done => {
+                Err(ClientError::OperationFailed {
+                    operation_id: operation_id.to_owned(),
+                    status: status.clone(),
+                })
+            }
+            Some(ycop::operation::Result::Error(status)) => Err(ClientError::FailureReported {
                 operation_id: operation_id.to_owned(),
                 status: status.clone(),
             }),
@@ -112,7 +129,7 @@ impl Client {
                     backoff.reset();
                     loop {
                         match stream.message().await {
-                            Ok(Some(op)) if is_done(&op) => return Ok(op),
+                            Ok(Some(op)) if is_finished(&op, options) => return Ok(op),
                             Ok(Some(_)) => {}
                             // The stream ended early (server shutting down): watch again.
                             Ok(None) => break,
@@ -161,7 +178,7 @@ impl Client {
                         .and_then(|v| v.parse::<u64>().ok())
                         .map(Duration::from_secs);
                     let op = response.into_inner();
-                    if op.done {
+                    if op.done || (options.stop_at_reported_failure && has_error(&op)) {
                         return Ok(pb::Operation {
                             operation: Some(op),
                             ..Default::default()
@@ -181,8 +198,15 @@ impl Client {
     }
 }
 
-fn is_done(op: &pb::Operation) -> bool {
-    op.operation.as_ref().is_some_and(|op| op.done)
+/// Done, or (when the caller asked to stop there) showing a reported failure.
+fn is_finished(op: &pb::Operation, options: &WaitOptions) -> bool {
+    op.operation
+        .as_ref()
+        .is_some_and(|op| op.done || (options.stop_at_reported_failure && has_error(op)))
+}
+
+fn has_error(op: &ycop::Operation) -> bool {
+    matches!(op.result, Some(ycop::operation::Result::Error(_)))
 }
 
 /// Unpacks a packed message, checking its type URL names `T`.

@@ -90,6 +90,10 @@ pub enum Precondition {
     HeartbeatOfDone,
     /// A heartbeat after the lease lapsed or the deadline passed.
     LeaseLapsed,
+    /// A response for an operation whose producer already reported a failure.
+    FailureReported,
+    /// A failure report for an operation that is already done.
+    FailureOfDone,
 }
 
 impl Precondition {
@@ -103,6 +107,8 @@ impl Precondition {
             Precondition::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Precondition::HeartbeatOfDone => "ALREADY_DONE",
             Precondition::LeaseLapsed => "LEASE_LAPSED",
+            Precondition::FailureReported => "FAILURE_REPORTED",
+            Precondition::FailureOfDone => "ALREADY_DONE",
         }
     }
 
@@ -121,6 +127,10 @@ impl Precondition {
             Precondition::LeaseLapsed => {
                 "the lease lapsed or the deadline passed: the operation is being aborted"
             }
+            Precondition::FailureReported => {
+                "a failure was reported, the operation can only complete with an error"
+            }
+            Precondition::FailureOfDone => "operation is already done, its failure cannot change",
         }
     }
 }

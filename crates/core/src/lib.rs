@@ -19,7 +19,8 @@ pub use error::{Code, Error, FieldViolation, Precondition};
 pub use id::{IdPrefix, OperationId};
 pub use list::{Cursor, ListFilter, ListQuery, StateFilter};
 pub use operation::{
-    CancellationPolicy, Idempotency, NewOperation, Operation, Outcome, State, Transition, Update,
+    CancellationPolicy, Idempotency, NewOperation, Operation, Outcome, ReportedFailure, State,
+    Transition, Update,
 };
 pub use payload::{Any, RpcStatus};
 pub use principal::{Action, Principal, Role, Scopes};

@@ -7,7 +7,8 @@
 //! - `done` never reverts: no transition leaves [`State::Done`];
 //! - a done operation has exactly one [`Outcome`] (a response or an error);
 //! - `modified_at` strictly increases with every change and is never before `created_at`;
-//! - the first completion wins; repeating it is a no-op, a different one is refused.
+//! - the first completion wins; repeating it is a no-op, a different one is refused;
+//! - once a failure is reported, only an error can finish the operation.
 
 use std::time::Duration;
 
@@ -69,6 +70,16 @@ impl Outcome {
             details: Vec::new(),
         })
     }
+}
+
+/// A failure the producer reported while the operation still ran (cleanup under
+/// way). Consumers see it as `error` on a not-done operation; it is kept once
+/// the operation is done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedFailure {
+    pub status: RpcStatus,
+    /// When the latest report was recorded.
+    pub reported_at: Timestamp,
 }
 
 /// Where an operation is in its life, with the data that belongs to that state.
@@ -232,6 +243,9 @@ pub struct Operation {
     pub exclusive: bool,
     /// The folder or project it belongs to: who may see it.
     pub scope: String,
+    /// Set by [`Operation::report_failure`] while running; from then on only
+    /// an error completes the operation.
+    pub reported_failure: Option<ReportedFailure>,
 }
 
 /// A producer's progress report: whatever is `Some` replaces what was there.
@@ -283,6 +297,7 @@ impl Operation {
             scope: request
                 .scope
                 .unwrap_or_else(|| crate::principal::DEFAULT_SCOPE.to_owned()),
+            reported_failure: None,
         }
     }
 
@@ -294,6 +309,21 @@ impl Operation {
         match &self.state {
             State::Done { outcome, .. } => Some(outcome),
             _ => None,
+        }
+    }
+
+    /// The error a consumer sees: the outcome's once done, else the reported
+    /// failure, if any.
+    pub fn visible_error(&self) -> Option<&RpcStatus> {
+        match &self.state {
+            State::Done {
+                outcome: Outcome::Error(status),
+                ..
+            } => Some(status),
+            State::Done { .. } => None,
+            State::Running | State::CancelRequested { .. } => {
+                self.reported_failure.as_ref().map(|f| &f.status)
+            }
         }
     }
 
@@ -342,14 +372,34 @@ impl Operation {
         }
     }
 
-    /// The producer completes the operation. The outcome must have been validated.
-    pub fn complete(&self, outcome: Outcome, now: Timestamp) -> Result<Transition, Error> {
+    /// The producer completes the operation. The outcome must have been
+    /// validated; `None` means "with the reported failure".
+    pub fn complete(
+        &self,
+        outcome: impl Into<Option<Outcome>>,
+        now: Timestamp,
+    ) -> Result<Transition, Error> {
+        let outcome = match outcome.into() {
+            Some(outcome) => outcome,
+            None => match &self.reported_failure {
+                Some(failure) => Outcome::Error(failure.status.clone()),
+                None => {
+                    return Err(Error::invalid_argument(
+                        "result",
+                        "one of response or error is required (no failure was reported)",
+                    ));
+                }
+            },
+        };
         match &self.state {
             State::Done {
                 outcome: current, ..
             } if *current == outcome => Ok(Transition::Unchanged),
             State::Done { .. } => Err(self.refuse(Precondition::CompletedDifferently)),
             State::Running | State::CancelRequested { .. } => {
+                if self.reported_failure.is_some() && matches!(outcome, Outcome::Response(_)) {
+                    return Err(self.refuse(Precondition::FailureReported));
+                }
                 let cancel_requested_at = self.cancel_requested_at();
                 Ok(self.next(now, |op, _| {
                     op.state = State::Done {
@@ -359,6 +409,29 @@ impl Operation {
                 }))
             }
         }
+    }
+
+    /// The producer reports a failure but keeps working (cleaning up): the
+    /// operation stays running, shows the error, and can now only end in an
+    /// error. A later report replaces the earlier one. The status must have
+    /// been validated.
+    pub fn report_failure(&self, status: RpcStatus, now: Timestamp) -> Result<Transition, Error> {
+        if self.is_done() {
+            return Err(self.refuse(Precondition::FailureOfDone));
+        }
+        if self
+            .reported_failure
+            .as_ref()
+            .is_some_and(|failure| failure.status == status)
+        {
+            return Ok(Transition::Unchanged);
+        }
+        Ok(self.next(now, |op, at| {
+            op.reported_failure = Some(ReportedFailure {
+                status,
+                reported_at: at,
+            });
+        }))
     }
 
     /// The producer reports progress. The update must have been validated.

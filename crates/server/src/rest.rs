@@ -214,7 +214,7 @@ async fn create(State(gateway): Shared, Caller(caller): Caller, request: Request
     json(&operation_to_opsd_wire(&op))
 }
 
-/// `POST /v1/operations/{id}:updateMetadata`, `:heartbeat` and `:complete`.
+/// `POST /v1/operations/{id}:updateMetadata`, `:heartbeat`, `:complete` and `:reportFailure`.
 async fn opsd_post(
     State(gateway): Shared,
     Caller(caller): Caller,
@@ -245,7 +245,15 @@ async fn opsd_post(
             let body: pb::CompleteOperationRequest = gateway.read_json(request).await?;
             let id = target.operation_id(&body.operation_id)?;
             let op = service
-                .complete(&caller, &id, translate::outcome(body.result)?)
+                .complete(&caller, &id, translate::outcome(body.result))
+                .await?;
+            json(&operation_to_opsd_wire(&op))
+        }
+        Some("reportFailure") => {
+            let body: pb::ReportFailureRequest = gateway.read_json(request).await?;
+            let id = target.operation_id(&body.operation_id)?;
+            let op = service
+                .report_failure(&caller, &id, translate::reported_failure(body)?)
                 .await?;
             json(&operation_to_opsd_wire(&op))
         }

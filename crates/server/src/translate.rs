@@ -5,8 +5,8 @@ use opsd_core::list::{decode_page_token, encode_page_token, page_size};
 use opsd_core::principal::validate_scope;
 use opsd_core::validate::Violations;
 use opsd_core::{
-    Cursor, Error, IdPrefix, ListFilter, ListQuery, NewOperation, Operation, Outcome, StateFilter,
-    Update,
+    Cursor, Error, IdPrefix, ListFilter, ListQuery, NewOperation, Operation, Outcome, RpcStatus,
+    StateFilter, Update,
 };
 use opsd_proto::opsd::v1 as pb;
 
@@ -126,17 +126,21 @@ pub fn update(body: pb::UpdateMetadataRequest) -> Result<Update, Error> {
     })
 }
 
-/// How a producer completes an operation.
-pub fn outcome(result: Option<pb::complete_operation_request::Result>) -> Result<Outcome, Error> {
+/// How a producer completes an operation; `None` completes it with the
+/// failure it reported (refused when it reported none).
+pub fn outcome(result: Option<pb::complete_operation_request::Result>) -> Option<Outcome> {
     use pb::complete_operation_request::Result as Wire;
-    match result {
-        Some(Wire::Response(any)) => Ok(Outcome::Response(any_from_wire(any))),
-        Some(Wire::Error(status)) => Ok(Outcome::Error(status_from_wire(status))),
-        None => Err(Error::invalid_argument(
-            "result",
-            "one of response or error is required",
-        )),
-    }
+    result.map(|result| match result {
+        Wire::Response(any) => Outcome::Response(any_from_wire(any)),
+        Wire::Error(status) => Outcome::Error(status_from_wire(status)),
+    })
+}
+
+/// The failure a producer reports on a running operation.
+pub fn reported_failure(body: pb::ReportFailureRequest) -> Result<RpcStatus, Error> {
+    body.error
+        .map(status_from_wire)
+        .ok_or_else(|| Error::invalid_argument("error", "is required"))
 }
 
 /// The answer to a heartbeat.

@@ -12,7 +12,7 @@ use opsd_core::operation::{DEFAULT_LEASE, validate_lease};
 use opsd_core::validate::Violations;
 use opsd_core::{
     Action, Clock, Error, IdPrefix, ListQuery, NewOperation, Operation, OperationId, Outcome,
-    Principal, Scopes, Timestamp, Transition, Update,
+    Principal, RpcStatus, Scopes, Timestamp, Transition, Update,
 };
 use opsd_store::{Inserted, OperationStore, Swapped};
 
@@ -384,16 +384,20 @@ impl OperationService {
         }
     }
 
+    /// The producer completes the operation; `None` completes it with the
+    /// failure it reported.
     pub async fn complete(
         &self,
         caller: &Principal,
         id: &OperationId,
-        outcome: Outcome,
+        outcome: impl Into<Option<Outcome>>,
     ) -> Result<Operation, Error> {
+        let outcome = outcome.into();
         let mut violations = Violations::default();
         match &outcome {
-            Outcome::Response(any) => violations.any("response", any),
-            Outcome::Error(status) => violations.error_status("error", status),
+            Some(Outcome::Response(any)) => violations.any("response", any),
+            Some(Outcome::Error(status)) => violations.error_status("error", status),
+            None => {}
         }
         violations.into_result()?;
         let (op, changed) = self
@@ -402,10 +406,34 @@ impl OperationService {
                 op.complete(outcome.clone(), now)
             })
             .await?;
-        if changed {
-            self.metrics.completed(&outcome, false);
+        if changed && let Some(outcome) = op.outcome() {
+            self.metrics.completed(outcome, false);
         }
         tracing::debug!(operation_id = %id, "operation completed");
+        Ok(op)
+    }
+
+    /// The producer reports a failure while it still cleans up: the operation
+    /// stays running with the error visible.
+    pub async fn report_failure(
+        &self,
+        caller: &Principal,
+        id: &OperationId,
+        status: RpcStatus,
+    ) -> Result<Operation, Error> {
+        let mut violations = Violations::default();
+        violations.error_status("error", &status);
+        violations.into_result()?;
+        let (op, changed) = self
+            .transition(id, |op, now| {
+                caller.authorize(&op.scope, id.as_str(), Action::Produce)?;
+                op.report_failure(status.clone(), now)
+            })
+            .await?;
+        if changed {
+            self.metrics.failures_reported.inc();
+        }
+        tracing::debug!(operation_id = %id, code = status.code, "failure reported");
         Ok(op)
     }
 

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub operations_created: Counter,
     pub operations_completed: Family<OutcomeLabels, Counter>,
     pub cancel_requests: Counter,
+    pub failures_reported: Counter,
     pub operations_deleted: Counter,
     pub operations_running: Gauge,
     pub watchers_active: Gauge,
@@ -122,6 +123,12 @@ impl Metrics {
             "cancel_requests",
             "Cancel requests that changed an operation",
             cancel_requests.clone(),
+        );
+        let failures_reported = Counter::default();
+        registry.register(
+            "failures_reported",
+            "Failure reports that changed a running operation",
+            failures_reported.clone(),
         );
         let operations_deleted = Counter::default();
         registry.register(
@@ -181,6 +188,7 @@ impl Metrics {
             operations_created,
             operations_completed,
             cancel_requests,
+            failures_reported,
             operations_deleted,
             operations_running,
             watchers_active,

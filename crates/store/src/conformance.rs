@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use opsd_core::{
     Any, CancellationPolicy, Cursor, Idempotency, ListFilter, ListQuery, Operation, OperationId,
-    Outcome, Progress, RpcStatus, State, StateFilter, Step, StepState, Timestamp,
+    Outcome, Progress, ReportedFailure, RpcStatus, State, StateFilter, Step, StepState, Timestamp,
 };
 
 use crate::{Change, Inserted, OperationStore, StoreError, Swapped};
@@ -29,6 +29,7 @@ macro_rules! conformance_suite {
             compare_and_swap_of_a_missing_operation,
             racing_swaps_have_exactly_one_winner,
             every_state_and_field_round_trips,
+            a_reported_failure_is_stored_through_every_state,
             concurrent_inserts_are_all_readable_at_once,
             subscribers_hear_every_committed_change,
             list_pages_newest_first_without_gaps_or_duplicates,
@@ -80,6 +81,7 @@ pub fn sample(n: u64) -> Operation {
         lease_expires_at: None,
         exclusive: false,
         scope: "folder-1".into(),
+        reported_failure: None,
     }
 }
 
@@ -351,6 +353,74 @@ pub async fn every_state_and_field_round_trips(store: Arc<dyn OperationStore>) {
     for op in &ops {
         assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(op));
     }
+}
+
+/// A failure reported while running is stored with its details and time, is
+/// replaced by a later report, and stays once the operation is done.
+pub async fn a_reported_failure_is_stored_through_every_state(store: Arc<dyn OperationStore>) {
+    let failure = |message: &str, nanos: i64| ReportedFailure {
+        status: RpcStatus {
+            code: 8,
+            message: message.into(),
+            details: vec![Any {
+                type_url: "type.googleapis.com/google.rpc.QuotaFailure".into(),
+                value: vec![0, 1, 2],
+            }],
+        },
+        reported_at: at(nanos),
+    };
+    let mut op = sample(1);
+    op.reported_failure = Some(failure("disk quota exceeded", 1_700_000_000_000_000_001));
+    assert_eq!(store.insert(&op).await.unwrap(), Inserted::Created);
+    assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(&op));
+
+    let mut replaced = next_version(
+        &op,
+        State::CancelRequested {
+            requested_at: at(1_700_000_000_000_000_002),
+        },
+    );
+    replaced.reported_failure = Some(failure("rolling back: quota", 1_700_000_000_000_000_003));
+    assert_eq!(
+        store.compare_and_swap(&replaced).await.unwrap(),
+        Swapped::Swapped
+    );
+    assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(&replaced));
+
+    let status = replaced.reported_failure.clone().unwrap().status;
+    let done = next_version(
+        &replaced,
+        State::Done {
+            outcome: Outcome::Error(status),
+            cancel_requested_at: replaced.cancel_requested_at(),
+        },
+    );
+    assert_eq!(
+        store.compare_and_swap(&done).await.unwrap(),
+        Swapped::Swapped
+    );
+    assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(&done));
+
+    // And without one the column stays empty: no failure appears from nowhere.
+    let plain = sample(2);
+    store.insert(&plain).await.unwrap();
+    let completed = next_version(
+        &plain,
+        State::Done {
+            outcome: response(1),
+            cancel_requested_at: None,
+        },
+    );
+    store.compare_and_swap(&completed).await.unwrap();
+    assert_eq!(
+        store
+            .get(&plain.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .reported_failure,
+        None
+    );
 }
 
 pub async fn concurrent_inserts_are_all_readable_at_once(store: Arc<dyn OperationStore>) {

@@ -35,7 +35,8 @@ const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(1);
 /// Serializes schema migrations across replicas starting at once.
 const MIGRATION_LOCK: i64 = 0x6f70_7364_6d69_6772; // "opsdmigr"
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE operations (
     id TEXT PRIMARY KEY,
     version BIGINT NOT NULL,
@@ -75,7 +76,12 @@ CREATE INDEX operations_by_scope ON operations (scope, created_at, id);
 CREATE INDEX operations_by_expiry ON operations (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX operations_done_by_age ON operations (modified_at) WHERE state = 2;
 CREATE INDEX operations_running ON operations (created_at) WHERE state != 2;
-"#];
+"#,
+    r#"
+ALTER TABLE operations ADD COLUMN reported_failure BYTEA;
+ALTER TABLE operations ADD COLUMN failure_reported_at BIGINT;
+"#,
+];
 
 #[derive(Clone, Debug)]
 pub struct PostgresOptions {
@@ -347,7 +353,7 @@ fn insert_statement() -> String {
         "WITH inserted AS ( \
            INSERT INTO operations ({COLUMNS}) VALUES \
            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-            $20, $21, $22, $23, $24, $25) \
+            $20, $21, $22, $23, $24, $25, $26, $27) \
            ON CONFLICT DO NOTHING RETURNING id, version) \
          SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
     )
@@ -361,7 +367,8 @@ fn swap_statement() -> String {
            UPDATE operations SET version = $2::BIGINT, modified_at = $3, metadata_type_url = $4, \
            metadata_value = $5, state = $6, cancel_requested_at = $7, response_type_url = $8, \
            response_value = $9, error_code = $10, error_message = $11, error_details = $12, \
-           progress = $13, lease_expires_at = $14, expires_at = $15 \
+           progress = $13, lease_expires_at = $14, expires_at = $15, reported_failure = $16, \
+           failure_reported_at = $17 \
            WHERE id = $1 AND version = $2::BIGINT - 1 RETURNING id, version) \
          SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM updated"
     )
@@ -620,6 +627,8 @@ fn read_row(row: &Row) -> Result<Operation, StoreError> {
             exclusive: row.try_get(22)?,
             expires_at: row.try_get(23)?,
             scope: row.try_get(24)?,
+            reported_failure: row.try_get(25)?,
+            failure_reported_at: row.try_get(26)?,
         })
     })()
     .map_err(|e| StoreError::Corrupt(format!("unreadable operation row: {e}")))?;

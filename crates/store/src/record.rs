@@ -2,8 +2,8 @@
 //! and its checked conversion back into the domain type.
 
 use opsd_core::{
-    Any, CancellationPolicy, Idempotency, Operation, OperationId, Outcome, Progress, RpcStatus,
-    State, Step, StepState, Timestamp,
+    Any, CancellationPolicy, Idempotency, Operation, OperationId, Outcome, Progress,
+    ReportedFailure, RpcStatus, State, Step, StepState, Timestamp,
 };
 use prost::Message;
 
@@ -45,6 +45,9 @@ pub struct Record {
     /// lease while running, NULL once done. Derived, stored for its index.
     pub expires_at: Option<i64>,
     pub scope: String,
+    /// A failure reported while running, encoded as [`StoredStatus`] (schema version 2).
+    pub reported_failure: Option<Vec<u8>>,
+    pub failure_reported_at: Option<i64>,
 }
 
 /// The column list in the order of [`Record`]'s fields, for SQL backends.
@@ -52,7 +55,7 @@ pub const COLUMNS: &str = "id, version, description, created_at, created_by, mod
     resource_id, cancellation, metadata_type_url, metadata_value, state, cancel_requested_at, \
     response_type_url, response_value, error_code, error_message, error_details, \
     idempotency_key, idempotency_fingerprint, progress, deadline, lease_expires_at, exclusive, \
-    expires_at, scope";
+    expires_at, scope, reported_failure, failure_reported_at";
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredProgress {
@@ -140,6 +143,38 @@ struct Details {
     details: Vec<prost_types::Any>,
 }
 
+/// A whole `google.rpc.Status` in one column (the done outcome keeps its
+/// three columns from schema version 1).
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+fn details_to_stored(details: &[Any]) -> Vec<prost_types::Any> {
+    details
+        .iter()
+        .map(|d| prost_types::Any {
+            type_url: d.type_url.clone(),
+            value: d.value.clone(),
+        })
+        .collect()
+}
+
+fn details_from_stored(details: Vec<prost_types::Any>) -> Vec<Any> {
+    details
+        .into_iter()
+        .map(|d| Any {
+            type_url: d.type_url,
+            value: d.value,
+        })
+        .collect()
+}
+
 impl From<&Operation> for Record {
     fn from(op: &Operation) -> Self {
         let (state, cancel_requested_at, outcome) = match &op.state {
@@ -183,6 +218,18 @@ impl From<&Operation> for Record {
             exclusive: i64::from(op.exclusive),
             expires_at: op.expires_at().map(Timestamp::unix_nanos),
             scope: op.scope.clone(),
+            reported_failure: op.reported_failure.as_ref().map(|failure| {
+                StoredStatus {
+                    code: failure.status.code,
+                    message: failure.status.message.clone(),
+                    details: details_to_stored(&failure.status.details),
+                }
+                .encode_to_vec()
+            }),
+            failure_reported_at: op
+                .reported_failure
+                .as_ref()
+                .map(|failure| failure.reported_at.unix_nanos()),
             ..Record::default()
         };
         match outcome {
@@ -194,14 +241,7 @@ impl From<&Operation> for Record {
                 record.error_code = Some(i64::from(status.code));
                 record.error_message = Some(status.message.clone());
                 let details = Details {
-                    details: status
-                        .details
-                        .iter()
-                        .map(|d| prost_types::Any {
-                            type_url: d.type_url.clone(),
-                            value: d.value.clone(),
-                        })
-                        .collect(),
+                    details: details_to_stored(&status.details),
                 };
                 record.error_details = Some(details.encode_to_vec());
             }
@@ -255,14 +295,7 @@ impl TryFrom<Record> for Operation {
                             code: i32::try_from(code)
                                 .map_err(|_| corrupt("error code out of range"))?,
                             message,
-                            details: details
-                                .details
-                                .into_iter()
-                                .map(|d| Any {
-                                    type_url: d.type_url,
-                                    value: d.value,
-                                })
-                                .collect(),
+                            details: details_from_stored(details.details),
                         })
                     }
                     _ => return Err(corrupt("done without exactly one result")),
@@ -294,6 +327,22 @@ impl TryFrom<Record> for Operation {
             1 => true,
             _ => return Err(corrupt("exclusive is neither 0 nor 1")),
         };
+        let reported_failure = match (r.reported_failure, r.failure_reported_at) {
+            (Some(bytes), Some(at)) => {
+                let stored = StoredStatus::decode(bytes.as_slice())
+                    .map_err(|_| corrupt("undecodable reported failure"))?;
+                Some(ReportedFailure {
+                    status: RpcStatus {
+                        code: stored.code,
+                        message: stored.message,
+                        details: details_from_stored(stored.details),
+                    },
+                    reported_at: Timestamp::from_unix_nanos(at),
+                })
+            }
+            (None, None) => None,
+            _ => return Err(corrupt("half-written reported failure")),
+        };
         Ok(Operation {
             id: OperationId::from_trusted(r.id),
             version,
@@ -311,6 +360,7 @@ impl TryFrom<Record> for Operation {
             lease_expires_at: r.lease_expires_at.map(Timestamp::from_unix_nanos),
             exclusive,
             scope: r.scope,
+            reported_failure,
         })
     }
 }

@@ -25,7 +25,8 @@ use crate::sql::{self, Param};
 use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE operations (
     id TEXT PRIMARY KEY NOT NULL,
     version INTEGER NOT NULL,
@@ -65,7 +66,12 @@ CREATE INDEX operations_by_scope ON operations (scope, created_at, id);
 CREATE INDEX operations_by_expiry ON operations (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX operations_done_by_age ON operations (modified_at) WHERE state = 2;
 CREATE INDEX operations_running ON operations (created_at) WHERE state != 2;
-"#];
+"#,
+    r#"
+ALTER TABLE operations ADD COLUMN reported_failure BLOB;
+ALTER TABLE operations ADD COLUMN failure_reported_at INTEGER;
+"#,
+];
 
 /// Page cache of the writer connection.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
@@ -462,7 +468,7 @@ fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
         .prepare_cached(&format!(
             "INSERT INTO operations ({COLUMNS}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-              ?20, ?21, ?22, ?23, ?24, ?25) \
+              ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27) \
              ON CONFLICT DO NOTHING"
         ))
         .and_then(|mut stmt| {
@@ -492,6 +498,8 @@ fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
                 r.exclusive,
                 r.expires_at,
                 r.scope,
+                r.reported_failure,
+                r.failure_reported_at,
             ])
         })
         .map_err(classify)?;
@@ -558,7 +566,8 @@ fn swap(conn: &Connection, next: &Operation) -> Result<Swapped, StoreError> {
             "UPDATE operations SET version = ?2, modified_at = ?3, metadata_type_url = ?4, \
              metadata_value = ?5, state = ?6, cancel_requested_at = ?7, response_type_url = ?8, \
              response_value = ?9, error_code = ?10, error_message = ?11, error_details = ?12, \
-             progress = ?13, lease_expires_at = ?14, expires_at = ?15 \
+             progress = ?13, lease_expires_at = ?14, expires_at = ?15, reported_failure = ?16, \
+             failure_reported_at = ?17 \
              WHERE id = ?1 AND version = ?2 - 1",
         )
         .and_then(|mut stmt| {
@@ -578,6 +587,8 @@ fn swap(conn: &Connection, next: &Operation) -> Result<Swapped, StoreError> {
                 r.progress,
                 r.lease_expires_at,
                 r.expires_at,
+                r.reported_failure,
+                r.failure_reported_at,
             ])
         })
         .map_err(classify)?;
@@ -625,6 +636,8 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         exclusive: row.get(22)?,
         expires_at: row.get(23)?,
         scope: row.get(24)?,
+        reported_failure: row.get(25)?,
+        failure_reported_at: row.get(26)?,
     })
 }
 

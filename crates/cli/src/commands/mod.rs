@@ -6,6 +6,7 @@ pub mod create;
 pub mod get;
 pub mod list;
 pub mod progress;
+pub mod report_failure;
 pub mod wait;
 pub mod watch;
 
@@ -20,6 +21,7 @@ pub enum Request {
     Create(NewOperation),
     Complete(String, Completion),
     Progress(String, opsd_client::Progress),
+    ReportFailure(String, opsd_proto::RpcStatus),
 }
 
 impl Request {
@@ -33,6 +35,7 @@ impl Request {
                 Request::Complete(args.id, completion)
             }
             Command::Progress(args) => Request::Progress(args.id.clone(), args.progress()),
+            Command::ReportFailure(args) => Request::ReportFailure(args.id.clone(), args.status()),
             Command::Wait(_)
             | Command::Watch(_)
             | Command::List(_)
@@ -51,6 +54,7 @@ impl Request {
             Request::Progress(id, progress) => {
                 public(client.update(&id, None, Some(progress)).await?)
             }
+            Request::ReportFailure(id, status) => public(client.report_failure(&id, status).await?),
         })
     }
 }

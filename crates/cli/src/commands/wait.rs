@@ -7,6 +7,10 @@ pub struct Args {
     /// Give up after this long (e.g. 90s, 10m); exit code 6. Default: wait until done.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Stop as soon as the producer reports a failure (exit code 7), instead
+    /// of waiting for it to finish cleaning up.
+    #[arg(long)]
+    pub stop_at_failure: bool,
 }
 
 /// A whole number and a unit: ms, s, m or h.

@@ -88,11 +88,12 @@ enum Method {
     UpdateMetadata,
     Heartbeat,
     Complete,
+    ReportFailure,
     EndpointGet,
     EndpointList,
 }
 
-const METHODS: [(Method, &str); 12] = [
+const METHODS: [(Method, &str); 13] = [
     (
         Method::CloudGet,
         "/yandex.cloud.operation.OperationService/Get",
@@ -112,6 +113,10 @@ const METHODS: [(Method, &str); 12] = [
     ),
     (Method::Heartbeat, "/opsd.v1.ProducerService/Heartbeat"),
     (Method::Complete, "/opsd.v1.ProducerService/Complete"),
+    (
+        Method::ReportFailure,
+        "/opsd.v1.ProducerService/ReportFailure",
+    ),
     (
         Method::EndpointGet,
         "/yandex.cloud.endpoint.ApiEndpointService/Get",
@@ -474,11 +479,14 @@ fn check_answer(
                 decoded::<pb::CompleteOperationRequest>(message, status).map(|request| {
                     let attempt = || {
                         OperationId::parse("operation_id", &request.operation_id)?;
-                        let outcome = translate::outcome(request.result.clone())?;
+                        let outcome = translate::outcome(request.result.clone());
                         let mut v = Violations::default();
                         match &outcome {
-                            opsd_core::Outcome::Response(any) => v.any("response", any),
-                            opsd_core::Outcome::Error(status) => v.error_status("error", status),
+                            Some(opsd_core::Outcome::Response(any)) => v.any("response", any),
+                            Some(opsd_core::Outcome::Error(status)) => {
+                                v.error_status("error", status)
+                            }
+                            None => {}
                         }
                         v.into_result()?;
                         Ok::<_, Error>(transition(server, &request.operation_id, |op| {
@@ -487,6 +495,22 @@ fn check_answer(
                     };
                     attempt().unwrap_or_else(Expected::Refused)
                 });
+            check_transition(server, expected, answer, status);
+        }
+        Method::ReportFailure => {
+            let expected = decoded::<pb::ReportFailureRequest>(message, status).map(|request| {
+                let attempt = || {
+                    OperationId::parse("operation_id", &request.operation_id)?;
+                    let failure = translate::reported_failure(request.clone())?;
+                    let mut v = Violations::default();
+                    v.error_status("error", &failure);
+                    v.into_result()?;
+                    Ok::<_, Error>(transition(server, &request.operation_id, |op| {
+                        op.report_failure(failure.clone(), NOW)
+                    }))
+                };
+                attempt().unwrap_or_else(Expected::Refused)
+            });
             check_transition(server, expected, answer, status);
         }
         Method::EndpointGet => {

@@ -122,10 +122,14 @@ pub fn status_from_wire(status: opsd_proto::RpcStatus) -> RpcStatus {
 
 /// The operation in the clouds' public shape.
 pub fn operation_to_wire(op: &Operation) -> ycop::Operation {
-    let result = op.outcome().map(|outcome| match outcome {
-        Outcome::Response(any) => ycop::operation::Result::Response(any_to_wire(any)),
-        Outcome::Error(status) => ycop::operation::Result::Error(status_to_wire(status)),
-    });
+    // A running operation whose producer reported a failure carries the error
+    // while done is false, as the clouds' contract allows.
+    let result = match op.outcome() {
+        Some(Outcome::Response(any)) => Some(ycop::operation::Result::Response(any_to_wire(any))),
+        Some(Outcome::Error(_)) | None => op
+            .visible_error()
+            .map(|status| ycop::operation::Result::Error(status_to_wire(status))),
+    };
     ycop::Operation {
         id: op.id.to_string(),
         description: op.description.clone(),
@@ -156,6 +160,14 @@ pub fn operation_to_opsd_wire(op: &Operation) -> pb::Operation {
         lease_expires_at: op.lease_expires_at.map(timestamp),
         exclusive: op.exclusive,
         scope: op.scope.clone(),
+        reported_failure: op
+            .reported_failure
+            .as_ref()
+            .map(|failure| status_to_wire(&failure.status)),
+        failure_reported_at: op
+            .reported_failure
+            .as_ref()
+            .map(|failure| timestamp(failure.reported_at)),
     }
 }
 

@@ -312,10 +312,26 @@ impl pb::producer_service_server::ProducerService for Producers {
         let caller = caller(&request)?;
         let body = request.into_inner();
         let id = operation_id(&body.operation_id)?;
-        let outcome = translate::outcome(body.result).map_err(to_status)?;
+        let outcome = translate::outcome(body.result);
         let op = self
             .service
             .complete(&caller, &id, outcome)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(operation_to_opsd_wire(&op)))
+    }
+
+    async fn report_failure(
+        &self,
+        request: Request<pb::ReportFailureRequest>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let id = operation_id(&body.operation_id)?;
+        let status = translate::reported_failure(body).map_err(to_status)?;
+        let op = self
+            .service
+            .report_failure(&caller, &id, status)
             .await
             .map_err(to_status)?;
         Ok(Response::new(operation_to_opsd_wire(&op)))

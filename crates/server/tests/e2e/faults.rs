@@ -457,7 +457,7 @@ async fn random_store_faults_under_load_leave_consistent_histories() {
                 );
                 let wanted = match response(&format!("op {n}")) {
                     Completion::Response(any) => any,
-                    Completion::Error(_) => unreachable!(),
+                    _ => unreachable!(),
                 };
                 let complete = async {
                     for _ in 0..100 {

@@ -184,6 +184,8 @@ async fn execute<C: deadpool_postgres::GenericClient>(
                         &r.exclusive,
                         &r.expires_at,
                         &r.scope,
+                        &r.reported_failure,
+                        &r.failure_reported_at,
                     ],
                 )
                 .await
@@ -213,6 +215,8 @@ async fn execute<C: deadpool_postgres::GenericClient>(
                         &r.progress,
                         &r.lease_expires_at,
                         &r.expires_at,
+                        &r.reported_failure,
+                        &r.failure_reported_at,
                     ],
                 )
                 .await
