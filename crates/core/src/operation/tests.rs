@@ -153,6 +153,129 @@ fn completing_an_immediately_cancelled_operation_is_refused() {
     );
 }
 
+fn status(code: i32, message: &str) -> RpcStatus {
+    RpcStatus {
+        code,
+        message: message.into(),
+        details: vec![],
+    }
+}
+
+#[test]
+fn a_reported_failure_shows_while_the_operation_runs() {
+    let op = running(CancellationPolicy::Immediate);
+    assert_eq!(op.visible_error(), None);
+    let failing = changed(op.report_failure(status(8, "quota exceeded"), at(2_000)));
+    assert!(!failing.is_done(), "a reported failure does not complete");
+    assert_eq!(failing.state, State::Running);
+    assert_eq!(failing.visible_error(), Some(&status(8, "quota exceeded")));
+    assert_eq!(
+        failing.reported_failure,
+        Some(ReportedFailure {
+            status: status(8, "quota exceeded"),
+            reported_at: at(2_000),
+        })
+    );
+    assert_eq!(failing.version, 2);
+    // The same report again is a no-op; another replaces it.
+    assert_eq!(
+        failing.report_failure(status(8, "quota exceeded"), at(3_000)),
+        Ok(Transition::Unchanged)
+    );
+    let replaced = changed(failing.report_failure(status(8, "rolling back"), at(3_000)));
+    assert_eq!(replaced.visible_error(), Some(&status(8, "rolling back")));
+    assert_eq!(replaced.reported_failure.unwrap().reported_at, at(3_000));
+}
+
+#[test]
+fn after_a_reported_failure_only_an_error_completes() {
+    let failing = changed(
+        running(CancellationPolicy::Immediate).report_failure(status(8, "quota"), at(2_000)),
+    );
+    assert_eq!(
+        precondition(failing.complete(response(1), at(3_000))),
+        Precondition::FailureReported
+    );
+    assert_eq!(Precondition::FailureReported.reason(), "FAILURE_REPORTED");
+
+    // No result: the reported error; and repeating that is a no-op.
+    let done = changed(failing.complete(None, at(3_000)));
+    assert_eq!(done.outcome(), Some(&Outcome::Error(status(8, "quota"))));
+    assert_eq!(done.complete(None, at(4_000)), Ok(Transition::Unchanged));
+    assert_eq!(
+        done.complete(Outcome::Error(status(8, "quota")), at(4_000)),
+        Ok(Transition::Unchanged)
+    );
+    assert_eq!(
+        precondition(done.complete(failure(9), at(4_000))),
+        Precondition::CompletedDifferently
+    );
+    // The report stays on the done operation.
+    assert_eq!(done.reported_failure, failing.reported_failure);
+    assert_eq!(done.visible_error(), Some(&status(8, "quota")));
+
+    // An error of the producer's choosing wins over the reported one.
+    let other = changed(failing.complete(failure(13), at(3_000)));
+    assert_eq!(other.outcome(), Some(&failure(13)));
+}
+
+#[test]
+fn completing_without_a_result_needs_a_reported_failure() {
+    let op = running(CancellationPolicy::Immediate);
+    match op.complete(None, at(2_000)) {
+        Err(Error::InvalidArgument(violations)) => assert_eq!(violations[0].field, "result"),
+        other => panic!("expected invalid argument, got {other:?}"),
+    }
+    let done = changed(op.complete(response(1), at(2_000)));
+    assert_eq!(
+        done.complete(None, at(3_000)).unwrap_err().code(),
+        Code::InvalidArgument
+    );
+}
+
+#[test]
+fn a_done_operation_takes_no_failure_report() {
+    let done = changed(running(CancellationPolicy::Immediate).complete(response(1), at(2_000)));
+    assert_eq!(
+        precondition(done.report_failure(status(8, "late"), at(3_000))),
+        Precondition::FailureOfDone
+    );
+}
+
+#[test]
+fn cancel_lease_and_deadline_end_a_failing_operation_with_their_own_error() {
+    let report = |op: Operation| changed(op.report_failure(status(8, "quota"), at(2_000)));
+
+    let immediate = report(running(CancellationPolicy::Immediate));
+    let cancelled = changed(immediate.cancel(at(3_000)));
+    assert!(cancelled.outcome().unwrap().is_cancelled());
+
+    // Cooperative: the request is recorded, the failure stays, the producer finishes.
+    let cooperative = report(running(CancellationPolicy::Cooperative));
+    let requested = changed(cooperative.cancel(at(3_000)));
+    assert!(!requested.is_done());
+    assert_eq!(requested.visible_error(), Some(&status(8, "quota")));
+    let done = changed(requested.complete(None, at(4_000)));
+    assert_eq!(done.outcome(), Some(&Outcome::Error(status(8, "quota"))));
+    assert_eq!(done.cancel_requested_at(), Some(at(3_000)));
+
+    let mut leased = report(running(CancellationPolicy::Immediate));
+    leased.lease_expires_at = Some(at(5_000));
+    let lapsed = changed(Ok(leased.expire(at(5_000))));
+    assert_eq!(
+        lapsed.outcome(),
+        Some(&Outcome::Error(status(LEASE_LAPSED_CODE, LEASE_LAPSED_MESSAGE)))
+    );
+
+    let mut bounded = report(running(CancellationPolicy::Immediate));
+    bounded.deadline = Some(at(5_000));
+    let exceeded = changed(Ok(bounded.expire(at(5_000))));
+    assert_eq!(
+        exceeded.outcome(),
+        Some(&Outcome::Error(status(DEADLINE_CODE, DEADLINE_MESSAGE)))
+    );
+}
+
 #[test]
 fn metadata_of_a_done_operation_cannot_change() {
     let op = changed(running(CancellationPolicy::Immediate).complete(response(1), at(2_000)));
@@ -207,6 +330,9 @@ fn fingerprints_separate_fields() {
 enum Command {
     Cancel,
     Complete(Outcome),
+    /// Complete without a result: with the reported failure.
+    CompleteAsReported,
+    ReportFailure(i32),
     UpdateMetadata(u8),
     Heartbeat(u64),
     Expire,
@@ -219,6 +345,8 @@ fn command() -> impl Strategy<Value = Command> {
         Just(Command::Cancel),
         (0u8..3).prop_map(|t| Command::Complete(response(t))),
         prop_oneof![Just(1), Just(9), Just(13)].prop_map(|c| Command::Complete(failure(c))),
+        Just(Command::CompleteAsReported),
+        prop_oneof![Just(8), Just(9)].prop_map(Command::ReportFailure),
         (0u8..4).prop_map(Command::UpdateMetadata),
         (1u64..3).prop_map(Command::Heartbeat),
         Just(Command::Expire),
@@ -257,6 +385,11 @@ proptest! {
                 Command::Tick(delta) => { now += delta; continue; }
                 Command::Cancel => op.cancel(at(now)),
                 Command::Complete(outcome) => op.complete(outcome, at(now)),
+                Command::CompleteAsReported => op.complete(None, at(now)),
+                Command::ReportFailure(code) => op.report_failure(
+                    RpcStatus { code, message: format!("failing {code}"), details: vec![] },
+                    at(now),
+                ),
                 Command::UpdateMetadata(tag) => op.update(
                     metadata_update(Any { type_url: "type.googleapis.com/x.Progress".into(), value: vec![tag] }),
                     at(now),
@@ -276,6 +409,10 @@ proptest! {
                     op = next;
                 }
                 Ok(Transition::Unchanged) => {}
+                Err(e) if matches!(command, Command::CompleteAsReported) && before.reported_failure.is_none() => {
+                    // Nothing to complete with: the request itself is incomplete.
+                    prop_assert_eq!(e.code(), Code::InvalidArgument);
+                }
                 Err(e) => {
                     prop_assert_eq!(e.code(), Code::FailedPrecondition);
                     if let Command::Cancel = command {
@@ -288,6 +425,18 @@ proptest! {
             prop_assert!(op.created_at <= op.modified_at);
             if before.is_done() {
                 prop_assert!(op.is_done(), "done never reverts");
+            }
+            if before.reported_failure.is_some() {
+                // A reported failure is never taken back, and never turns into a response.
+                prop_assert!(op.reported_failure.is_some());
+                prop_assert!(!matches!(op.outcome(), Some(Outcome::Response(_))));
+            }
+            if !op.is_done() {
+                // While running, the visible error is exactly the reported one.
+                prop_assert_eq!(op.visible_error(), op.reported_failure.as_ref().map(|f| &f.status));
+            }
+            if let Command::ReportFailure(_) = command {
+                prop_assert_eq!(refused, before.is_done(), "a report is refused exactly when done");
             }
             if let Some(outcome) = op.outcome() {
                 // Exactly one result by construction; and it is the first one.
