@@ -264,7 +264,10 @@ fn cancel_lease_and_deadline_end_a_failing_operation_with_their_own_error() {
     let lapsed = changed(Ok(leased.expire(at(5_000))));
     assert_eq!(
         lapsed.outcome(),
-        Some(&Outcome::Error(status(LEASE_LAPSED_CODE, LEASE_LAPSED_MESSAGE)))
+        Some(&Outcome::Error(status(
+            LEASE_LAPSED_CODE,
+            LEASE_LAPSED_MESSAGE
+        )))
     );
 
     let mut bounded = report(running(CancellationPolicy::Immediate));

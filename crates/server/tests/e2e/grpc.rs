@@ -907,6 +907,9 @@ on_every_backend!(
     running_operations_carry_a_poll_hint,
     progress_is_returned_everywhere_and_refused_once_done,
     a_watcher_on_one_replica_wakes_when_another_completes,
+    a_reported_failure_shows_everywhere_while_running,
+    a_failing_operation_ends_with_the_error_that_ends_it,
+    malformed_failure_reports_are_refused_with_their_field,
 );
 
 /// On PostgreSQL the replicas have separate stores: the change crosses the
@@ -1927,4 +1930,275 @@ async fn the_producer_helper_renews_listens_and_fails_when_dropped() {
         other => panic!("expected the drop to fail the operation, got {other:?}"),
     }
     server.terminate().await;
+}
+
+fn rpc_status(code: i32, message: &str) -> opsd_proto::RpcStatus {
+    opsd_proto::RpcStatus {
+        code,
+        message: message.into(),
+        details: vec![],
+    }
+}
+
+fn error_of(op: &opsd_client::Operation) -> Option<&opsd_proto::RpcStatus> {
+    match &op.result {
+        Some(opsd_proto::yandex::cloud::operation::operation::Result::Error(status)) => {
+            Some(status)
+        }
+        _ => None,
+    }
+}
+
+/// A failure reported through one replica is on every read of the other at
+/// once (done=false, error set), and from then on only an error completes it.
+async fn a_reported_failure_shows_everywhere_while_running(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 2).await else {
+        return;
+    };
+    let (a, b) = (
+        &deployment.replicas[0].client,
+        &deployment.replicas[1].client,
+    );
+    let op = create(&TestServerRef(a), policy(CancellationPolicy::Cooperative)).await;
+    let mut watch_on_b = b.watch(&op.id).await.unwrap();
+    assert!(
+        watch_on_b
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .reported_failure
+            .is_none()
+    );
+
+    let quota = rpc_status(8, "disk quota exceeded, releasing the half-created disk");
+    let reported = a.report_failure(&op.id, quota.clone()).await.unwrap();
+    let public = reported.operation.clone().unwrap();
+    assert!(!public.done, "a reported failure does not complete");
+    assert_eq!(error_of(&public), Some(&quota));
+    assert_eq!(reported.reported_failure.as_ref(), Some(&quota));
+    assert!(reported.failure_reported_at.is_some());
+    assert_eq!(
+        reported.state(),
+        opsd_proto::opsd::v1::OperationState::Running
+    );
+
+    // Every consumer call of the other replica shows it.
+    let seen = watch_on_b.message().await.unwrap().unwrap();
+    assert_eq!(seen, reported);
+    let got = b.get(&op.id).await.unwrap();
+    assert!(!got.done);
+    assert_eq!(error_of(&got), Some(&quota));
+    assert_eq!(b.get_details(&op.id).await.unwrap(), reported);
+    let listed = b.list(Default::default()).await.unwrap();
+    assert_eq!(listed.operations, [reported.clone()]);
+    let waited = b
+        .wait(&op.id, Some(std::time::Duration::from_millis(10)))
+        .await
+        .unwrap();
+    assert_eq!(waited, reported, "Wait still waits for done");
+
+    // A second report replaces the first; the identical one is a no-op.
+    let rollback = rpc_status(8, "rolling back");
+    let replaced = b.report_failure(&op.id, rollback.clone()).await.unwrap();
+    assert_eq!(replaced.reported_failure.as_ref(), Some(&rollback));
+    let repeated = a.report_failure(&op.id, rollback.clone()).await.unwrap();
+    assert_eq!(repeated, replaced, "a repeat changes nothing");
+
+    // Cooperative cancel keeps the failure visible and still not done.
+    let cancelled = b.cancel(&op.id).await.unwrap();
+    assert!(!cancelled.done);
+    assert_eq!(error_of(&cancelled), Some(&rollback));
+
+    // A response is refused, naming why.
+    let refused = status(a.complete(&op.id, struct_response("disk-1")).await);
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(
+        refused
+            .get_error_details()
+            .precondition_failure()
+            .unwrap()
+            .violations[0]
+            .r#type,
+        "FAILURE_REPORTED"
+    );
+    // No result: done with the reported error; repeating that is a no-op.
+    let done = a
+        .complete(&op.id, Completion::ReportedFailure)
+        .await
+        .unwrap();
+    let public = done.operation.clone().unwrap();
+    assert!(public.done);
+    assert_eq!(error_of(&public), Some(&rollback));
+    assert_eq!(
+        done.reported_failure.as_ref(),
+        Some(&rollback),
+        "kept once done"
+    );
+    assert!(done.cancel_requested_at.is_some());
+    assert_eq!(
+        b.complete(&op.id, Completion::ReportedFailure)
+            .await
+            .unwrap(),
+        done
+    );
+    let mut last = None;
+    while let Some(message) = watch_on_b.message().await.unwrap() {
+        last = Some(message);
+    }
+    assert_eq!(last.unwrap(), done, "the watch ends with the completion");
+
+    // A done operation takes no report.
+    let late = status(b.report_failure(&op.id, rpc_status(13, "late")).await);
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    assert_eq!(
+        late.get_error_details()
+            .precondition_failure()
+            .unwrap()
+            .violations[0]
+            .r#type,
+        "ALREADY_DONE"
+    );
+    deployment.stop().await;
+}
+
+/// Complete with an error of the producer's choosing after a report; cancel
+/// and the reaper end a failing operation with their own errors.
+async fn a_failing_operation_ends_with_the_error_that_ends_it(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let quota = rpc_status(8, "quota");
+
+    let chosen = create(&TestServerRef(client), NewOperation::new("chosen")).await;
+    client
+        .report_failure(&chosen.id, quota.clone())
+        .await
+        .unwrap();
+    let done = client
+        .complete(&chosen.id, failure(13, "cleanup failed too"))
+        .await
+        .unwrap();
+    assert_eq!(error_of(done.operation.as_ref().unwrap()).unwrap().code, 13);
+
+    let immediate = create(
+        &TestServerRef(client),
+        policy(CancellationPolicy::Immediate),
+    )
+    .await;
+    client
+        .report_failure(&immediate.id, quota.clone())
+        .await
+        .unwrap();
+    let cancelled = client.cancel(&immediate.id).await.unwrap();
+    assert!(cancelled.done);
+    assert_eq!(error_of(&cancelled).unwrap().code, Code::Cancelled as i32);
+
+    let mut leased = NewOperation::new("leased");
+    leased.lease_duration = Some(std::time::Duration::from_secs(10));
+    let leased = create(&TestServerRef(client), leased).await;
+    client
+        .report_failure(&leased.id, quota.clone())
+        .await
+        .unwrap();
+    deployment.clock.advance(std::time::Duration::from_secs(11));
+    assert_eq!(
+        deployment.replicas[0].service.expire_due().await.unwrap(),
+        1
+    );
+    let lapsed = client.get_details(&leased.id).await.unwrap();
+    assert_eq!(
+        error_of(lapsed.operation.as_ref().unwrap()).unwrap().code,
+        Code::Aborted as i32
+    );
+    assert_eq!(
+        lapsed.reported_failure,
+        Some(quota),
+        "the report stays readable"
+    );
+    deployment.stop().await;
+}
+
+/// Each malformed report is INVALID_ARGUMENT naming its field; unknown ids are
+/// NOT_FOUND; a completion without a result needs a report first.
+async fn malformed_failure_reports_are_refused_with_their_field(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let op = create(&TestServerRef(client), NewOperation::new("x")).await;
+    let field = |result: Result<opsd_client::OpsdOperation, ClientError>| {
+        let status = status(result);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field
+            .clone()
+    };
+    assert_eq!(
+        field(client.report_failure(&op.id, rpc_status(0, "ok?")).await),
+        "error.code"
+    );
+    assert_eq!(
+        field(client.report_failure(&op.id, rpc_status(17, "x")).await),
+        "error.code"
+    );
+    assert_eq!(
+        field(
+            client
+                .report_failure(&op.id, rpc_status(8, &"m".repeat(100_000)))
+                .await
+        ),
+        "error.message"
+    );
+    assert_eq!(
+        field(client.report_failure("", rpc_status(8, "x")).await),
+        "operation_id"
+    );
+    let missing = opsd_proto::opsd::v1::ReportFailureRequest {
+        operation_id: op.id.clone(),
+        error: None,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        deployment.replicas[0].address
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let answer = opsd_proto::opsd::v1::producer_service_client::ProducerServiceClient::new(channel)
+        .report_failure(missing)
+        .await
+        .unwrap_err();
+    assert_eq!(answer.code(), Code::InvalidArgument);
+    assert_eq!(
+        answer
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "error"
+    );
+    assert_eq!(
+        code(
+            client
+                .report_failure("zzz00000000000000000", rpc_status(8, "x"))
+                .await
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        field(client.complete(&op.id, Completion::ReportedFailure).await),
+        "result"
+    );
+    let unchanged = client.get_details(&op.id).await.unwrap();
+    assert_eq!(unchanged.reported_failure, None, "refusals change nothing");
+    assert_eq!(unchanged.operation.unwrap().modified_at, op.modified_at);
+    deployment.stop().await;
 }
