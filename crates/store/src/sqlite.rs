@@ -736,6 +736,57 @@ mod tests {
     use super::*;
     use crate::conformance::sample;
 
+    /// A database written by schema version 1 (before reported failures)
+    /// opens, keeps its operations, and takes the new column's data.
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO operations (id, version, description, created_at, created_by, \
+                 modified_at, cancellation, state, exclusive, scope) \
+                 VALUES ('tst00000000000000001', 1, 'old', 5, 'alice', 5, 0, 0, 0, 'folder-1')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let id = OperationId::parse("id", "tst00000000000000001").unwrap();
+        let old = store
+            .get(&id)
+            .await
+            .unwrap()
+            .expect("kept by the migration");
+        assert_eq!(old.description, "old");
+        assert_eq!(old.reported_failure, None);
+
+        let mut failing = old.clone();
+        failing.version += 1;
+        failing.reported_failure = Some(opsd_core::ReportedFailure {
+            status: opsd_core::RpcStatus {
+                code: 8,
+                message: "quota".into(),
+                details: vec![],
+            },
+            reported_at: Timestamp::from_unix_nanos(6),
+        });
+        assert_eq!(
+            store.compare_and_swap(&failing).await.unwrap(),
+            Swapped::Swapped
+        );
+        assert_eq!(store.get(&id).await.unwrap(), Some(failing));
+        store.close().await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+    }
+
     #[tokio::test]
     async fn acknowledged_writes_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();

@@ -219,10 +219,75 @@ mod postgres_replicas {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(versions, 1, "each migration applied exactly once");
+        assert_eq!(versions, 2, "each migration applied exactly once");
         for store in stores {
             store.close().await.unwrap();
         }
+    }
+
+    /// A database at schema version 1 (before reported failures) is upgraded
+    /// in place by the next start, keeping its operations.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_1_database_is_migrated_in_place() {
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        let (admin, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // Back to what version 1 left, with an operation written then.
+        admin
+            .batch_execute(
+                "ALTER TABLE operations DROP COLUMN reported_failure, \
+                   DROP COLUMN failure_reported_at; \
+                 DELETE FROM opsd_schema_migrations WHERE version = 2; \
+                 INSERT INTO operations (id, version, description, created_at, created_by, \
+                   modified_at, cancellation, state, exclusive, scope) \
+                   VALUES ('tst00000000000000001', 1, 'old', 5, 'alice', 5, 0, 0, 0, 'folder-1')",
+            )
+            .await
+            .unwrap();
+
+        let store = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let id = opsd_core::OperationId::parse("id", "tst00000000000000001").unwrap();
+        let old = store
+            .get(&id)
+            .await
+            .unwrap()
+            .expect("kept by the migration");
+        assert_eq!(old.description, "old");
+        assert_eq!(old.reported_failure, None);
+        let mut failing = old.clone();
+        failing.version += 1;
+        failing.reported_failure = Some(opsd_core::ReportedFailure {
+            status: opsd_core::RpcStatus {
+                code: 8,
+                message: "quota".into(),
+                details: vec![],
+            },
+            reported_at: opsd_core::Timestamp::from_unix_nanos(6),
+        });
+        assert_eq!(
+            store.compare_and_swap(&failing).await.unwrap(),
+            opsd_store::Swapped::Swapped
+        );
+        assert_eq!(store.get(&id).await.unwrap(), Some(failing));
+        let versions: i64 = admin
+            .query_one("SELECT max(version) FROM opsd_schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, 2);
+        store.close().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

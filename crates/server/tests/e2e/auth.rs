@@ -186,9 +186,10 @@ enum Call {
     UpdateMetadata,
     Heartbeat,
     Complete,
+    ReportFailure,
 }
 
-const CALLS: [Call; 10] = [
+const CALLS: [Call; 11] = [
     Call::CloudGet,
     Call::CloudCancel,
     Call::Get,
@@ -199,6 +200,7 @@ const CALLS: [Call; 10] = [
     Call::UpdateMetadata,
     Call::Heartbeat,
     Call::Complete,
+    Call::ReportFailure,
 ];
 
 impl Call {
@@ -362,6 +364,21 @@ async fn grpc_call(server: &Server, call: Call, id: &str, authorization: Option<
                 ))
                 .await,
         ),
+        Call::ReportFailure => done(
+            producer
+                .report_failure(with_auth(
+                    pb::ReportFailureRequest {
+                        operation_id: id,
+                        error: Some(opsd_proto::RpcStatus {
+                            code: 8,
+                            message: "quota".into(),
+                            details: vec![],
+                        }),
+                    },
+                    a,
+                ))
+                .await,
+        ),
     }
 }
 
@@ -396,6 +413,11 @@ async fn rest_call(server: &Server, call: Call, id: &str, authorization: Option<
             "POST",
             format!("/v1/operations/{id}:complete"),
             Some(json(r#"{"error":{"code":9,"message":"stopped"}}"#)),
+        ),
+        Call::ReportFailure => (
+            "POST",
+            format!("/v1/operations/{id}:reportFailure"),
+            Some(json(r#"{"error":{"code":8,"message":"quota"}}"#)),
         ),
     };
     let mut request = http.request(method.parse().unwrap(), format!("{base}{path}"));

@@ -1024,3 +1024,95 @@ async fn the_offered_fallback_answers_rest_in_json_and_grpc_as_unimplemented() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_failure_reported_over_rest_shows_while_running_and_ends_the_operation() {
+    let server = Server::start().await;
+    let id = create_running(&server, "create disk").await;
+    let path = format!("/v1/operations/{id}:reportFailure");
+
+    let reported: pb::Operation = server
+        .post_ok(
+            &path,
+            r#"{"error": {"code": 8, "message": "quota exceeded, releasing the disk"}}"#,
+        )
+        .await;
+    assert_eq!(reported, server.grpc.get_details(&id).await.unwrap());
+    assert!(reported.failure_reported_at.is_some());
+    // The clouds' REST Get: done is false (left out) and error is set.
+    let response = server.get(&format!("/operations/{id}")).await;
+    assert!(
+        response.headers().contains_key("x-operation-poll-interval"),
+        "still running: still polled"
+    );
+    let text = response.text().await.unwrap();
+    let public: ycop::Operation = from_json(&text).unwrap();
+    assert!(!public.done);
+    assert!(!text.contains("\"done\""), "{text}");
+    assert!(
+        text.contains(r#""error":{"code":8,"message":"quota exceeded, releasing the disk"}"#),
+        "{text}"
+    );
+
+    // Bad reports name their field; a done operation takes none.
+    let bad = error(
+        server.post(&path, r#"{"error": {"code": 0}}"#).await,
+        400,
+        3,
+    )
+    .await;
+    assert_eq!(bad.fields, ["error.code"]);
+    let missing = error(server.post(&path, "{}").await, 400, 3).await;
+    assert_eq!(missing.fields, ["error"]);
+    error(
+        server
+            .post(
+                "/v1/operations/ops00000000000000000:reportFailure",
+                r#"{"error": {"code": 8}}"#,
+            )
+            .await,
+        404,
+        5,
+    )
+    .await;
+
+    // A response is refused; an empty completion takes the reported error.
+    let complete = format!("/v1/operations/{id}:complete");
+    let refused = server
+        .post(
+            &complete,
+            r#"{"response": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": {}}}"#,
+        )
+        .await;
+    let refused = error(refused, 400, 9).await;
+    assert!(
+        refused.message.contains("failure was reported"),
+        "{refused:?}"
+    );
+    let done: pb::Operation = server.post_ok(&complete, "{}").await;
+    assert_eq!(done.state, pb::OperationState::Done as i32);
+    assert_eq!(done.reported_failure, reported.reported_failure);
+    let late = error(
+        server.post(&path, r#"{"error": {"code": 13}}"#).await,
+        400,
+        9,
+    )
+    .await;
+    assert_eq!(
+        late.detail_types,
+        ["type.googleapis.com/google.rpc.PreconditionFailure"]
+    );
+
+    // Without a report, an empty completion is refused and names the field.
+    let plain = create_running(&server, "plain").await;
+    let empty = error(
+        server
+            .post(&format!("/v1/operations/{plain}:complete"), "{}")
+            .await,
+        400,
+        3,
+    )
+    .await;
+    assert_eq!(empty.fields, ["result"]);
+    server.stop().await;
+}
