@@ -40,6 +40,14 @@ class Opsctl:
             ["complete", operation_id, "--error-code", str(code), "--error-message", message]
         )
 
+    def report_failure(self, operation_id: str, code: int, message: str) -> dict:
+        return self._run(
+            ["report-failure", operation_id, "--error-code", str(code), "--error-message", message]
+        )
+
+    def complete_as_reported(self, operation_id: str) -> dict:
+        return self._run(["complete", operation_id, "--as-reported"])
+
     def _run(self, args: list[str]) -> dict:
         command = self._base + args
         result = subprocess.run(

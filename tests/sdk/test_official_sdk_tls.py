@@ -214,3 +214,63 @@ def test_get_of_an_unknown_id_through_the_sdk_client_is_not_found(operations):
         get(operations, UNKNOWN_ID)
 
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND, raised.value.details()
+
+
+def test_a_reported_failure_reads_as_error_while_not_done(operations, opsctl):
+    created = opsctl.create("create disk")
+    opsctl.report_failure(created["id"], code_pb2.RESOURCE_EXHAUSTED, "quota exceeded")
+
+    failing = get(operations, created["id"])
+
+    # The SDK's own message type carries both: not done, yet an error.
+    assert failing.done is False
+    assert failing.WhichOneof("result") == "error"
+    assert failing.error.code == code_pb2.RESOURCE_EXHAUSTED == 8
+    assert failing.error.message == "quota exceeded"
+
+
+def test_the_sdk_waiter_waits_past_a_reported_failure_until_done(sdk, operations, opsctl):
+    """The waiter polls until `done`: a failure reported while the producer cleans up
+    does not end the wait; the final error raises OperationError once it is done."""
+    created = opsctl.create("create disk")
+    operation = get(operations, created["id"])
+    opsctl.report_failure(created["id"], code_pb2.RESOURCE_EXHAUSTED, "quota exceeded")
+
+    def clean_up_then_complete() -> dict:
+        time.sleep(PRODUCER_DELAY)
+        return opsctl.complete_as_reported(created["id"])
+
+    with ThreadPoolExecutor(max_workers=1) as producer:
+        started = time.monotonic()
+        completion = producer.submit(clean_up_then_complete)
+        with pytest.raises(OperationError) as raised:
+            sdk.wait_operation_and_get_result(
+                operation, response_type=Struct, meta_type=Struct, timeout=WAIT_TIMEOUT
+            )
+        elapsed = time.monotonic() - started
+        completion.result(timeout=CLI_TIMEOUT)
+
+    assert elapsed >= MIN_WAIT, f"the sdk stopped after {elapsed:.2f}s, at the reported failure"
+    assert elapsed < WAIT_TIMEOUT, f"the sdk gave up waiting after {elapsed:.2f}s"
+    assert "Error code: 8. " in raised.value.message, raised.value.message
+    assert "Message: quota exceeded. " in raised.value.message, raised.value.message
+    assert get(operations, created["id"]).done is True
+
+
+def test_the_sdk_waiter_raises_at_its_timeout_for_a_failing_operation(sdk, operations, opsctl):
+    """At its timeout the waiter returns the latest state; with an error set there,
+    the SDK raises OperationError although the operation is not done."""
+    created = opsctl.create("create disk")
+    operation = get(operations, created["id"])
+    opsctl.report_failure(created["id"], code_pb2.RESOURCE_EXHAUSTED, "still cleaning up")
+
+    started = time.monotonic()
+    with pytest.raises(OperationError) as raised:
+        sdk.wait_operation_and_get_result(
+            operation, response_type=Struct, meta_type=Struct, timeout=MIN_WAIT
+        )
+    elapsed = time.monotonic() - started
+
+    assert elapsed >= MIN_WAIT, f"the sdk stopped after {elapsed:.2f}s, before its timeout"
+    assert "Message: still cleaning up. " in raised.value.message, raised.value.message
+    assert get(operations, created["id"]).done is False

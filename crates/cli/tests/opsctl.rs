@@ -624,3 +624,89 @@ async fn profiles_in_the_config_file_supply_the_connection() {
     assert_eq!(unknown.status.code(), Some(2));
     server.stop().await;
 }
+
+/// `report-failure` keeps the operation running with its error shown; `wait`
+/// goes on until done unless told to stop at the failure (exit 7); `watch`,
+/// `get` and `list` say it is failing; `complete --as-reported` ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_failure_is_shown_and_waited_past() {
+    let server = Server::start().await;
+    let id = server
+        .json(&["create", "--description", "create disk"])
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reported = server
+        .json(&[
+            "report-failure",
+            &id,
+            "--error-code",
+            "8",
+            "--error-message",
+            "quota exceeded",
+        ])
+        .await;
+    assert_eq!(reported["done"], Value::Null, "not done: {reported}");
+    assert_eq!(reported["error"]["code"], 8);
+
+    let text = server.opsctl(&["get", &id]).await;
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("done:        false"), "{text}");
+    assert!(
+        text.contains(
+            "error:       RESOURCE_EXHAUSTED (8): quota exceeded (reported while running"
+        ),
+        "{text}"
+    );
+    let list = String::from_utf8(server.opsctl(&["list"]).await.stdout).unwrap();
+    assert!(list.contains("FAILING:RESOURCE_EXHAUSTED"), "{list}");
+
+    // Stopping at the failure: 7, with the operation still running.
+    let output = server
+        .opsctl(&["--format", "json", "wait", &id, "--stop-at-failure"])
+        .await;
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    let latest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(latest["error"]["message"], "quota exceeded");
+    // By default, wait does not stop there.
+    let output = server.opsctl(&["wait", &id, "--timeout", "300ms"]).await;
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+
+    // watch and wait see the cleanup end; a response is refused on the way.
+    let refused = server
+        .opsctl(&["complete", &id, "--response-json", "{}"])
+        .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).starts_with("FAILED_PRECONDITION: a failure was reported"));
+    let (watch_args, wait_args) = (["watch", id.as_str()], ["wait", id.as_str()]);
+    let watcher = server.opsctl(&watch_args);
+    let waiter = server.opsctl(&wait_args);
+    let completer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        server.json(&["complete", &id, "--as-reported"]).await
+    };
+    let (watched, waited, done) = tokio::join!(watcher, waiter, completer);
+    assert_eq!(done["done"], true);
+    assert_eq!(done["error"]["message"], "quota exceeded");
+    assert_eq!(waited.status.code(), Some(4), "failed: {}", stderr(&waited));
+    let lines = String::from_utf8(watched.stdout).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert!(
+        lines[0].ends_with("RUNNING FAILING RESOURCE_EXHAUSTED: quota exceeded"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .ends_with("DONE RESOURCE_EXHAUSTED: quota exceeded"),
+        "{lines:?}"
+    );
+
+    let usage = server
+        .opsctl(&["report-failure", &id, "--error-code", "8"])
+        .await;
+    assert_eq!(usage.status.code(), Some(2), "the message is required");
+    server.stop().await;
+}
