@@ -2202,3 +2202,63 @@ async fn malformed_failure_reports_are_refused_with_their_field(backend: Backend
     assert_eq!(unchanged.operation.unwrap().modified_at, op.modified_at);
     deployment.stop().await;
 }
+
+/// The client's waiter waits past a reported failure by default, and stops at
+/// it when asked; the producer handle reports and then completes as reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_waits_past_a_reported_failure_unless_asked_to_stop() {
+    use opsd_client::{ProducerOptions, WaitOptions};
+    let server = TestServer::start().await;
+    let client = server.client.clone();
+    let handle = client
+        .start_operation(NewOperation::new("create disk"), ProducerOptions::default())
+        .await
+        .unwrap();
+    let id = handle.id().to_owned();
+
+    let waiting = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move { client.wait_until_done(&id, WaitOptions::default()).await })
+    };
+    let stopping = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move {
+            let options = WaitOptions {
+                stop_at_reported_failure: true,
+                ..Default::default()
+            };
+            client.wait_until_done(&id, options).await
+        })
+    };
+    let reported = handle.report_failure(8, "quota exceeded").await.unwrap();
+    assert!(!reported.operation.unwrap().done);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), stopping)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Err(ClientError::FailureReported { status, .. }) => {
+            assert_eq!(status.code, 8);
+            assert_eq!(status.message, "quota exceeded");
+        }
+        other => panic!("expected FailureReported, got {other:?}"),
+    }
+    // The default waiter is still waiting: the operation is not done.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "waits past a reported failure");
+
+    let done = handle.fail_as_reported().await.unwrap();
+    assert!(done.operation.unwrap().done);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Err(ClientError::OperationFailed { status, .. }) => {
+            assert_eq!(status.code, 8);
+            assert_eq!(status.message, "quota exceeded");
+        }
+        other => panic!("expected OperationFailed, got {other:?}"),
+    }
+    server.stop().await;
+}
