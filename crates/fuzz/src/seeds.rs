@@ -408,6 +408,36 @@ fn grpc_seeds() -> Vec<(String, Vec<u8>)> {
             ),
         ),
         ("endpoint-list", call(11, vec![])),
+        (
+            "report-failure",
+            call(
+                12,
+                pb::ReportFailureRequest {
+                    operation_id: COOPERATIVE.into(),
+                    error: Some(opsd_proto::RpcStatus {
+                        code: 8,
+                        message: "quota exceeded, cleaning up".into(),
+                        details: vec![struct_any()],
+                    }),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "report-failure-of-done",
+            call(
+                12,
+                pb::ReportFailureRequest {
+                    operation_id: DONE.into(),
+                    error: Some(opsd_proto::RpcStatus {
+                        code: 0,
+                        message: String::new(),
+                        details: vec![],
+                    }),
+                }
+                .encode_to_vec(),
+            ),
+        ),
         ("raw-truncated-frame", vec![0x80 | 2, 0, 0, 0, 0, 9, 0x0a]),
         ("raw-compressed-flag", vec![0x80, 1, 0, 0, 0, 0]),
         ("raw-empty-body", vec![0x80 | 6]),
@@ -518,6 +548,14 @@ fn rest_seeds() -> Vec<(String, Vec<u8>)> {
         (
             "raw-wrong-method",
             call(10, 0, "PUT /operations/fzzrunning0000000001\n"),
+        ),
+        (
+            "raw-report-failure",
+            call(
+                10,
+                0,
+                "POST /v1/operations/fzzrunning0000000001:reportFailure\n{\"error\":{\"code\":8,\"message\":\"quota\"}}",
+            ),
         ),
     ];
     items

@@ -150,7 +150,15 @@ pub fn check_cloud_operation(op: &ycop::Operation) {
         "ids are well formed: {:?}",
         op.id
     );
-    assert_eq!(op.done, op.result.is_some(), "done exactly with a result");
+    // Done: exactly one result. Running: no response, perhaps a reported failure.
+    if op.done {
+        assert!(op.result.is_some(), "done exactly with a result");
+    } else {
+        assert!(
+            !matches!(op.result, Some(ycop::operation::Result::Response(_))),
+            "a running operation has no response"
+        );
+    }
     let time = |t: &Option<prost_types::Timestamp>| {
         let t = t.expect("times are set");
         Timestamp::from_seconds_and_nanos(t.seconds, t.nanos).expect("times are valid")
@@ -165,6 +173,22 @@ pub fn check_opsd_operation(op: &pb::Operation) {
     check_cloud_operation(cloud);
     let state = pb::OperationState::try_from(op.state).expect("a known state");
     assert_eq!(cloud.done, state == pb::OperationState::Done);
+    if !cloud.done {
+        let shown = match &cloud.result {
+            Some(ycop::operation::Result::Error(status)) => Some(status),
+            _ => None,
+        };
+        assert_eq!(
+            shown,
+            op.reported_failure.as_ref(),
+            "a running operation shows exactly its reported failure"
+        );
+    }
+    assert_eq!(
+        op.reported_failure.is_some(),
+        op.failure_reported_at.is_some(),
+        "a reported failure has its time"
+    );
     if state == pb::OperationState::CancelRequested {
         assert!(op.cancel_requested_at.is_some());
     }

@@ -83,6 +83,7 @@ pub const DICTIONARY: &[&[u8]] = &[
     b":cancel",
     b":wait",
     b":complete",
+    b":reportFailure",
     b"/v1/operations/",
     b"/operations/",
     b"GET ",
