@@ -45,6 +45,7 @@ impl Server {
         let auth = opsd_server::auth::Authenticator::from_config(&opsd_server::auth::AuthConfig {
             tokens_file: Some(tokens),
             jwt: None,
+            iam: None,
         })
         .unwrap();
         Self::start_with(opsd_server::ServeOptions {

@@ -86,6 +86,7 @@ impl Server {
                 hs256_secret_file: Some(dir.path().join("secret")),
                 ..JwtConfig::default()
             }),
+            iam: None,
         })
         .unwrap();
 
