@@ -243,6 +243,12 @@ impl Authenticator {
         self.iam.is_some()
     }
 
+    /// The `kid` of the IAM tokens this server issues: the RFC 7638
+    /// thumbprint of the signing key's public half (no secret).
+    pub fn iam_key_id(&self) -> Option<&str> {
+        self.iam.as_ref().map(|iam| iam.issuer.kid())
+    }
+
     /// The `aud` values configured beside the clouds' and the public address's.
     pub fn configured_iam_audiences(&self) -> &[String] {
         self.iam.as_ref().map_or(&[], |iam| &iam.audiences)
