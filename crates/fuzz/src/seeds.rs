@@ -670,6 +670,10 @@ fn rest_seeds() -> Vec<(String, Vec<u8>)> {
             "raw-wrong-method",
             call(10, 0, "PUT /operations/fzzrunning0000000001\n"),
         ),
+        (
+            "raw-iam-tokens",
+            call(10, 0, "POST /iam/v1/tokens\n{\"jwt\":\"a.b.c\"}"),
+        ),
     ];
     items
         .into_iter()
