@@ -493,6 +493,7 @@ impl Gatekeeper {
             None => Err(tonic::Status::unimplemented(IAM_OFF)),
             Some(Ok(issued)) => {
                 tracing::info!(
+                    principal = %issued.principal,
                     credential = kind,
                     expires_at = issued.expires_at.seconds_and_nanos().0,
                     "iam token issued"

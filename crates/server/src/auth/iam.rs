@@ -50,11 +50,23 @@ pub(super) struct IamIssuer {
     lifetime: Duration,
 }
 
-/// A token and the moment it stops being accepted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A token, whom it names, and the moment it stops being accepted.
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     pub token: String,
+    /// The principal's id (no secret: for logs).
+    pub principal: String,
     pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    // The token is a credential: never in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("principal", &self.principal)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether `token` claims to be an issued IAM token: a JWT whose header has
@@ -139,6 +151,7 @@ impl IamIssuer {
         let signature = self.sign(signed.as_bytes());
         IssuedToken {
             token: format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)),
+            principal: principal.id.clone(),
             expires_at: Timestamp::from_seconds_and_nanos(exp, 0).unwrap_or(Timestamp::UNIX_EPOCH),
         }
     }
@@ -342,6 +355,8 @@ pub(crate) mod tests {
             let issuer = issuer(&pem);
             let issued = issuer.issue(&compute(), at(1_000_000));
             assert_eq!(issued.expires_at, at(1_003_600));
+            assert_eq!(issued.principal, "compute");
+            assert!(!format!("{issued:?}").contains(&issued.token));
             let [header, claims]: [Map<String, Value>; 2] =
                 parts(&issued.token).try_into().unwrap();
             assert_eq!(

@@ -656,6 +656,10 @@ async fn the_binary_exchanges_and_logs_no_secret() {
     assert!(log.contains("iam token exchange on"), "{log}");
     assert!(log.contains("iam token issued"), "{log}");
     assert!(
+        log.contains("principal=compute"),
+        "who got a token is logged: {log}"
+    );
+    assert!(
         log.contains("wrong_audience"),
         "refusals are logged by reason: {log}"
     );
