@@ -3,6 +3,7 @@
 //! the change. Lease renewals change the operation (its lease) but make no
 //! event, or a busy producer's heartbeats would drown its timeline.
 
+use crate::error::Error;
 use crate::id::OperationId;
 use crate::operation::{Operation, Outcome};
 use crate::payload::RpcStatus;
@@ -288,9 +289,87 @@ impl EventFilter {
     }
 }
 
+const EVENT_PAGE_TOKEN_VERSION: u8 = 1;
+const RESUME_TOKEN_VERSION: u8 = 1;
+
+/// The token of the next page of `operation`'s events, after `sequence`.
+pub fn encode_event_page_token(operation: &OperationId, sequence: u64) -> String {
+    use base64::Engine;
+    let mut bytes = vec![EVENT_PAGE_TOKEN_VERSION];
+    bytes.extend_from_slice(&sequence.to_be_bytes());
+    bytes.extend_from_slice(operation.as_str().as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The sequence a page token continues after; it must be `operation`'s.
+pub fn decode_event_page_token(operation: &OperationId, token: &str) -> Result<u64, Error> {
+    use base64::Engine;
+    let invalid = || Error::invalid_argument("page_token", "is not a token from a previous page");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    if bytes.len() < 9 || bytes[0] != EVENT_PAGE_TOKEN_VERSION {
+        return Err(invalid());
+    }
+    if &bytes[9..] != operation.as_str().as_bytes() {
+        return Err(Error::invalid_argument(
+            "page_token",
+            "was made for the events of another operation",
+        ));
+    }
+    Ok(u64::from_be_bytes(
+        bytes[1..9].try_into().map_err(|_| invalid())?,
+    ))
+}
+
+/// The resume token of a feed position.
+pub fn encode_resume_token(position: u64) -> String {
+    use base64::Engine;
+    let mut bytes = vec![RESUME_TOKEN_VERSION];
+    bytes.extend_from_slice(&position.to_be_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The feed position a resume token names; `field` names it in the refusal.
+pub fn decode_resume_token(field: &str, token: &str) -> Result<u64, Error> {
+    use base64::Engine;
+    let invalid = || Error::invalid_argument(field, "is not a resume token of this feed");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    if bytes.len() != 9 || bytes[0] != RESUME_TOKEN_VERSION {
+        return Err(invalid());
+    }
+    Ok(u64::from_be_bytes(
+        bytes[1..9].try_into().map_err(|_| invalid())?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn resume_tokens_round_trip_and_junk_is_refused(position in any::<u64>(), junk in "\\PC*") {
+            let token = encode_resume_token(position);
+            prop_assert_eq!(decode_resume_token("resume_token", &token), Ok(position));
+            if let Ok(decoded) = decode_resume_token("resume_token", &junk) {
+                prop_assert_eq!(encode_resume_token(decoded), junk);
+            }
+        }
+
+        #[test]
+        fn event_page_tokens_are_bound_to_their_operation(sequence in any::<u64>(), junk in "\\PC*") {
+            let a = OperationId::parse("id", "ops0000000000000000a").unwrap();
+            let b = OperationId::parse("id", "ops0000000000000000b").unwrap();
+            let token = encode_event_page_token(&a, sequence);
+            prop_assert_eq!(decode_event_page_token(&a, &token), Ok(sequence));
+            prop_assert!(decode_event_page_token(&b, &token).is_err());
+            let _ = decode_event_page_token(&a, &junk);
+        }
+    }
 
     #[test]
     fn kinds_have_stable_names_and_numbers() {

@@ -282,7 +282,7 @@ fn transition(
     };
     match change(&op) {
         Ok(Transition::Unchanged) => Expected::Ok(op),
-        Ok(Transition::Changed(next)) => Expected::Ok(next),
+        Ok(Transition::Changed(next, _)) => Expected::Ok(next),
         Err(e) => Expected::Refused(e),
     }
 }

@@ -140,6 +140,8 @@ pub struct OpsdOperations {
     pub options: GrpcOptions,
     /// Shared with the REST gateway: one count of open Waits and Watches.
     pub watchers: WatcherLimits,
+    /// Shared with the REST gateway: one count of open feed readers.
+    pub feed_readers: WatcherLimits,
 }
 
 impl OpsdOperations {
@@ -153,6 +155,7 @@ impl OpsdOperations {
 }
 
 type OperationStream = Pin<Box<dyn Stream<Item = Result<pb::Operation, Status>> + Send>>;
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::WatchOperationsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::operation_service_server::OperationService for OpsdOperations {
@@ -244,6 +247,68 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
                         Ok(operation_to_opsd_wire(&op)),
                         (watching, false, done, permit),
                     ))
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let id = operation_id(&body.operation_id)?;
+        let (after, limit) = translate::events_page(&id, &body).map_err(to_status)?;
+        let events = self
+            .service
+            .list_events(&caller, &id, after, limit)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(translate::events_response(
+            &id, limit, &events,
+        )))
+    }
+
+    type WatchOperationsStream = FeedStream;
+
+    async fn watch_operations(
+        &self,
+        request: Request<pb::WatchOperationsRequest>,
+    ) -> Result<Response<Self::WatchOperationsStream>, Status> {
+        let caller = caller(&request)?;
+        let (filter, resume) = translate::feed_request(request.get_ref()).map_err(to_status)?;
+        let permit = self
+            .feed_readers
+            .admit(request.extensions().get::<ConnectionWatchers>())
+            .map_err(to_status)?;
+        let feed = self
+            .service
+            .feed(&caller, filter, resume)
+            .await
+            .map_err(to_status)?;
+        // Ends only on a store error or when the server drains (the client
+        // resumes elsewhere with its last token). The permit lives as long.
+        let draining = self.options.draining.clone();
+        let stream = futures_util::stream::unfold(
+            (feed, permit, false),
+            move |(mut feed, permit, finished)| {
+                let draining = draining.clone();
+                async move {
+                    if finished {
+                        return None;
+                    }
+                    tokio::select! {
+                        next = feed.next() => match next {
+                            Ok(event) => Some((
+                                Ok(translate::feed_message(&event)),
+                                (feed, permit, false),
+                            )),
+                            Err(error) => Some((Err(to_status(error)), (feed, permit, true))),
+                        },
+                        () = drained(draining) => None,
+                    }
                 }
             },
         );

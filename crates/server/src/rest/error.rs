@@ -82,7 +82,7 @@ impl IntoResponse for RestError {
 /// The HTTP status of a gRPC code, from [`Code::http_status`]; codes opsd
 /// never answers with are server errors.
 fn http_status(code: tonic::Code) -> StatusCode {
-    const CODES: [Code; 12] = [
+    const CODES: [Code; 13] = [
         Code::Cancelled,
         Code::InvalidArgument,
         Code::DeadlineExceeded,
@@ -92,6 +92,7 @@ fn http_status(code: tonic::Code) -> StatusCode {
         Code::ResourceExhausted,
         Code::FailedPrecondition,
         Code::Aborted,
+        Code::OutOfRange,
         Code::Internal,
         Code::Unavailable,
         Code::Unauthenticated,

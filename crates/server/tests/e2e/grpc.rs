@@ -606,10 +606,11 @@ impl OperationStore for GatedStore {
     async fn insert(
         &self,
         operation: &opsd_core::Operation,
+        event: &opsd_core::NewEvent,
     ) -> Result<opsd_store::Inserted, opsd_store::StoreError> {
         let _ = self.entered.send(());
         self.gate.acquire().await.unwrap().forget();
-        self.inner.insert(operation).await
+        self.inner.insert(operation, event).await
     }
     async fn get(
         &self,
@@ -620,8 +621,28 @@ impl OperationStore for GatedStore {
     async fn compare_and_swap(
         &self,
         next: &opsd_core::Operation,
+        event: Option<&opsd_core::NewEvent>,
     ) -> Result<opsd_store::Swapped, opsd_store::StoreError> {
-        self.inner.compare_and_swap(next).await
+        self.inner.compare_and_swap(next, event).await
+    }
+    async fn list_events(
+        &self,
+        id: &opsd_core::OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<opsd_core::Event>, opsd_store::StoreError> {
+        self.inner.list_events(id, after, limit).await
+    }
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &opsd_core::EventFilter,
+        limit: usize,
+    ) -> Result<Vec<opsd_core::Event>, opsd_store::StoreError> {
+        self.inner.read_feed(after, filter, limit).await
+    }
+    async fn feed_bounds(&self) -> Result<opsd_store::FeedBounds, opsd_store::StoreError> {
+        self.inner.feed_bounds().await
     }
     async fn list(
         &self,
