@@ -931,6 +931,9 @@ on_every_backend!(
     a_reported_failure_shows_everywhere_while_running,
     a_failing_operation_ends_with_the_error_that_ends_it,
     malformed_failure_reports_are_refused_with_their_field,
+    the_timeline_records_every_change_with_its_actor,
+    the_feed_resumes_exactly_after_its_token,
+    a_token_older_than_retention_is_out_of_range,
 );
 
 /// On PostgreSQL the replicas have separate stores: the change crosses the
@@ -2282,4 +2285,340 @@ async fn the_client_waits_past_a_reported_failure_unless_asked_to_stop() {
         other => panic!("expected OperationFailed, got {other:?}"),
     }
     server.stop().await;
+}
+
+fn opsd_channel(
+    address: SocketAddr,
+) -> opsd_proto::opsd::v1::operation_service_client::OperationServiceClient<tonic::transport::Channel>
+{
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
+    opsd_proto::opsd::v1::operation_service_client::OperationServiceClient::new(channel)
+}
+
+async fn all_events(
+    client: &mut opsd_proto::opsd::v1::operation_service_client::OperationServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+    page_size: i32,
+) -> Vec<opsd_proto::opsd::v1::Event> {
+    let mut events = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+                operation_id: id.to_owned(),
+                page_size,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Every change that matters makes one event, with who made it; a lease
+/// renewal makes none; the reaper's changes are opsd's.
+async fn the_timeline_records_every_change_with_its_actor(backend: Backend) {
+    use opsd_proto::opsd::v1::EventKind as Kind;
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut events = opsd_channel(deployment.replicas[0].address);
+    let op = create(
+        &TestServerRef(client),
+        policy(CancellationPolicy::Cooperative),
+    )
+    .await;
+    client.heartbeat(&op.id, None).await.unwrap();
+    client.heartbeat(&op.id, None).await.unwrap();
+    let progress = opsd_client::Progress {
+        work_done: 3,
+        work_total: 10,
+        message: "copying".into(),
+        steps: vec![],
+    };
+    client
+        .update(&op.id, None, Some(progress.clone()))
+        .await
+        .unwrap();
+    client
+        .report_failure(&op.id, rpc_status(8, "quota exceeded"))
+        .await
+        .unwrap();
+    client.cancel(&op.id).await.unwrap();
+    let done = client
+        .complete(&op.id, Completion::ReportedFailure)
+        .await
+        .unwrap();
+
+    let timeline = all_events(&mut events, &op.id, 2).await;
+    let kinds: Vec<Kind> = timeline.iter().map(|e| e.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Created,
+            Kind::LeaseTaken,
+            Kind::MetadataUpdated,
+            Kind::FailureReported,
+            Kind::CancelRequested,
+            Kind::Completed,
+        ],
+        "the renewal made no event"
+    );
+    let sequences: Vec<i64> = timeline.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(timeline[0].version, 1);
+    assert_eq!(timeline[2].version, 4, "the renewal was version 3");
+    assert_eq!(timeline[5].version, 7);
+    assert!(
+        timeline
+            .iter()
+            .all(|e| e.actor == "anonymous" && e.operation_id == op.id)
+    );
+    assert_eq!(timeline[0].description, "create instance");
+    assert_eq!(timeline[2].progress, Some(progress));
+    assert_eq!(timeline[3].error, Some(rpc_status(8, "quota exceeded")));
+    assert_eq!(timeline[5].error, Some(rpc_status(8, "quota exceeded")));
+    assert_eq!(
+        timeline[5].time,
+        done.operation.as_ref().unwrap().modified_at,
+        "an event has the time of its change"
+    );
+
+    // The reaper is the actor of what it does.
+    let mut leased = NewOperation::new("leased");
+    leased.lease_duration = Some(std::time::Duration::from_secs(10));
+    let leased = create(&TestServerRef(client), leased).await;
+    deployment.clock.advance(std::time::Duration::from_secs(11));
+    deployment.replicas[0].service.expire_due().await.unwrap();
+    let lapsed = all_events(&mut events, &leased.id, 100).await;
+    assert_eq!(lapsed.last().unwrap().kind(), Kind::LeaseLapsed);
+    assert_eq!(lapsed.last().unwrap().actor, "opsd");
+    assert_eq!(
+        lapsed.last().unwrap().error.as_ref().unwrap().code,
+        Code::Aborted as i32
+    );
+
+    // Unknown and malformed: as for Get.
+    let unknown = events
+        .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+            operation_id: "zzz00000000000000000".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let bad_token = events
+        .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+            operation_id: op.id.clone(),
+            page_size: 1,
+            page_token: "not-a-token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_token.code(), Code::InvalidArgument);
+    // A token of another operation's events is refused.
+    let page = events
+        .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+            operation_id: op.id.clone(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let foreign = events
+        .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+            operation_id: leased.id.clone(),
+            page_size: 1,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::InvalidArgument);
+    deployment.stop().await;
+}
+
+async fn next_event(
+    stream: &mut tonic::Streaming<opsd_proto::opsd::v1::WatchOperationsResponse>,
+) -> opsd_proto::opsd::v1::WatchOperationsResponse {
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .expect("the feed does not end")
+}
+
+/// From now, through both replicas: every matching event once, in commit
+/// order; a reader that reconnects with a token gets exactly the rest.
+async fn the_feed_resumes_exactly_after_its_token(backend: Backend) {
+    use opsd_proto::opsd::v1::{EventKind as Kind, WatchOperationsRequest};
+    let Some(deployment) = Deployment::start(backend, 2).await else {
+        return;
+    };
+    let (a, b) = (
+        &deployment.replicas[0].client,
+        &deployment.replicas[1].client,
+    );
+    // Before the reader starts: not in a feed that starts at now.
+    let before = create(&TestServerRef(a), NewOperation::new("before")).await;
+    let mut feed_b = opsd_channel(deployment.replicas[1].address);
+    let on_disk = WatchOperationsRequest {
+        resource_id: "disk-1".into(),
+        ..Default::default()
+    };
+    let mut stream = feed_b
+        .watch_operations(on_disk.clone())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut expected = Vec::new();
+    for n in 0..3 {
+        let mut new = NewOperation::new(format!("snapshot {n}"));
+        new.resource_id = Some("disk-1".into());
+        let op = create(&TestServerRef(if n % 2 == 0 { a } else { b }), new).await;
+        // Another resource's operation, filtered out.
+        create(&TestServerRef(a), NewOperation::new("elsewhere")).await;
+        a.complete(&op.id, struct_response("snap")).await.unwrap();
+        expected.push((op.id.clone(), Kind::Created));
+        expected.push((op.id, Kind::Completed));
+    }
+    client_complete_quietly(a, &before.id).await;
+    let mut seen = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in 0..expected.len() {
+        let message = next_event(&mut stream).await;
+        let event = message.event.unwrap();
+        let kind = event.kind();
+        seen.push((event.operation_id, kind));
+        tokens.push(message.resume_token);
+    }
+    assert_eq!(seen, expected, "every matching event once, in commit order");
+    drop(stream);
+
+    // Resume from the middle, on the other replica: exactly the rest.
+    let mut feed_a = opsd_channel(deployment.replicas[0].address);
+    let mut resumed = feed_a
+        .watch_operations(WatchOperationsRequest {
+            resume_token: tokens[2].clone(),
+            ..on_disk.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for want in &expected[3..] {
+        let event = next_event(&mut resumed).await.event.unwrap();
+        let kind = event.kind();
+        assert_eq!(&(event.operation_id, kind), want);
+    }
+    // Only completions, from the start of what this reader saw.
+    let mut completions = feed_a
+        .watch_operations(WatchOperationsRequest {
+            resume_token: tokens[0].clone(),
+            kinds: vec![Kind::Completed as i32],
+            ..on_disk
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for want in expected.iter().filter(|(_, kind)| *kind == Kind::Completed) {
+        let event = next_event(&mut completions).await.event.unwrap();
+        let kind = event.kind();
+        assert_eq!(&(event.operation_id, kind), want);
+    }
+    for (request, field) in [
+        (
+            WatchOperationsRequest {
+                resume_token: "junk".into(),
+                ..Default::default()
+            },
+            "resume_token",
+        ),
+        (
+            WatchOperationsRequest {
+                kinds: vec![99],
+                ..Default::default()
+            },
+            "kinds[0]",
+        ),
+        (
+            WatchOperationsRequest {
+                id_prefix: "ABC".into(),
+                ..Default::default()
+            },
+            "id_prefix",
+        ),
+    ] {
+        let refused = feed_a.watch_operations(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert_eq!(
+            refused
+                .get_error_details()
+                .bad_request()
+                .unwrap()
+                .field_violations[0]
+                .field,
+            field
+        );
+    }
+    deployment.stop().await;
+}
+
+async fn client_complete_quietly(client: &Client, id: &str) {
+    client.complete(id, struct_response("x")).await.unwrap();
+}
+
+/// A token from before what retention deleted is OUT_OF_RANGE, saying to re-list.
+async fn a_token_older_than_retention_is_out_of_range(backend: Backend) {
+    use opsd_proto::opsd::v1::WatchOperationsRequest;
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut feed = opsd_channel(deployment.replicas[0].address);
+    let mut stream = feed
+        .watch_operations(WatchOperationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let op = create(&TestServerRef(client), NewOperation::new("old")).await;
+    let first = next_event(&mut stream).await;
+    client.complete(&op.id, struct_response("x")).await.unwrap();
+    next_event(&mut stream).await;
+    // The token after the last event is still good; the first one is not, once
+    // retention has taken the events after it.
+    deployment
+        .clock
+        .advance(ServiceConfig::default().retention + std::time::Duration::from_secs(1));
+    assert_eq!(
+        deployment.replicas[0]
+            .service
+            .collect_garbage()
+            .await
+            .unwrap(),
+        1
+    );
+    let refused = feed
+        .watch_operations(WatchOperationsRequest {
+            resume_token: first.resume_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange);
+    assert!(
+        refused.message().contains("list the operations again"),
+        "{refused:?}"
+    );
+    deployment.stop().await;
 }
