@@ -281,10 +281,12 @@ async fn watch_feed(
     if request.resume_token.is_empty()
         && let Some(last) = headers.get("last-event-id")
     {
-        request.resume_token = last
+        let token = last
             .to_str()
-            .map_err(|_| RestError::invalid("Last-Event-ID", "must be printable ascii"))?
-            .to_owned();
+            .map_err(|_| RestError::invalid("last-event-id", "header must be printable ascii"))?;
+        // Refused under the header's name, which is what the caller sent.
+        opsd_core::event::decode_resume_token("last-event-id", token)?;
+        request.resume_token = token.to_owned();
     }
     let (filter, resume) = translate::feed_request(&request)?;
     let permit = gateway
