@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "yandex/cloud/operation/operation_service.proto",
     "yandex/cloud/endpoint/api_endpoint.proto",
     "yandex/cloud/endpoint/api_endpoint_service.proto",
+    "yandex/cloud/iam/v1/iam_token_service.proto",
     "opsd/v1/operation.proto",
     "opsd/v1/producer.proto",
 ];

@@ -16,6 +16,8 @@ struct Server {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     store: Arc<dyn OperationStore>,
+    /// Whether this server opened the store (and so closes it), or shares another's.
+    owns_store: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -31,34 +33,60 @@ impl Server {
         dir: &Path,
         token: &str,
     ) -> Self {
-        let (_, cert, key) = certificates.write_to(dir);
-        let certificate = opsd_server::tls::ReloadingCertificate::load(&cert, &key).unwrap();
         let tokens = dir.join("tokens.toml");
-        std::fs::write(
-            &tokens,
-            format!(
-                "[[principal]]\nid = \"sdk-test\"\ntoken_sha256 = \"{}\"\nscopes = [\"*\"]\nroles = [\"admin\"]\n",
-                opsd_server::auth::hash_token(token)
-            ),
-        )
-        .unwrap();
-        let auth = opsd_server::auth::Authenticator::from_config(&opsd_server::auth::AuthConfig {
+        std::fs::write(&tokens, admin_entry(token)).unwrap();
+        let auth = opsd_server::auth::AuthConfig {
             tokens_file: Some(tokens),
             jwt: None,
-        })
-        .unwrap();
-        Self::start_with(opsd_server::ServeOptions {
+            iam: None,
+        };
+        Self::start_tls_with(certificates, dir, &auth).await
+    }
+
+    /// A server speaking TLS only, with a certificate for localhost and
+    /// 127.0.0.1, that admits what `auth` configures.
+    async fn start_tls_with(
+        certificates: &opsd_testkit::TestCertificates,
+        dir: &Path,
+        auth: &opsd_server::auth::AuthConfig,
+    ) -> Self {
+        Self::start_with(Self::tls_options(certificates, dir, auth)).await
+    }
+
+    fn tls_options(
+        certificates: &opsd_testkit::TestCertificates,
+        dir: &Path,
+        auth: &opsd_server::auth::AuthConfig,
+    ) -> opsd_server::ServeOptions {
+        let (_, cert, key) = certificates.write_to(dir);
+        let certificate = opsd_server::tls::ReloadingCertificate::load(&cert, &key).unwrap();
+        let auth = opsd_server::auth::Authenticator::from_config(auth).unwrap();
+        opsd_server::ServeOptions {
             tls: Some(certificate.server_config().unwrap()),
             auth: Arc::new(auth),
             ..Default::default()
-        })
-        .await
+        }
     }
 
     async fn start_with(options: opsd_server::ServeOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn OperationStore> =
             Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap());
+        Self::serve(store, true, dir, options).await
+    }
+
+    /// Another replica over this server's store, as replicas share one database.
+    async fn replica(&self, options: opsd_server::ServeOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::serve(Arc::clone(&self.store), false, dir, options).await
+    }
+
+    async fn serve(
+        store: Arc<dyn OperationStore>,
+        owns_store: bool,
+        dir: tempfile::TempDir,
+        options: opsd_server::ServeOptions,
+    ) -> Self {
         let service = Arc::new(OperationService::new(
             Arc::clone(&store),
             Arc::new(SystemClock),
@@ -75,6 +103,7 @@ impl Server {
             stop,
             task,
             store,
+            owns_store,
             _dir: dir,
         }
     }
@@ -82,7 +111,9 @@ impl Server {
     async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
-        self.store.close().await.unwrap();
+        if self.owns_store {
+            self.store.close().await.unwrap();
+        }
     }
 
     /// Runs opsctl against this server; off the runtime thread, which serves it.
@@ -103,6 +134,14 @@ impl Server {
         );
         serde_json::from_slice(&output.stdout).expect("opsctl prints json")
     }
+}
+
+/// A tokens-file entry making `token` an admin of every scope.
+fn admin_entry(token: &str) -> String {
+    format!(
+        "[[principal]]\nid = \"sdk-test\"\ntoken_sha256 = \"{}\"\nscopes = [\"*\"]\nroles = [\"admin\"]\n",
+        opsd_server::auth::hash_token(token)
+    )
 }
 
 fn stderr(output: &Output) -> String {
@@ -349,6 +388,76 @@ async fn the_official_python_sdk_waits_over_tls() {
     )
     .await;
     server.stop().await;
+}
+
+/// The unmodified official SDK with its own credentials over TLS: a
+/// service-account key it made (`service_account_key=`) and a tokens-file
+/// token (`token=`), exchanged at the `iam` endpoint discovery announces;
+/// refusals of a wrong key, an expired JWT and a wrong audience; and two
+/// replicas with one IAM signing key accepting each other's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_exchanges_its_own_credentials_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = opsd_testkit::TestCertificates::new();
+    let python = sdk_python().await;
+    let key_file = dir.path().join("sa-key.json");
+    let made = tokio::process::Command::new(&python)
+        .arg(repo_root().join("tests/sdk/sa_key.py"))
+        .arg(&key_file)
+        .args(["ajekeysdktest000001", "ajesdkaccount000001"])
+        .output()
+        .await
+        .unwrap();
+    assert!(made.status.success(), "sa_key.py failed: {}", stderr(&made));
+    let key: Value = serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
+
+    let (admin, _) = opsd_server::auth::new_token();
+    let (oauth, oauth_hash) = opsd_server::auth::new_token();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "{}\n[[principal]]\nid = \"sdk-oauth\"\ntoken_sha256 = \"{oauth_hash}\"\n\
+             scopes = [\"*\"]\nroles = [\"viewer\"]\n\n\
+             [[service_account_key]]\nid = \"{}\"\nprincipal = \"{}\"\n\
+             public_key = \"\"\"{}\"\"\"\nscopes = [\"*\"]\nroles = [\"viewer\"]\n",
+            admin_entry(&admin),
+            key["id"].as_str().unwrap(),
+            key["service_account_id"].as_str().unwrap(),
+            key["public_key"].as_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let signing_key = dir.path().join("iam.pem");
+    std::fs::write(
+        &signing_key,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let auth = opsd_server::auth::AuthConfig {
+        tokens_file: Some(tokens),
+        jwt: None,
+        iam: Some(opsd_server::auth::IamConfig::new(signing_key)),
+    };
+    let a = Server::start_tls_with(&certificates, dir.path(), &auth).await;
+    let b = a
+        .replica(Server::tls_options(&certificates, dir.path(), &auth))
+        .await;
+    let ca = dir.path().join("ca.pem");
+    pytest(
+        "test_official_sdk_credentials.py",
+        &[
+            ("OPSD_TLS_ENDPOINT", &a.endpoint),
+            ("OPSD_TLS_ENDPOINT_B", &b.endpoint),
+            ("OPSD_TLS_CA", ca.to_str().unwrap()),
+            ("OPSD_TOKEN", &admin),
+            ("OPSD_OAUTH_TOKEN", &oauth),
+            ("OPSD_SA_KEY_FILE", key_file.to_str().unwrap()),
+        ],
+    )
+    .await;
+    b.stop().await;
+    a.stop().await;
 }
 
 /// opsctl over TLS: verified against the given CA, refused without it.

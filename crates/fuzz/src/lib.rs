@@ -3,7 +3,8 @@
 //!
 //! Each target takes arbitrary bytes, feeds them to the code the server runs
 //! (id and page-token parsing, list filters, gRPC requests through the real
-//! router, REST requests through the real gateway, configuration files) and
+//! router, REST requests through the real gateway, configuration files, the
+//! IAM token exchange and the tokens it issues) and
 //! asserts what must hold for any input: a property broken is a panic. Each
 //! returns a short label of what the input did (`create:INVALID_ARGUMENT:description`);
 //! the driver keeps inputs that show a label not seen before, which steers it

@@ -144,6 +144,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         }
         "grpc" => grpc_seeds(),
         "rest" => rest_seeds(),
+        "iam" => named(iam_seeds()),
         "config" => {
             named(vec![
             ("empty", vec![]),
@@ -167,12 +168,162 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             ("not-toml", b"listen = \n".to_vec()),
             ("table", b"[listen]\nport = 1\n".to_vec()),
             ("print-config", b"print_config = \"true\"\n".to_vec()),
+            (
+                "iam",
+                b"tokens_file = \"tokens.toml\"\niam_signing_key = \"iam.pem\"\n\
+                  iam_token_lifetime = \"1h\"\n\
+                  iam_audiences = [\"https://iam.opsd.example/iam/v1/tokens\"]\n"
+                    .to_vec(),
+            ),
+            ("iam-short-lifetime", b"iam_token_lifetime = \"30s\"\n".to_vec()),
+            (
+                "iam-blank-audience",
+                b"iam_signing_key = \"iam.pem\"\niam_audiences = [\" \"]\n".to_vec(),
+            ),
             ("duration", b"30s".to_vec()),
             ("size", b"512KiB".to_vec()),
         ])
         }
         _ => Vec::new(),
     }
+}
+
+/// The `iam` target's modes (see `targets/iam.rs`): 0 raw, 1 oauth token,
+/// 2 header NUL claims signed with the service-account key, 3 the same
+/// signed with the IAM signing key.
+fn iam_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let raw = |mode: u8, text: &str| [vec![mode], text.as_bytes().to_vec()].concat();
+    let signed = |mode: u8, header: &str, claims: &str| {
+        [
+            vec![mode],
+            header.as_bytes().to_vec(),
+            vec![0],
+            claims.as_bytes().to_vec(),
+        ]
+        .concat()
+    };
+    let aud = "https://iam.opsd.fuzz:443/iam/v1/tokens";
+    let sa = |claims: String| signed(2, "", &claims);
+    let claims = |iss: &str, aud: &str, iat: i64, exp: i64| {
+        format!(r#"{{"iss":"{iss}","aud":"{aud}","iat":{iat},"exp":{exp}}}"#)
+    };
+    let account = crate::targets::iam_account();
+    vec![
+        ("raw-jwt-shape", raw(0, "a.b.c")),
+        ("raw-alg-none", raw(0, "eyJhbGciOiJub25lIn0.e30.")),
+        ("raw-empty", raw(0, "")),
+        ("raw-known-token", raw(0, crate::targets::iam_known_token())),
+        ("oauth-known", raw(1, crate::targets::iam_known_token())),
+        ("oauth-unknown", raw(1, "opsd_unknown")),
+        (
+            "sa-valid",
+            sa(claims(account, aud, 1_700_000_000, 1_700_003_600)),
+        ),
+        (
+            "sa-cloud-audience-list",
+            sa(format!(
+                r#"{{"iss":"{account}","aud":["x","https://iam.api.cloud.yandex.net/iam/v1/tokens"],"iat":1700000000,"exp":1700000600}}"#
+            )),
+        ),
+        (
+            "sa-expired",
+            sa(claims(account, aud, 1_699_990_000, 1_699_993_600)),
+        ),
+        (
+            "sa-wrong-audience",
+            sa(claims(
+                account,
+                "https://iam.elsewhere/iam/v1/tokens",
+                1_700_000_000,
+                1_700_000_600,
+            )),
+        ),
+        (
+            "sa-lifetime-too-long",
+            sa(claims(account, aud, 1_700_000_000, 1_700_003_601)),
+        ),
+        (
+            "sa-wrong-issuer",
+            sa(claims("someone", aud, 1_700_000_000, 1_700_000_600)),
+        ),
+        (
+            "sa-fractional-times",
+            sa(format!(
+                r#"{{"iss":"{account}","aud":"{aud}","iat":1700000000.5,"exp":1700000600.9,"nbf":1700000060.5}}"#
+            )),
+        ),
+        (
+            "sa-unknown-kid",
+            signed(
+                2,
+                r#"{"kid":"other"}"#,
+                &claims(account, aud, 1_700_000_000, 1_700_000_600),
+            ),
+        ),
+        (
+            "sa-alg-ps256",
+            signed(
+                2,
+                r#"{"alg":"PS256"}"#,
+                &claims(account, aud, 1_700_000_000, 1_700_000_600),
+            ),
+        ),
+        (
+            "sa-no-iat",
+            sa(format!(
+                r#"{{"iss":"{account}","aud":"{aud}","exp":1700000600}}"#
+            )),
+        ),
+        ("sa-not-json", sa("not json".to_owned())),
+        (
+            "iam-valid",
+            signed(
+                3,
+                "",
+                r#"{"sub":"fzz","scopes":["folder-a"],"roles":["viewer"],"exp":1700000600}"#,
+            ),
+        ),
+        (
+            "iam-every-scope",
+            signed(
+                3,
+                "",
+                r#"{"sub":"fzz","scopes":["*"],"roles":["admin","viewer"],"exp":1700000001}"#,
+            ),
+        ),
+        (
+            "iam-expired",
+            signed(
+                3,
+                "",
+                r#"{"sub":"fzz","scopes":["folder-a"],"roles":["viewer"],"exp":1700000000}"#,
+            ),
+        ),
+        (
+            "iam-typ-jwt",
+            signed(
+                3,
+                r#"{"typ":"JWT"}"#,
+                r#"{"sub":"fzz","scopes":["folder-a"],"roles":["viewer"],"exp":1700000600}"#,
+            ),
+        ),
+        (
+            "iam-other-kid",
+            signed(
+                3,
+                r#"{"kid":"fzzkey"}"#,
+                r#"{"sub":"fzz","scopes":["folder-a"],"roles":["viewer"],"exp":1700000600}"#,
+            ),
+        ),
+        (
+            "iam-unknown-role",
+            signed(
+                3,
+                "",
+                r#"{"sub":"fzz","scopes":["folder-a"],"roles":["owner"],"exp":1700000600}"#,
+            ),
+        ),
+    ]
 }
 
 fn grpc_seeds() -> Vec<(String, Vec<u8>)> {
@@ -556,6 +707,10 @@ fn rest_seeds() -> Vec<(String, Vec<u8>)> {
                 0,
                 "POST /v1/operations/fzzrunning0000000001:reportFailure\n{\"error\":{\"code\":8,\"message\":\"quota\"}}",
             ),
+        ),
+        (
+            "raw-iam-tokens",
+            call(10, 0, "POST /iam/v1/tokens\n{\"jwt\":\"a.b.c\"}"),
         ),
     ];
     items

@@ -111,3 +111,8 @@ fn fuzz_rest() {
 fn fuzz_config() {
     fuzz_briefly("config");
 }
+
+#[test]
+fn fuzz_iam() {
+    fuzz_briefly("iam");
+}

@@ -2,6 +2,7 @@
 //!
 //! - [`yandex::cloud::operation`]: the clouds' public `OperationService` (`Get`, `Cancel`).
 //! - [`yandex::cloud::endpoint`]: endpoint discovery used by the official SDKs.
+//! - [`yandex::cloud::iam::v1`]: the IAM token exchange the SDKs' credentials call.
 //! - [`opsd::v1`]: opsd's own consumer extensions and producer API.
 //!
 //! [`json`] prints and parses any of these messages in the proto3 JSON mapping.
@@ -17,6 +18,11 @@ pub mod yandex {
         }
         pub mod endpoint {
             tonic::include_proto!("yandex.cloud.endpoint");
+        }
+        pub mod iam {
+            pub mod v1 {
+                tonic::include_proto!("yandex.cloud.iam.v1");
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use opsd_proto::json;
-use opsd_proto::yandex::cloud::{endpoint, operation};
+use opsd_proto::yandex::cloud::{endpoint, iam, operation};
 use prost::Message;
 use serde_json::Value;
 
@@ -109,6 +109,12 @@ fn every_vector_round_trips_in_binary_and_json() {
             "yandex.cloud.endpoint.ListApiEndpointsResponse" => {
                 check::<endpoint::ListApiEndpointsResponse>(&bin, &reference, same).0
             }
+            "yandex.cloud.iam.v1.CreateIamTokenRequest" => {
+                check::<iam::v1::CreateIamTokenRequest>(&bin, &reference, same).0
+            }
+            "yandex.cloud.iam.v1.CreateIamTokenResponse" => {
+                check::<iam::v1::CreateIamTokenResponse>(&bin, &reference, same).0
+            }
             other => panic!("{name}: no test for message {other}"),
         };
         let reference: Value = serde_json::from_str(&reference).unwrap();
@@ -150,6 +156,29 @@ fn fields_land_where_the_contract_says() {
     let op = operation::Operation::decode(bin.as_slice()).unwrap();
     assert_eq!(op.description.chars().count(), 256);
     assert_eq!(op.description.len(), 512);
+}
+
+#[test]
+fn the_iam_exchange_fields_land_where_the_contract_says() {
+    use iam::v1::create_iam_token_request::Identity;
+    let read = |name: &str| std::fs::read(vectors_dir().join(name)).unwrap();
+    let jwt =
+        iam::v1::CreateIamTokenRequest::decode(read("create_iam_token_request_jwt.bin").as_slice())
+            .unwrap();
+    assert!(matches!(jwt.identity, Some(Identity::Jwt(ref t)) if t.starts_with("eyJ")));
+    let oauth = iam::v1::CreateIamTokenRequest::decode(
+        read("create_iam_token_request_oauth.bin").as_slice(),
+    )
+    .unwrap();
+    assert!(matches!(
+        oauth.identity,
+        Some(Identity::YandexPassportOauthToken(ref t)) if t.starts_with("y0_")
+    ));
+    let response =
+        iam::v1::CreateIamTokenResponse::decode(read("create_iam_token_response.bin").as_slice())
+            .unwrap();
+    assert_eq!(response.expires_at.unwrap().seconds, 1_732_716_163);
+    assert!(!response.iam_token.is_empty());
 }
 
 #[test]

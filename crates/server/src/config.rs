@@ -245,6 +245,17 @@ impl Config {
         put("jwt_scopes_claim", text(self.jwt_scopes_claim.clone()));
         put("jwt_roles_claim", text(self.jwt_roles_claim.clone()));
         put("jwt_leeway", text(format_duration(self.jwt_leeway)));
+        if let Some(file) = &self.iam_signing_key {
+            put("iam_signing_key", text(file.display().to_string()));
+        }
+        put(
+            "iam_token_lifetime",
+            text(format_duration(self.iam_token_lifetime)),
+        );
+        put(
+            "iam_audiences",
+            toml::Value::Array(self.iam_audiences.iter().cloned().map(text).collect()),
+        );
         put(
             "log_format",
             text(match self.log_format {
@@ -257,6 +268,15 @@ impl Config {
 }
 
 impl Config {
+    /// Settings that are wrong together, though each is fine alone.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.iam_signing_key.is_some() || self.iam_audiences.is_empty(),
+            "--iam-audience (iam_audiences) needs --iam-signing-key: without it no jwt is exchanged"
+        );
+        Ok(())
+    }
+
     /// The limits on what callers may send and hold open.
     pub fn limits(&self) -> crate::limits::Limits {
         crate::limits::Limits {
@@ -271,8 +291,9 @@ impl Config {
         }
     }
 
-    /// Who may call, from the tokens file and JWT settings; JWT is on when
-    /// any key, audience or issuer is given.
+    /// Who may call, from the tokens file, JWT and IAM settings; JWT is on
+    /// when any key, audience or issuer is given, the IAM token exchange when
+    /// a signing key is.
     pub fn auth(&self) -> crate::auth::AuthConfig {
         let jwt_wanted = self.jwt_hs256_secret_file.is_some()
             || !self.jwt_public_keys.is_empty()
@@ -291,6 +312,15 @@ impl Config {
                 roles_claim: self.jwt_roles_claim.clone(),
                 leeway: self.jwt_leeway,
             }),
+            iam: self
+                .iam_signing_key
+                .as_ref()
+                .map(|signing_key_file| crate::auth::IamConfig {
+                    signing_key_file: signing_key_file.clone(),
+                    token_lifetime: self.iam_token_lifetime,
+                    audiences: self.iam_audiences.clone(),
+                    leeway: self.jwt_leeway,
+                }),
         }
     }
 }
@@ -359,6 +389,34 @@ pub fn parse_message_size(raw: &str) -> Result<usize, String> {
             format_size(*MESSAGE_SIZE_RANGE.end())
         ))
     }
+}
+
+/// The shortest and longest `--iam-token-lifetime`.
+pub const IAM_TOKEN_LIFETIME_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(7 * 86_400);
+
+/// `--iam-token-lifetime`: whole seconds within [`IAM_TOKEN_LIFETIME_RANGE`].
+pub fn parse_iam_token_lifetime(raw: &str) -> Result<Duration, String> {
+    let lifetime = parse_duration(raw)?;
+    if lifetime.subsec_nanos() != 0 {
+        return Err(format!("{raw:?} is not a whole number of seconds"));
+    }
+    if !IAM_TOKEN_LIFETIME_RANGE.contains(&lifetime) {
+        return Err(format!(
+            "{raw:?} is outside {} to {}",
+            format_duration(*IAM_TOKEN_LIFETIME_RANGE.start()),
+            format_duration(*IAM_TOKEN_LIFETIME_RANGE.end())
+        ));
+    }
+    Ok(lifetime)
+}
+
+/// `--iam-audience`: a non-empty value without spaces.
+pub fn parse_audience(raw: &str) -> Result<String, String> {
+    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{raw:?} must be non-empty, without spaces"));
+    }
+    Ok(raw.to_owned())
 }
 
 /// `sqlite`, `memory`, or a `postgres://` / `postgresql://` URL.
@@ -479,9 +537,30 @@ pub struct Config {
     #[arg(long, env = "OPSD_JWT_ROLES_CLAIM", default_value = "roles")]
     pub jwt_roles_claim: String,
 
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp` and `nbf` (and `iat` of service-account JWTs).
     #[arg(long, env = "OPSD_JWT_LEEWAY", default_value = "60s", value_parser = parse_duration)]
     pub jwt_leeway: Duration,
+
+    /// Serve IamTokenService/Create: issue IAM tokens signed with this Ed25519
+    /// or ECDSA P-256 private key (PEM), and accept them. Replicas with the
+    /// same key accept each other's tokens. Without it the exchange answers
+    /// UNIMPLEMENTED.
+    #[arg(long, env = "OPSD_IAM_SIGNING_KEY")]
+    pub iam_signing_key: Option<PathBuf>,
+
+    /// How long an issued IAM token is valid (1m to 7d, whole seconds).
+    #[arg(long, env = "OPSD_IAM_TOKEN_LIFETIME", default_value = "12h", value_parser = parse_iam_token_lifetime)]
+    pub iam_token_lifetime: Duration,
+
+    /// Another `aud` service-account JWTs may carry, beside the clouds' and
+    /// `https://iam.<public address>/iam/v1/tokens`. Repeatable; comma-separated in the env.
+    #[arg(
+        long = "iam-audience",
+        env = "OPSD_IAM_AUDIENCES",
+        value_delimiter = ',',
+        value_parser = parse_audience
+    )]
+    pub iam_audiences: Vec<String>,
 
     /// Directory of the embedded database; created if missing.
     #[arg(long, env = "OPSD_DATA_DIR", default_value = "./opsd-data")]
@@ -793,6 +872,106 @@ mod tests {
         let again = Config::load_from(["opsd", "--config", file.path().to_str().unwrap()]).unwrap();
         assert_eq!(again.to_toml(), config.to_toml());
         assert!(config.to_toml().contains("retention = \"90m\""));
+    }
+
+    #[test]
+    fn iam_settings_come_from_the_file_env_and_flags() {
+        let defaults = Config::load_from(["opsd"]).unwrap();
+        assert!(defaults.auth().iam.is_none());
+        assert_eq!(
+            defaults.iam_token_lifetime,
+            crate::auth::DEFAULT_IAM_TOKEN_LIFETIME
+        );
+
+        let file = write(
+            "iam_signing_key = \"/etc/opsd/iam.pem\"\niam_token_lifetime = \"1h\"\n\
+             iam_audiences = [\"https://iam.a/iam/v1/tokens\", \"opsd\"]\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let config = Config::load_from(["opsd", "--config", path]).unwrap();
+        let iam = config.auth().iam.unwrap();
+        assert_eq!(iam.signing_key_file, PathBuf::from("/etc/opsd/iam.pem"));
+        assert_eq!(iam.token_lifetime, Duration::from_secs(3600));
+        assert_eq!(iam.audiences, ["https://iam.a/iam/v1/tokens", "opsd"]);
+        assert_eq!(iam.leeway, config.jwt_leeway);
+
+        let printed = config.to_toml();
+        for line in [
+            "iam_signing_key = \"/etc/opsd/iam.pem\"",
+            "iam_token_lifetime = \"1h\"",
+            "iam_audiences = [\"https://iam.a/iam/v1/tokens\", \"opsd\"]",
+        ] {
+            assert!(printed.contains(line), "{line} missing from\n{printed}");
+        }
+        let again = write(&printed);
+        let reread =
+            Config::load_from(["opsd", "--config", again.path().to_str().unwrap()]).unwrap();
+        assert_eq!(reread.to_toml(), printed);
+
+        let flagged = Config::load_from([
+            "opsd",
+            "--config",
+            path,
+            "--iam-token-lifetime",
+            "2d",
+            "--iam-audience",
+            "x",
+            "--iam-audience",
+            "y",
+        ])
+        .unwrap();
+        assert_eq!(flagged.iam_token_lifetime, Duration::from_secs(2 * 86_400));
+        assert_eq!(flagged.iam_audiences, ["x", "y"], "flags win");
+    }
+
+    #[test]
+    fn bad_iam_settings_name_the_key() {
+        assert_eq!(
+            parse_iam_token_lifetime("7d"),
+            Ok(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(parse_iam_token_lifetime("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["59s", "8d", "90500ms", "0s", "soon"] {
+            assert!(parse_iam_token_lifetime(bad).is_err(), "{bad}");
+        }
+        for bad in ["", "two words", "tab\there"] {
+            assert!(parse_audience(bad).is_err(), "{bad:?}");
+        }
+        for (text, expected) in [
+            ("iam_token_lifetime = \"30s\"", "key iam_token_lifetime"),
+            ("iam_token_lifetime = \"1500ms\"", "key iam_token_lifetime"),
+            (
+                "iam_signing_key = \"k.pem\"\niam_audiences = [\"\"]",
+                "key iam_audiences",
+            ),
+            ("iam_signing_key = 1.5", "key iam_signing_key: expected"),
+        ] {
+            let file = write(text);
+            let error =
+                Config::load_from(["opsd", "--config", file.path().to_str().unwrap()]).unwrap_err();
+            let message = format!("{error:#}");
+            assert!(message.contains(expected), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn iam_audiences_need_a_signing_key() {
+        let alone = Config::load_from(["opsd", "--iam-audience", "opsd"]).unwrap();
+        let error = alone.validate().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "--iam-audience (iam_audiences) needs --iam-signing-key: without it no jwt is exchanged"
+        );
+        let with_key = Config::load_from([
+            "opsd",
+            "--iam-audience",
+            "opsd",
+            "--iam-signing-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert!(with_key.validate().is_ok());
+        assert!(Config::load_from(["opsd"]).unwrap().validate().is_ok());
     }
 
     proptest! {

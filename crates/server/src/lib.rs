@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::endpoint as ycep;
+use opsd_proto::yandex::cloud::iam::v1 as yciam;
 use opsd_proto::yandex::cloud::operation as ycop;
 use opsd_service::OperationService;
 use tokio::net::TcpListener;
@@ -28,8 +29,12 @@ pub struct ServeOptions {
     /// TLS for every connection; plaintext when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// What endpoint discovery answers; by default `operation` and `iam` at
-    /// the listener's own address.
+    /// the public address.
     pub endpoints: Option<discovery::Endpoints>,
+    /// The address clients reach this server at (`--public-address`); by
+    /// default the listener's own. Service-account JWTs may be addressed to
+    /// `https://iam.<public address>/iam/v1/tokens`.
+    pub public_address: Option<String>,
     /// Who may call; anonymous callers when it has no credentials configured.
     pub auth: Arc<auth::Authenticator>,
 }
@@ -42,12 +47,17 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let public_address = match options.public_address.clone() {
+        Some(address) => address,
+        None => listener.local_addr()?.to_string(),
+    };
     let endpoints = match options.endpoints.clone() {
         Some(endpoints) => endpoints,
-        None => discovery::Endpoints::new(&listener.local_addr()?.to_string(), &[]),
+        None => discovery::Endpoints::new(&public_address, &[]),
     };
     let metrics = Arc::clone(service.metrics());
-    let gate = auth::Gatekeeper::new(Arc::clone(&options.auth), Arc::clone(service.metrics()));
+    let gate = auth::Gatekeeper::new(Arc::clone(&options.auth), Arc::clone(service.metrics()))
+        .with_public_address(&public_address);
     let (drain, draining) = tokio::sync::watch::channel(false);
     let grpc_options = grpc::GrpcOptions {
         draining: Some(draining),
@@ -96,6 +106,9 @@ pub async fn router(
     health_reporter
         .set_serving::<ycep::api_endpoint_service_server::ApiEndpointServiceServer<discovery::Discovery>>()
         .await;
+    health_reporter
+        .set_serving::<yciam::iam_token_service_server::IamTokenServiceServer<grpc::iam::IamTokens>>()
+        .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(opsd_proto::FILE_DESCRIPTOR_SET)
@@ -139,11 +152,17 @@ pub async fn router(
             endpoints,
         })
         .max_decoding_message_size(max_message);
+    // Nor does the IAM token exchange: it is how a caller gets credentials.
+    let iam = yciam::iam_token_service_server::IamTokenServiceServer::new(grpc::iam::IamTokens {
+        gate: gate.clone(),
+    })
+    .max_decoding_message_size(max_message);
 
     let grpc = tonic::service::Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(discovery)
+        .add_service(iam)
         .add_service(cloud)
         .add_service(opsd)
         .add_service(producers)
@@ -183,7 +202,7 @@ pub async fn router(
 pub fn check_listen_address(address: SocketAddr, anonymous: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
         !anonymous || address.ip().is_loopback(),
-        "refusing to listen on {address}: no credentials are configured (--tokens-file or --jwt-*), so opsd only listens on a loopback address"
+        "refusing to listen on {address}: no credentials are configured (--tokens-file, --jwt-* or --iam-signing-key), so opsd only listens on a loopback address"
     );
     Ok(())
 }

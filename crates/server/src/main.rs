@@ -19,7 +19,10 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = match Config::load_from(std::env::args_os()) {
+    let config = match Config::load_from(std::env::args_os()).and_then(|config| {
+        config.validate()?;
+        Ok(config)
+    }) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("opsd: {e:#}");
@@ -145,6 +148,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ..GrpcOptions::default()
         },
         endpoints: Some(Endpoints::new(&public_address, &config.endpoint_ids)),
+        public_address: Some(public_address),
         tls: tls.clone(),
         auth: authenticator,
     };

@@ -1,5 +1,6 @@
-//! The REST/JSON gateway: the clouds' REST mapping and opsd.v1 routes, bodies
-//! in the proto3 JSON mapping, errors as google.rpc.Status JSON.
+//! The REST/JSON gateway: the clouds' REST mapping (operations and the IAM
+//! token exchange) and opsd.v1 routes, bodies in the proto3 JSON mapping,
+//! errors as google.rpc.Status JSON.
 //!
 //! Each route reads its request message (from the JSON body or the query),
 //! translates it as the gRPC adapter does and prints the answer with
@@ -21,6 +22,7 @@ use axum::routing::get;
 use opsd_core::{Operation, OperationId, Principal};
 use opsd_proto::json::JsonError;
 use opsd_proto::opsd::v1 as pb;
+use opsd_proto::yandex::cloud::iam::v1 as yciam;
 use opsd_proto::yandex::cloud::operation as ycop;
 use opsd_service::OperationService;
 
@@ -84,6 +86,10 @@ pub fn router(
         .route(
             "/v1/operations/{target}",
             get(opsd_get).post(opsd_post).fallback(no_route),
+        )
+        .route(
+            "/iam/v1/tokens",
+            axum::routing::post(iam_create).fallback(no_route),
         )
         .route("/openapi.yaml", get(openapi))
         .with_state(gateway)
@@ -151,6 +157,16 @@ async fn cloud_post(
         }
         _ => Err(RestError::no_route(request.method(), request.uri().path())),
     }
+}
+
+/// `POST /iam/v1/tokens` (yandex.cloud.iam.v1 IamTokenService Create). Like
+/// the gRPC method it needs no credentials: it is how a caller gets them.
+async fn iam_create(State(gateway): Shared, request: Request) -> Answer {
+    gateway.gate.iam_enabled()?;
+    let body: yciam::CreateIamTokenRequest = gateway.read_json(request).await?;
+    let credential = translate::iam_credential(&body)?;
+    let issued = gateway.gate.exchange(credential)?;
+    json(&translate::iam_token_response(issued))
 }
 
 /// `GET /v1/operations`.

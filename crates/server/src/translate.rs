@@ -1,5 +1,6 @@
 //! opsd.v1 request messages into domain values and domain values into
-//! responses: the translation the gRPC and REST adapters share.
+//! responses, and the IAM token exchange's messages: the translation the gRPC
+//! and REST adapters share.
 
 use opsd_core::list::{decode_page_token, encode_page_token, page_size};
 use opsd_core::principal::validate_scope;
@@ -9,6 +10,9 @@ use opsd_core::{
     StateFilter, Update,
 };
 use opsd_proto::opsd::v1 as pb;
+use opsd_proto::yandex::cloud::iam::v1 as yciam;
+
+use crate::auth::{Credential, IssuedToken};
 
 use crate::grpc::convert::{
     any_from_wire, duration_from_wire, non_empty, operation_to_opsd_wire, policy_from_wire,
@@ -268,4 +272,46 @@ pub fn feed_request(
         },
         resume,
     ))
+}
+
+/// The longest `yandex_passport_oauth_token` and `jwt` the clouds accept.
+pub const MAX_OAUTH_TOKEN_CHARS: usize = 4000;
+pub const MAX_JWT_CHARS: usize = 8000;
+
+/// What an `IamTokenService/Create` request offers: exactly one identity,
+/// within the clouds' lengths.
+pub fn iam_credential(request: &yciam::CreateIamTokenRequest) -> Result<Credential<'_>, Error> {
+    use yciam::create_iam_token_request::Identity;
+    let too_long = |field: &str, max: usize| {
+        Error::invalid_argument(field, format!("must be at most {max} characters"))
+    };
+    match &request.identity {
+        Some(Identity::YandexPassportOauthToken(token)) => {
+            if token.chars().count() > MAX_OAUTH_TOKEN_CHARS {
+                return Err(too_long(
+                    "yandex_passport_oauth_token",
+                    MAX_OAUTH_TOKEN_CHARS,
+                ));
+            }
+            Ok(Credential::OauthToken(token))
+        }
+        Some(Identity::Jwt(jwt)) => {
+            if jwt.chars().count() > MAX_JWT_CHARS {
+                return Err(too_long("jwt", MAX_JWT_CHARS));
+            }
+            Ok(Credential::Jwt(jwt))
+        }
+        None => Err(Error::invalid_argument(
+            "identity",
+            "one of yandex_passport_oauth_token or jwt is required",
+        )),
+    }
+}
+
+/// The answer to a successful exchange.
+pub fn iam_token_response(issued: IssuedToken) -> yciam::CreateIamTokenResponse {
+    yciam::CreateIamTokenResponse {
+        iam_token: issued.token,
+        expires_at: Some(timestamp(issued.expires_at)),
+    }
 }

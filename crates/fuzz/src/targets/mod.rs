@@ -2,6 +2,7 @@
 
 mod config;
 mod grpc;
+mod iam;
 mod id;
 mod list_query;
 mod page_token;
@@ -45,12 +46,27 @@ pub static ALL: &[Target] = &[
         dictionary: rest::DICTIONARY,
     },
     Target {
+        name: "iam",
+        about: "the IAM token exchange and issued tokens through the real authenticator: any string, and claims of any shape signed with the service-account key or the IAM signing key; what is accepted obeys the documented rules, refusals give a documented reason and quote no signature",
+        run: iam::run,
+        dictionary: iam::DICTIONARY,
+    },
+    Target {
         name: "config",
         about: "configuration files through the loader: a file that loads prints back (--print-config) to a file that loads the same; refusals name the file",
         run: config::run,
         dictionary: config::DICTIONARY,
     },
 ];
+
+/// The `iam` target's tokens-file token and service account, for its seeds.
+pub fn iam_known_token() -> &'static str {
+    iam::KNOWN_TOKEN
+}
+
+pub fn iam_account() -> &'static str {
+    iam::ACCOUNT
+}
 
 /// Reads fixed-size values off the front of an input; past its end, zeros.
 pub struct Reader<'a> {

@@ -126,6 +126,17 @@ impl JwtVerifier {
     pub(super) fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthFailure::invalid("not a well-formed jwt"))?;
+        // Only the IAM signing key speaks for opsd's own tokens, whatever
+        // else a configured key has signed.
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|typ| typ.eq_ignore_ascii_case(super::iam::TYP))
+        {
+            return Err(AuthFailure::invalid(
+                "an iam token is not a jwt of a configured issuer",
+            ));
+        }
         let named: Vec<&Key> = match &header.kid {
             Some(kid) => self
                 .keys
@@ -231,7 +242,7 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
-fn public_key(pem: &[u8]) -> Result<(Algorithm, DecodingKey), String> {
+pub(super) fn public_key(pem: &[u8]) -> Result<(Algorithm, DecodingKey), String> {
     if pem.windows(11).any(|w| w == b"PRIVATE KEY") {
         return Err("holds a private key: give opsd the public key only".to_owned());
     }
@@ -295,9 +306,9 @@ pub(crate) mod tests {
     /// The signing side of every configured key.
     pub(crate) struct Keys {
         _dir: tempfile::TempDir,
-        hs: EncodingKey,
-        ec: EncodingKey,
-        rsa: EncodingKey,
+        pub(crate) hs: EncodingKey,
+        pub(crate) ec: EncodingKey,
+        pub(crate) rsa: EncodingKey,
         /// In the JWKS as kid `a` and kid `b`.
         jwks_a: EncodingKey,
         jwks_b: EncodingKey,
@@ -362,6 +373,7 @@ pub(crate) mod tests {
         Authenticator::from_config(&AuthConfig {
             tokens_file: None,
             jwt: Some(config),
+            iam: None,
         })
         .unwrap()
     }
@@ -670,6 +682,7 @@ pub(crate) mod tests {
         let auth = Authenticator::from_config(&AuthConfig {
             tokens_file: None,
             jwt: Some(config),
+            iam: None,
         })
         .unwrap();
         let token = sign(&keys.ec, Algorithm::ES256, None, &claims(json!({})));

@@ -12,8 +12,12 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::service_accounts::{self, ServiceAccountKey};
+
 const PREFIX: &str = "opsd_";
 const KEYS: [&str; 4] = ["id", "token_sha256", "scopes", "roles"];
+/// The kinds of entries in the file.
+const SECTIONS: [&str; 2] = ["principal", "service_account_key"];
 
 /// A fresh token and the hex SHA-256 that goes in the tokens file.
 pub fn new_token() -> (String, String) {
@@ -39,6 +43,7 @@ struct Entry {
 
 pub(super) struct TokenTable {
     entries: Vec<Entry>,
+    keys: Vec<ServiceAccountKey>,
 }
 
 impl TokenTable {
@@ -48,30 +53,34 @@ impl TokenTable {
         Self::parse(&text).map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))
     }
 
-    fn parse(text: &str) -> Result<Self, String> {
+    pub(super) fn parse(text: &str) -> Result<Self, String> {
         let table: toml::Table = text.parse().map_err(|e| format!("not valid toml: {e}"))?;
-        if let Some(key) = table.keys().find(|key| *key != "principal") {
+        if let Some(key) = table.keys().find(|key| !SECTIONS.contains(&key.as_str())) {
             return Err(format!(
-                "key {key}: unknown key (expected [[principal]] entries)"
+                "key {key}: unknown key (expected [[principal]] and [[service_account_key]] entries)"
             ));
         }
-        let principals = match table.get("principal") {
-            None => &Vec::new(),
-            Some(toml::Value::Array(principals)) => principals,
-            Some(_) => return Err("key principal: expected [[principal]] entries".to_owned()),
+        let entries_of = |section: &str| match table.get(section) {
+            None => Ok(&[][..]),
+            Some(toml::Value::Array(entries)) => Ok(entries.as_slice()),
+            Some(_) => Err(format!("key {section}: expected [[{section}]] entries")),
         };
+        // Name an entry by its id where it has one.
+        let blame = |section: &str, n: usize, value: &toml::Value, (key, why): KeyError| match value
+            .get("id")
+            .and_then(toml::Value::as_str)
+        {
+            Some(id) => format!("{section} {n} ({id}): key {key}: {why}"),
+            None => format!("{section} {n}: key {key}: {why}"),
+        };
+
+        let principals = entries_of("principal")?;
         let mut entries = Vec::with_capacity(principals.len());
         let mut by_id = HashMap::new();
         let mut by_hash = HashMap::new();
         for (i, value) in principals.iter().enumerate() {
             let n = i + 1;
-            let entry = parse_entry(value).map_err(|(key, why)| {
-                // Name the entry by its id where it has one.
-                match value.get("id").and_then(toml::Value::as_str) {
-                    Some(id) => format!("principal {n} ({id}): key {key}: {why}"),
-                    None => format!("principal {n}: key {key}: {why}"),
-                }
-            })?;
+            let entry = parse_entry(value).map_err(|e| blame("principal", n, value, e))?;
             let id = &entry.principal.id;
             if let Some(first) = by_id.insert(id.clone(), n) {
                 return Err(format!(
@@ -85,11 +94,32 @@ impl TokenTable {
             }
             entries.push(entry);
         }
-        Ok(Self { entries })
+
+        let key_entries = entries_of("service_account_key")?;
+        let mut keys = Vec::with_capacity(key_entries.len());
+        let mut by_key_id = HashMap::new();
+        for (i, value) in key_entries.iter().enumerate() {
+            let n = i + 1;
+            let key = service_accounts::parse_entry(value)
+                .map_err(|e| blame("service_account_key", n, value, e))?;
+            if let Some(first) = by_key_id.insert(key.id.clone(), n) {
+                return Err(format!(
+                    "service_account_key {n} ({}): key id: duplicate of service_account_key {first}",
+                    key.id
+                ));
+            }
+            keys.push(key);
+        }
+        Ok(Self { entries, keys })
     }
 
     pub(super) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The service-account keys, for the IAM token exchange.
+    pub(super) fn keys(&self) -> &[ServiceAccountKey] {
+        &self.keys
     }
 
     /// The principal whose token hashes to the same as `token`.
@@ -108,10 +138,27 @@ impl TokenTable {
 }
 
 /// The key at fault and why.
-type KeyError = (String, String);
+pub(super) type KeyError = (String, String);
 
-fn fail(key: &str, why: impl Into<String>) -> KeyError {
+pub(super) fn fail(key: &str, why: impl Into<String>) -> KeyError {
     (key.to_owned(), why.into())
+}
+
+/// The non-empty list of strings at `key`.
+pub(super) fn string_list<'a>(table: &'a toml::Table, key: &str) -> Result<Vec<&'a str>, KeyError> {
+    let not_strings = || fail(key, "expected a list of strings");
+    let items: Vec<&str> = match table.get(key) {
+        None => return Err(fail(key, "missing")),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().ok_or_else(not_strings))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(not_strings()),
+    };
+    if items.is_empty() {
+        return Err(fail(key, "must not be empty"));
+    }
+    Ok(items)
 }
 
 fn parse_entry(value: &toml::Value) -> Result<Entry, KeyError> {
@@ -126,21 +173,7 @@ fn parse_entry(value: &toml::Value) -> Result<Entry, KeyError> {
         Some(toml::Value::String(s)) => Ok(s.as_str()),
         Some(_) => Err(fail(key, "expected a string")),
     };
-    let list = |key: &str| {
-        let not_strings = || fail(key, "expected a list of strings");
-        let items: Vec<&str> = match table.get(key) {
-            None => return Err(fail(key, "missing")),
-            Some(toml::Value::Array(items)) => items
-                .iter()
-                .map(|item| item.as_str().ok_or_else(not_strings))
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(not_strings()),
-        };
-        if items.is_empty() {
-            return Err(fail(key, "must not be empty"));
-        }
-        Ok(items)
-    };
+    let list = |key: &str| string_list(table, key);
 
     let id = string("id")?;
     if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -167,7 +200,7 @@ fn parse_entry(value: &toml::Value) -> Result<Entry, KeyError> {
 }
 
 /// `["*"]` is every scope; otherwise each must be a valid scope.
-fn parse_scopes(names: &[&str]) -> Result<Scopes, String> {
+pub(super) fn parse_scopes(names: &[&str]) -> Result<Scopes, String> {
     if names.contains(&"*") {
         return if names.len() == 1 {
             Ok(Scopes::All)
@@ -269,7 +302,14 @@ mod tests {
                 "[principal]\nid = \"a\"",
                 "key principal: expected [[principal]] entries",
             ),
-            ("tokens = []", "key tokens: unknown key"),
+            (
+                "tokens = []",
+                "key tokens: unknown key (expected [[principal]] and [[service_account_key]] entries)",
+            ),
+            (
+                "[service_account_key]\nid = \"k\"",
+                "key service_account_key: expected [[service_account_key]] entries",
+            ),
             (
                 "principal = [1]",
                 "principal 1: key principal: expected a table",
@@ -352,6 +392,99 @@ mod tests {
             };
             assert!(error.contains(expected), "{text}\n{error}");
         }
+    }
+
+    const RSA_PUBLIC: &str = include_str!("testdata/rsa-public.pem");
+
+    #[test]
+    fn service_account_keys_sit_beside_principals() {
+        let ec = rcgen::KeyPair::generate().unwrap().public_key_pem();
+        let text = entry("compute", "t1", r#"["s"]"#, r#"["viewer"]"#)
+            + &super::super::service_accounts::tests::entry("ajekey1", "compute", RSA_PUBLIC)
+            + &super::super::service_accounts::tests::entry("ajekey2", "storage", &ec);
+        let table = TokenTable::parse(&text).unwrap();
+        assert_eq!(table.len(), 1);
+        let ids: Vec<&str> = table.keys().iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["ajekey1", "ajekey2"]);
+        assert_eq!(table.find("t1").unwrap().id, "compute");
+        let only_keys =
+            TokenTable::parse(&super::super::service_accounts::tests::entry("k", "p", &ec))
+                .unwrap();
+        assert_eq!((only_keys.len(), only_keys.keys().len()), (0, 1));
+    }
+
+    #[test]
+    fn bad_service_account_keys_name_the_entry_and_key() {
+        let key = |id: &str, principal: &str, public_key: &str, scopes: &str, roles: &str| {
+            format!(
+                "[[service_account_key]]\nid = {id}\nprincipal = {principal}\n\
+                 public_key = \"\"\"{public_key}\"\"\"\nscopes = {scopes}\nroles = {roles}\n"
+            )
+        };
+        let good = key("\"k1\"", "\"p\"", RSA_PUBLIC, r#"["s"]"#, r#"["viewer"]"#);
+        let private = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        for (text, expected) in [
+            (
+                "service_account_key = [1]".to_owned(),
+                "service_account_key 1: key service_account_key: expected a table",
+            ),
+            (
+                format!("{good}color = \"red\""),
+                "service_account_key 1 (k1): key color: unknown key",
+            ),
+            (
+                key("7", "\"p\"", RSA_PUBLIC, r#"["s"]"#, r#"["viewer"]"#),
+                "service_account_key 1: key id: expected a string",
+            ),
+            (
+                key("\"\"", "\"p\"", RSA_PUBLIC, r#"["s"]"#, r#"["viewer"]"#),
+                "service_account_key 1 (): key id: must be non-empty, without spaces",
+            ),
+            (
+                key(
+                    "\"k1\"",
+                    "\"two words\"",
+                    RSA_PUBLIC,
+                    r#"["s"]"#,
+                    r#"["viewer"]"#,
+                ),
+                "service_account_key 1 (k1): key principal: must be non-empty, without spaces",
+            ),
+            (
+                key("\"k1\"", "\"p\"", &private, r#"["s"]"#, r#"["viewer"]"#),
+                "service_account_key 1 (k1): key public_key: holds a private key",
+            ),
+            (
+                key("\"k1\"", "\"p\"", "not a key", r#"["s"]"#, r#"["viewer"]"#),
+                "service_account_key 1 (k1): key public_key: expected an rsa or ec p-256 public key in pem",
+            ),
+            (
+                key("\"k1\"", "\"p\"", RSA_PUBLIC, "[]", r#"["viewer"]"#),
+                "service_account_key 1 (k1): key scopes: must not be empty",
+            ),
+            (
+                key("\"k1\"", "\"p\"", RSA_PUBLIC, r#"["s"]"#, r#"["owner"]"#),
+                "service_account_key 1 (k1): key roles: unknown role \"owner\"",
+            ),
+            (
+                format!("{good}{good}"),
+                "service_account_key 2 (k1): key id: duplicate of service_account_key 1",
+            ),
+        ] {
+            let error = match TokenTable::parse(&text) {
+                Ok(_) => panic!("{text}: accepted"),
+                Err(error) => error,
+            };
+            assert!(error.contains(expected), "{text}\n{error}");
+            assert!(!error.contains("MII"), "key material in {error}");
+        }
+        let missing = "[[service_account_key]]\nid = \"k1\"\nprincipal = \"p\"\nscopes = [\"s\"]\nroles = [\"viewer\"]";
+        assert!(
+            TokenTable::parse(missing)
+                .err()
+                .unwrap()
+                .contains("service_account_key 1 (k1): key public_key: missing")
+        );
     }
 
     #[test]

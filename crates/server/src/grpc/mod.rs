@@ -1,8 +1,10 @@
 //! The gRPC adapter: the clouds' `yandex.cloud.operation.OperationService` and
-//! opsd's own `opsd.v1` services, translating to [`OperationService`] calls.
+//! opsd's own `opsd.v1` services, translating to [`OperationService`] calls,
+//! and the clouds' IAM token exchange ([`iam`]).
 
 pub mod convert;
 pub mod deadline;
+pub mod iam;
 pub mod refusals;
 pub mod status;
 

@@ -82,6 +82,10 @@ impl IntoResponse for RestError {
 /// The HTTP status of a gRPC code, from [`Code::http_status`]; codes opsd
 /// never answers with are server errors.
 fn http_status(code: tonic::Code) -> StatusCode {
+    // Not a domain error: only the IAM token exchange, when it is off.
+    if code == tonic::Code::Unimplemented {
+        return StatusCode::NOT_IMPLEMENTED;
+    }
     const CODES: [Code; 13] = [
         Code::Cancelled,
         Code::InvalidArgument,

@@ -9,7 +9,7 @@ use crate::support::Listening;
 use opsd_core::SystemClock;
 use opsd_proto::opsd::v1 as pb;
 use opsd_proto::yandex::cloud::operation as ycop;
-use opsd_server::auth::{AuthConfig, Authenticator, JwtConfig, hash_token};
+use opsd_server::auth::{AuthConfig, Authenticator, IamConfig, JwtConfig, hash_token};
 use opsd_service::{OperationService, ServiceConfig};
 use opsd_store::{MemoryStore, OperationStore};
 use tonic::Code;
@@ -79,15 +79,9 @@ impl Server {
         .concat();
         std::fs::write(dir.path().join("tokens.toml"), file).unwrap();
         std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-        let auth = Authenticator::from_config(&AuthConfig {
-            tokens_file: Some(dir.path().join("tokens.toml")),
-            jwt: Some(JwtConfig {
-                audience: Some(AUDIENCE.into()),
-                hs256_secret_file: Some(dir.path().join("secret")),
-                ..JwtConfig::default()
-            }),
-        })
-        .unwrap();
+        let iam_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        std::fs::write(dir.path().join("iam.pem"), iam_key).unwrap();
+        let auth = Authenticator::from_config(&Self::auth_config(dir.path())).unwrap();
 
         let store: Arc<dyn OperationStore> = Arc::new(MemoryStore::new());
         let service = Arc::new(OperationService::new(
@@ -112,9 +106,54 @@ impl Server {
         }
     }
 
+    /// Tokens, HS256 JWTs and IAM tokens of the files in `dir`.
+    fn auth_config(dir: &std::path::Path) -> AuthConfig {
+        AuthConfig {
+            tokens_file: Some(dir.join("tokens.toml")),
+            jwt: Some(JwtConfig {
+                audience: Some(AUDIENCE.into()),
+                hs256_secret_file: Some(dir.join("secret")),
+                ..JwtConfig::default()
+            }),
+            iam: Some(IamConfig::new(dir.join("iam.pem"))),
+        }
+    }
+
     async fn stop(mut self) {
         self.listening.stop().await;
         self.store.close().await.unwrap();
+    }
+
+    /// The IAM token this server issues for a tokens-file `token`.
+    async fn iam_token(&self, token: &str) -> String {
+        let mut client =
+            opsd_proto::yandex::cloud::iam::v1::iam_token_service_client::IamTokenServiceClient::new(
+                self.channel().await,
+            );
+        let request = opsd_proto::yandex::cloud::iam::v1::CreateIamTokenRequest {
+            identity: Some(
+                opsd_proto::yandex::cloud::iam::v1::create_iam_token_request::Identity::YandexPassportOauthToken(
+                    token.to_owned(),
+                ),
+            ),
+        };
+        client.create(request).await.unwrap().into_inner().iam_token
+    }
+
+    /// An IAM token for `token` that a replica with the same signing key
+    /// issued 13 hours ago: expired by now.
+    fn expired_iam_token(&self, token: &str) -> String {
+        let past = opsd_core::Timestamp::from_unix_nanos(
+            opsd_core::Clock::now(&SystemClock).unix_nanos() - 13 * 3600 * 1_000_000_000,
+        );
+        let replica = Authenticator::from_config(&Self::auth_config(self._dir.path()))
+            .unwrap()
+            .with_clock(Arc::new(opsd_core::ManualClock::new(past)));
+        replica
+            .exchange(opsd_server::auth::Credential::OauthToken(token), &[])
+            .unwrap()
+            .unwrap()
+            .token
     }
 
     async fn channel(&self) -> Channel {
@@ -464,6 +503,18 @@ async fn every_credential_against_every_call_on_grpc_and_rest() {
         "sub": "jwt-admin", "aud": AUDIENCE, "exp": now() + 600,
         "scopes": ["folder-a"], "roles": ["admin"],
     }));
+    // IAM tokens the server issued for tokens-file tokens, which must pass the
+    // gate exactly as those tokens do.
+    let mut iam_of = std::collections::HashMap::new();
+    for token in [
+        &server.tokens.owner,
+        &server.tokens.viewer,
+        &server.tokens.producer,
+        &server.tokens.stranger,
+    ] {
+        iam_of.insert(token.clone(), server.iam_token(token).await);
+    }
+    let expired_iam = server.expired_iam_token(&server.tokens.owner);
 
     for rest in [false, true] {
         for call in CALLS {
@@ -514,6 +565,30 @@ async fn every_credential_against_every_call_on_grpc_and_rest() {
                     Some(format!("Bearer {valid_jwt_admin}")),
                     Answer::Ok,
                 ),
+                (
+                    "expired iam token",
+                    Some(format!("Bearer {expired_iam}")),
+                    Answer::Unauthenticated,
+                ),
+                (
+                    "another tenant's iam token",
+                    Some(format!("Bearer {}", iam_of[&server.tokens.stranger])),
+                    match call {
+                        Call::List => Answer::Ok,
+                        Call::Create => Answer::PermissionDenied,
+                        _ => Answer::NotFound,
+                    },
+                ),
+                (
+                    "iam token lacking the role",
+                    Some(format!("Bearer {}", iam_of[&lacking])),
+                    Answer::PermissionDenied,
+                ),
+                (
+                    "iam token with the role",
+                    Some(format!("Bearer {}", iam_of[&having])),
+                    Answer::Ok,
+                ),
             ];
             for (case, authorization, answer) in cases {
                 let id = server.target().await;
@@ -529,21 +604,21 @@ async fn every_credential_against_every_call_on_grpc_and_rest() {
                     "{protocol} {call:?} with {case}: {}",
                     outcome.text
                 );
-                if case == "expired jwt" {
+                if case.starts_with("expired") {
                     assert!(
                         outcome.text.contains("expired"),
                         "{protocol} {call:?}: {}",
                         outcome.text
                     );
                 }
-                if answer != Answer::Ok || case == "another tenant" {
+                if answer != Answer::Ok || case.starts_with("another tenant") {
                     assert!(
                         !outcome.text.contains(PRIVATE),
                         "{protocol} {call:?} with {case} leaked the operation: {}",
                         outcome.text
                     );
                 }
-                if case == "another tenant" && answer == Answer::NotFound {
+                if case.starts_with("another tenant") && answer == Answer::NotFound {
                     // Exactly what an unknown id gets: ids cannot be probed.
                     let unknown = if rest {
                         rest_call(
@@ -576,7 +651,7 @@ async fn every_credential_against_every_call_on_grpc_and_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discovery_health_metrics_and_openapi_need_no_credentials() {
+async fn discovery_iam_health_metrics_and_openapi_need_no_credentials() {
     let server = Server::start().await;
     let channel = server.channel().await;
     let mut discovery =
@@ -589,6 +664,9 @@ async fn discovery_health_metrics_and_openapi_need_no_credentials() {
         .unwrap()
         .into_inner();
     assert!(endpoints.endpoints.iter().any(|e| e.id == "operation"));
+    // The IAM token exchange is how a caller gets credentials: it needs none.
+    let issued = server.iam_token(&server.tokens.viewer).await;
+    assert!(!issued.is_empty());
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     health
         .check(tonic_health::pb::HealthCheckRequest::default())

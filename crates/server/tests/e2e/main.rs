@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod grpc;
 mod history;
+mod iam;
 mod process;
 mod rest;
 mod support;
