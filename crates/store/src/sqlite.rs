@@ -988,6 +988,59 @@ mod tests {
     use super::*;
     use crate::conformance::sample;
 
+    /// When the event of a change cannot be written, the change is not
+    /// written either (and the other writes of its batch still are).
+    #[tokio::test]
+    async fn a_change_whose_event_fails_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON events WHEN NEW.actor = 'refused' \
+                 BEGIN SELECT RAISE(ABORT, 'injected event failure'); END;",
+            )
+            .unwrap();
+        }
+        let op = sample(1);
+        let refused_create = NewEvent::of(EventKind::Created, &op, "refused");
+        assert!(store.insert(&op, &refused_create).await.is_err());
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            None,
+            "no operation without its event"
+        );
+
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
+        let mut next = op.clone();
+        next.version = 2;
+        next.description = "changed".into();
+        let refused_change = NewEvent::of(EventKind::MetadataUpdated, &next, "refused");
+        let neighbour = sample(2);
+        let neighbour_created = crate::conformance::created(&neighbour);
+        let (refused, accepted) = tokio::join!(
+            store.compare_and_swap(&next, Some(&refused_change)),
+            store.insert(&neighbour, &neighbour_created),
+        );
+        assert!(refused.is_err());
+        assert_eq!(accepted.unwrap(), Inserted::Created);
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            Some(op.clone()),
+            "unchanged"
+        );
+        assert_eq!(store.list_events(&op.id, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.list_events(&neighbour.id, 0, 10).await.unwrap().len(),
+            1
+        );
+        store.close().await.unwrap();
+    }
+
     /// A database written by schema version 1 (before reported failures)
     /// opens, keeps its operations, and takes the new column's data.
     #[tokio::test]

@@ -253,6 +253,72 @@ mod postgres_replicas {
         }
     }
 
+    /// When the event of a change cannot be written, the change is rolled
+    /// back with it: on PostgreSQL, both are in one transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_whose_event_fails_is_not_written() {
+        use opsd_core::{EventKind, NewEvent};
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let store = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let (admin, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(
+                "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.actor = 'refused' THEN RAISE EXCEPTION 'injected event failure'; \
+                 END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse_events BEFORE INSERT ON events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_events();",
+            )
+            .await
+            .unwrap();
+        let op = sample(1);
+        assert!(
+            store
+                .insert(&op, &NewEvent::of(EventKind::Created, &op, "refused"))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            None,
+            "no operation without its event"
+        );
+        store
+            .insert(&op, &opsd_store::conformance::created(&op))
+            .await
+            .unwrap();
+        let mut next = op.clone();
+        next.version = 2;
+        next.description = "changed".into();
+        let neighbour = sample(2);
+        let neighbour_created = opsd_store::conformance::created(&neighbour);
+        let refused_change = NewEvent::of(EventKind::MetadataUpdated, &next, "refused");
+        let (refused, accepted) = tokio::join!(
+            store.compare_and_swap(&next, Some(&refused_change)),
+            store.insert(&neighbour, &neighbour_created),
+        );
+        assert!(refused.is_err());
+        assert_eq!(accepted.unwrap(), opsd_store::Inserted::Created);
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            Some(op.clone()),
+            "unchanged"
+        );
+        assert_eq!(store.list_events(&op.id, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.list_events(&neighbour.id, 0, 10).await.unwrap().len(),
+            1
+        );
+        store.close().await.unwrap();
+    }
+
     /// A database at schema version 1 (before reported failures) is upgraded
     /// in place by the next start, keeping its operations.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
