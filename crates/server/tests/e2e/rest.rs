@@ -606,6 +606,8 @@ async fn bad_input_is_invalid_argument_with_the_field_named() {
     let server = Server::start().await;
     let id = create_running(&server, "target").await;
     let update = format!("/v1/operations/{id}:updateMetadata");
+    // Without a result, only after a reported failure (which this one has not).
+    let complete = format!("/v1/operations/{id}:complete");
 
     // (path, content type, body, the field named)
     let oversized = format!(
@@ -741,7 +743,7 @@ async fn bad_input_is_invalid_argument_with_the_field_named() {
             "operationId",
         ),
         (
-            "/v1/operations/ops00000000000000000:complete",
+            complete.as_str(),
             Some("application/json"),
             "{}".into(),
             "result",
