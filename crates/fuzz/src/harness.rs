@@ -419,6 +419,18 @@ impl Server {
                     .await
                     .expect("routers are infallible");
                 let (head, mut body) = response.into_parts();
+                // The change feed as SSE never ends: its head is the answer.
+                if head
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
+                {
+                    return Answer {
+                        head,
+                        body: Bytes::new(),
+                        trailers: None,
+                    };
+                }
                 let mut data = Vec::new();
                 let mut trailers = None;
                 while let Some(frame) = body.frame().await {
