@@ -576,7 +576,7 @@ fn report(backend: &str, figures: &Figures, ledger: &Ledger, elapsed: Duration) 
     eprintln!(
         "crash {backend}: {} rounds survived, {} acknowledged writes, {} operations stored, \
          {} operation checks, ambiguous writes {} applied / {} not, creates in flight {} stored / {} not, \
-         {} timelines checked ({} events, {} feed events), {:.1} s",
+         {} timeline checks ({} events, {} in the feed), {:.1} s",
         figures.rounds,
         figures.acknowledged_writes,
         ledger.operations.len(),
