@@ -1885,6 +1885,206 @@ async fn the_client_waits_across_a_server_restart() {
     second.terminate().await;
 }
 
+/// Three events of one operation, written through `client`: created,
+/// metadata_updated (progress), completed. Returns its id.
+async fn three_events(client: &Client, description: &str) -> String {
+    let id = client
+        .create(NewOperation::new(description))
+        .await
+        .unwrap()
+        .operation
+        .unwrap()
+        .id;
+    let progress = opsd_client::Progress {
+        work_done: 1,
+        work_total: 2,
+        message: "halfway".into(),
+        steps: Vec::new(),
+    };
+    client.update(&id, None, Some(progress)).await.unwrap();
+    client
+        .complete(&id, struct_response(description))
+        .await
+        .unwrap();
+    id
+}
+
+/// The client's feed follower rides out a crash (kill -9) and a graceful
+/// restart (the server drains its feeds): every event arrives in commit
+/// order, once, including those committed while it was cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_follower_resumes_across_restarts_without_a_gap_or_a_duplicate() {
+    use opsd_client::{FeedFilter, FeedNotice, FollowOptions};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let first = Process::start(dir.path());
+    let endpoint = first.endpoint.clone();
+    let restart = || Process::start_with(&["--listen", &endpoint, "--data-dir", &data]);
+
+    let (interrupted, resumed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let options = FollowOptions {
+        max_backoff: std::time::Duration::from_millis(500),
+        notify: Some({
+            let (interrupted, resumed) = (Arc::clone(&interrupted), Arc::clone(&resumed));
+            Arc::new(move |notice: FeedNotice<'_>| {
+                let counter = match notice {
+                    FeedNotice::Interrupted(_) => &interrupted,
+                    FeedNotice::Resumed => &resumed,
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+            })
+        }),
+    };
+    let follower = Client::connect(&endpoint).await.unwrap();
+    // Open once this returns: every later commit reaches it.
+    let mut feed = follower
+        .follow_operations(FeedFilter::default(), None, options)
+        .await
+        .unwrap();
+    let mut expected: Vec<(String, i64)> = Vec::new();
+    let mut seen = Vec::new();
+    // Reads until as many events arrived as were written. Between reads
+    // nothing reads the feed, so a broken stream is noticed, and the feed
+    // resumed, only here: after the events written meanwhile were committed.
+    macro_rules! collect {
+        () => {
+            while seen.len() < expected.len() {
+                let item = tokio::time::timeout(std::time::Duration::from_secs(30), feed.next())
+                    .await
+                    .expect("the follower delivers within 30s")
+                    .expect("a follower rides out failures")
+                    .expect("a follower's feed never ends");
+                seen.push(item);
+            }
+        };
+    }
+    let write = async |client: &Client, name: &str, expected: &mut Vec<(String, i64)>| {
+        let id = three_events(client, name).await;
+        expected.extend((1..=3).map(|sequence| (id.clone(), sequence)));
+    };
+
+    let producer = Client::connect(&endpoint).await.unwrap();
+    write(&producer, "before the crash", &mut expected).await;
+    collect!();
+    first.kill_9().await;
+
+    let second = restart();
+    let producer = Client::connect(&second.endpoint).await.unwrap();
+    write(&producer, "after the crash", &mut expected).await;
+    collect!();
+    second.terminate().await;
+
+    let third = restart();
+    let producer = Client::connect(&third.endpoint).await.unwrap();
+    write(&producer, "after the drain", &mut expected).await;
+    // One more: had anything come twice, it would arrive before this.
+    let last = producer
+        .create(NewOperation::new("the last"))
+        .await
+        .unwrap()
+        .operation
+        .unwrap()
+        .id;
+    expected.push((last, 1));
+    collect!();
+
+    let delivered: Vec<(String, i64)> = seen
+        .iter()
+        .map(|item| (item.event.operation_id.clone(), item.event.sequence))
+        .collect();
+    assert_eq!(delivered, expected, "in commit order, each once");
+    let kinds: Vec<_> = seen
+        .iter()
+        .map(|item| item.event.kind().as_str_name())
+        .collect();
+    assert_eq!(
+        &kinds[..3],
+        [
+            "EVENT_KIND_CREATED",
+            "EVENT_KIND_METADATA_UPDATED",
+            "EVENT_KIND_COMPLETED"
+        ]
+    );
+    let tokens: std::collections::BTreeSet<_> = seen.iter().map(|i| &i.resume_token).collect();
+    assert_eq!(tokens.len(), seen.len(), "a token per event");
+    assert!(
+        interrupted.load(Ordering::SeqCst) >= 2,
+        "it was cut off twice"
+    );
+    assert!(resumed.load(Ordering::SeqCst) >= 2, "and came back twice");
+    assert_eq!(
+        feed.resume_token(),
+        Some(seen.last().unwrap().resume_token.as_str())
+    );
+    drop(feed);
+    third.terminate().await;
+}
+
+/// A resume token older than what retention kept is FeedTooOld (OUT_OF_RANGE),
+/// for a single watch and for a follower alike: no resuming past lost events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_token_older_than_retention_kept_is_feed_too_old() {
+    use opsd_client::{FeedFilter, FollowOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::start_with(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--retention",
+        "1s",
+        "--retention-interval",
+        "100ms",
+    ]);
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    let mut feed = client
+        .watch_operations(FeedFilter::default(), None)
+        .await
+        .unwrap();
+    let id = three_events(&client, "soon gone").await;
+    let first = feed.next().await.unwrap().expect("the created event");
+    assert_eq!(first.event.operation_id, id);
+    assert_eq!(feed.resume_token(), Some(first.resume_token.as_str()));
+    // Retention takes the operation, and its events, about a second after it is done.
+    let mut gone = false;
+    for _ in 0..100 {
+        if client
+            .get(&id)
+            .await
+            .is_err_and(|e| e.status().is_some_and(|s| s.code() == Code::NotFound))
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "retention collected the operation");
+    let refused = client
+        .watch_operations(FeedFilter::default(), Some(first.resume_token.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClientError::FeedTooOld { .. }),
+        "{refused}"
+    );
+    let refused = client
+        .follow_operations(
+            FeedFilter::default(),
+            Some(first.resume_token),
+            FollowOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClientError::FeedTooOld { .. }),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().starts_with("OUT_OF_RANGE: "),
+        "{refused}"
+    );
+    server.terminate().await;
+}
+
 /// The producer helper keeps the lease alive while work runs, tells the work
 /// of a cancel request at once, and fails an operation it was dropped with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
