@@ -156,7 +156,7 @@ impl std::fmt::Debug for OperationFeed {
 impl OperationFeed {
     /// The token of the last event handed out (or the one the feed started
     /// from): pass it to a later [`Client::follow_operations`] to continue
-    /// after that event. `None` before the first event of a feed started from now.
+    /// after that event; before any event, the opening bookmark's.
     pub fn resume_token(&self) -> Option<&str> {
         self.resume_token.as_deref()
     }
@@ -302,9 +302,9 @@ impl Client {
     /// without one twice. Returns once the feed is open (retrying transient
     /// failures until then); [`OperationFeed::next`] never returns `None`.
     ///
-    /// Until the first event of a feed started from now there is no token
-    /// to resume from: a reconnection then starts from now again, and misses
-    /// what was committed while disconnected. Start from a token where that matters.
+    /// A feed started from now holds a token from its first message (the
+    /// server's opening bookmark), so even a reconnection before the first
+    /// event misses nothing.
     pub async fn follow_operations(
         &self,
         filter: FeedFilter,

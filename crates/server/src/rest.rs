@@ -309,8 +309,11 @@ async fn watch_feed(
         .feed_readers
         .admit(connection.as_ref().map(|Extension(c)| c))?;
     let feed = gateway.service.feed(&caller, filter, resume).await?;
+    // An `id:` without data: no event for the client, but the token its
+    // EventSource sends back as Last-Event-ID if it reconnects before the first event.
+    let bookmark = SseEvent::default().id(opsd_core::event::encode_resume_token(feed.position()));
     let draining = gateway.draining.clone();
-    let stream = futures_util::stream::unfold(
+    let events = futures_util::stream::unfold(
         (feed, permit, false),
         move |(mut feed, permit, finished)| {
             let draining = draining.clone();
@@ -351,6 +354,10 @@ async fn watch_feed(
                 }
             }
         },
+    );
+    let stream = futures_util::StreamExt::chain(
+        futures_util::stream::iter([Ok::<_, std::convert::Infallible>(bookmark)]),
+        events,
     );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

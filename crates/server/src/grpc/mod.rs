@@ -290,10 +290,16 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
             .feed(&caller, filter, resume)
             .await
             .map_err(to_status)?;
-        // Ends only on a store error or when the server drains (the client
-        // resumes elsewhere with its last token). The permit lives as long.
+        // First a bookmark (no event, the token of where the feed starts), so
+        // a reader holds a token before any event; then every event. Ends only
+        // on a store error or when the server drains (the client resumes
+        // elsewhere with its last token). The permit lives as long.
+        let bookmark = pb::WatchOperationsResponse {
+            event: None,
+            resume_token: opsd_core::event::encode_resume_token(feed.position()),
+        };
         let draining = self.options.draining.clone();
-        let stream = futures_util::stream::unfold(
+        let events = futures_util::stream::unfold(
             (feed, permit, false),
             move |(mut feed, permit, finished)| {
                 let draining = draining.clone();
@@ -314,6 +320,8 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
                 }
             },
         );
+        let stream =
+            futures_util::StreamExt::chain(futures_util::stream::iter([Ok(bookmark)]), events);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -912,6 +912,11 @@ async fn the_feed_shows_a_caller_only_its_scopes() {
         .await
         .unwrap()
         .into_inner();
+    // Both open with a bookmark, which names no operation.
+    for stream in [&mut everything, &mut asked_for_a] {
+        let bookmark = stream.message().await.unwrap().unwrap();
+        assert_eq!(bookmark.event, None);
+    }
     // folder-a's operation first, then one of the stranger's own.
     server.target().await;
     let mut producer =

@@ -668,7 +668,10 @@ async fn verify_timelines(
             .expect("the feed reached the sentinel within 60 s")
             .expect("the feed did not fail")
             .expect("the feed did not end");
-        let event = message.event.expect("a feed message carries its event");
+        // The opening bookmark carries only the starting position.
+        let Some(event) = message.event else {
+            continue;
+        };
         let at = position(&message.resume_token);
         if at <= last_position {
             problems.push(format!("feed position {at} after {last_position}"));

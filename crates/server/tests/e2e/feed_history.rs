@@ -549,7 +549,11 @@ async fn read(
                 .unwrap_or_else(|_| panic!("the feed delivered nothing for {STALL:?}"));
             match next {
                 Ok(Some(message)) => {
-                    let event = message.event.expect("a feed message carries its event");
+                    // The opening bookmark: only a token, where the feed starts.
+                    let Some(event) = message.event else {
+                        token = Some(message.resume_token);
+                        continue;
+                    };
                     let sentinel =
                         kind(&event) == pb::EventKind::Created && event.description == SENTINEL;
                     reading.delivered.push(Delivered {

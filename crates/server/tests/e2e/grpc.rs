@@ -934,6 +934,7 @@ on_every_backend!(
     the_timeline_records_every_change_with_its_actor,
     the_feed_resumes_exactly_after_its_token,
     a_token_older_than_retention_is_out_of_range,
+    a_feed_opens_with_a_bookmark_of_where_it_starts,
 );
 
 /// On PostgreSQL the replicas have separate stores: the change crosses the
@@ -2648,14 +2649,57 @@ async fn the_timeline_records_every_change_with_its_actor(backend: Backend) {
     deployment.stop().await;
 }
 
+/// The next message that carries an event (past the opening bookmark).
 async fn next_event(
     stream: &mut tonic::Streaming<opsd_proto::opsd::v1::WatchOperationsResponse>,
 ) -> opsd_proto::opsd::v1::WatchOperationsResponse {
-    tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the feed does not end");
+        if message.event.is_some() {
+            return message;
+        }
+    }
+}
+
+/// A feed opens with a bookmark: no event, the token of where it starts, so
+/// a reader that drops before the first event resumes without a gap.
+async fn a_feed_opens_with_a_bookmark_of_where_it_starts(backend: Backend) {
+    use opsd_proto::opsd::v1::WatchOperationsRequest;
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut feed = opsd_channel(deployment.replicas[0].address);
+    let mut stream = feed
+        .watch_operations(WatchOperationsRequest::default())
         .await
-        .expect("an event within 10 s")
         .unwrap()
-        .expect("the feed does not end")
+        .into_inner();
+    let bookmark = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(bookmark.event, None);
+    assert!(!bookmark.resume_token.is_empty());
+    drop(stream);
+    // Committed while no reader was connected: found from the bookmark.
+    let op = create(&TestServerRef(client), NewOperation::new("while away")).await;
+    let mut resumed = feed
+        .watch_operations(WatchOperationsRequest {
+            resume_token: bookmark.resume_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_event(&mut resumed).await;
+    assert_eq!(first.event.unwrap().operation_id, op.id);
+    deployment.stop().await;
 }
 
 /// From now, through both replicas: every matching event once, in commit
