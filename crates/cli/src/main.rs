@@ -4,17 +4,19 @@
 //! name and message go to stderr); 2 bad usage; 3 opsd could not be reached;
 //! and for `wait`: 4 the operation failed, 5 it was cancelled, 6 the wait
 //! timed out, 7 (with `--stop-at-failure`) a failure was reported while the
-//! operation still runs.
+//! operation still runs; `watch --all` runs until interrupted: 130 at Ctrl-C.
 
 mod commands;
 mod live;
 mod output;
 mod profile;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use opsd_client::{Client, ClientError, ConnectOptions};
+use opsd_client::{Client, ClientError, ConnectOptions, FeedNotice, FollowOptions};
 
 use output::Format;
 
@@ -62,8 +64,11 @@ enum Command {
     ReportFailure(commands::report_failure::Args),
     /// Wait until an operation is done; the exit code tells how it ended.
     Wait(commands::wait::Args),
-    /// Print an operation's state, then every change, until it is done.
+    /// Print an operation's state, then every change, until it is done; or,
+    /// with --all, follow the events of every operation.
     Watch(commands::watch::Args),
+    /// Print an operation's timeline: every event, oldest first.
+    Events(commands::events::Args),
     /// List operations, newest first.
     List(commands::list::Args),
     /// Print a shell completion script.
@@ -80,6 +85,8 @@ const EXIT_FAILED: u8 = 4;
 const EXIT_CANCELLED: u8 = 5;
 const EXIT_TIMED_OUT: u8 = 6;
 const EXIT_FAILURE_REPORTED: u8 = 7;
+/// 128 + SIGINT, as shells report a command ended by Ctrl-C.
+const EXIT_INTERRUPTED: u8 = 130;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -88,13 +95,15 @@ async fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             let code = match error.downcast_ref::<ClientError>() {
-                Some(ClientError::Rpc(_)) => EXIT_RPC_ERROR,
+                Some(ClientError::Rpc(_) | ClientError::FeedTooOld { .. }) => EXIT_RPC_ERROR,
                 Some(_) => EXIT_UNREACHABLE,
                 None => EXIT_USAGE,
             };
             match error.downcast_ref::<ClientError>() {
                 // `CODE_NAME: message`, as the SDKs and grpcurl print statuses.
-                Some(rpc @ ClientError::Rpc(_)) => eprintln!("{rpc}"),
+                Some(rpc @ (ClientError::Rpc(_) | ClientError::FeedTooOld { .. })) => {
+                    eprintln!("{rpc}")
+                }
                 Some(other) => eprintln!("error: {other}"),
                 None => eprintln!("error: {error:#}"),
             }
@@ -114,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     // Arguments are checked before connecting, so usage errors need no server.
     let request = match &command {
-        Command::Wait(_) | Command::Watch(_) | Command::List(_) => None,
+        Command::Wait(_) | Command::Watch(_) | Command::List(_) | Command::Events(_) => None,
         _ => Some(commands::Request::from_command(command.clone())?),
     };
     let profile = profile::load(profile::config_path().as_deref(), cli.profile.as_deref())?;
@@ -145,17 +154,24 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     match command {
         Command::Wait(args) => wait(&client, &args, cli.format).await,
-        Command::Watch(args) if live::wanted(cli.format) => {
-            live::follow(client.clone(), args.id.clone()).await;
-            let latest = client.get(&args.id).await?;
-            println!("{}", output::render(&latest, cli.format)?);
-            Ok(0)
-        }
+        Command::Watch(args) if args.all => watch_all(&client, &args, cli.format).await,
         Command::Watch(args) => {
-            let mut stream = client.watch(&args.id).await?;
+            let id = args.id.expect("clap requires an id without --all");
+            if live::wanted(cli.format) {
+                live::follow(client.clone(), id.clone()).await;
+                let latest = client.get(&id).await?;
+                println!("{}", output::render(&latest, cli.format)?);
+                return Ok(0);
+            }
+            let mut stream = client.watch(&id).await?;
             while let Some(op) = stream.message().await.map_err(ClientError::from)? {
                 println!("{}", output::render_update(&op, cli.format)?);
             }
+            Ok(0)
+        }
+        Command::Events(args) => {
+            let events = args.timeline(&client).await?;
+            println!("{}", output::render_events(&events, cli.format)?);
             Ok(0)
         }
         Command::List(args) => {
@@ -164,6 +180,77 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         _ => unreachable!("single-operation commands returned above"),
+    }
+}
+
+/// Follows the change feed until Ctrl-C (or a closed stdout), printing each
+/// event; says on stderr when the connection drops and it resumes.
+async fn watch_all(
+    client: &Client,
+    args: &commands::watch::Args,
+    format: Format,
+) -> anyhow::Result<u8> {
+    use std::io::Write;
+    let options = FollowOptions {
+        notify: Some(Arc::new(announce_interruptions())),
+        ..FollowOptions::default()
+    };
+    let mut feed = client
+        .follow_operations(args.filter(), args.resume_token.clone(), options)
+        .await?;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let item = tokio::select! {
+            next = feed.next() => next?,
+            _ = &mut interrupted => {
+                if let Some(token) = feed.resume_token() {
+                    // After the terminal's `^C`, on a line of its own.
+                    let newline = if std::io::stderr().is_terminal() { "\n" } else { "" };
+                    eprintln!("{newline}resume with: --resume-token {token}");
+                }
+                return Ok(EXIT_INTERRUPTED);
+            }
+        };
+        let Some(item) = item else {
+            return Ok(0);
+        };
+        let line = output::render_feed_event(&item, format)?;
+        let mut stdout = std::io::stdout().lock();
+        match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            // The reader went away (`| head`): done, not failed.
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Says on stderr when the feed drops and when it is back: once per
+/// interruption, and again only when the reason changes.
+fn announce_interruptions() -> impl Fn(FeedNotice<'_>) + Send + Sync {
+    let last = std::sync::Mutex::new(None::<String>);
+    move |notice| {
+        let mut last = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match notice {
+            FeedNotice::Interrupted(error) => {
+                let reason = error.to_string();
+                match last.as_deref() {
+                    None => eprintln!("feed interrupted ({reason}), reconnecting"),
+                    Some(previous) if previous != reason => {
+                        eprintln!("still reconnecting: {reason}")
+                    }
+                    Some(_) => {}
+                }
+                *last = Some(reason);
+            }
+            FeedNotice::Resumed => {
+                eprintln!("feed resumed");
+                *last = None;
+            }
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! How opsctl prints an operation.
 
 use clap::ValueEnum;
-use opsd_client::{ListOperationsResponse, Operation, OpsdOperation};
+use opsd_client::{
+    Event, EventKind, FeedEvent, ListEventsResponse, ListOperationsResponse, Operation,
+    OpsdOperation, WatchOperationsResponse,
+};
 use opsd_proto::yandex::cloud::operation::operation::Result as OperationResult;
 use serde_json::Value;
 
@@ -80,7 +83,7 @@ pub fn render_list(page: &ListOperationsResponse, format: Format) -> anyhow::Res
         Format::Json => serde_json::to_string_pretty(&json)?,
         Format::Yaml => yaml(&json),
         Format::Text => {
-            let mut rows = vec![[
+            let mut rows = vec![vec![
                 "ID".to_owned(),
                 "STATE".to_owned(),
                 "CREATED".to_owned(),
@@ -106,7 +109,7 @@ pub fn render_list(page: &ListOperationsResponse, format: Format) -> anyhow::Res
                     (None, true) => "CANCEL_REQUESTED".to_owned(),
                     (None, false) => "RUNNING".to_owned(),
                 };
-                rows.push([
+                rows.push(vec![
                     public.id,
                     state,
                     printed["operation"]["createdAt"]
@@ -117,27 +120,244 @@ pub fn render_list(page: &ListOperationsResponse, format: Format) -> anyhow::Res
                     public.description,
                 ]);
             }
-            let widths: Vec<usize> = (0..5)
-                .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-                .collect();
-            let mut lines: Vec<String> = rows
-                .iter()
-                .map(|row| {
-                    row.iter()
-                        .zip(&widths)
-                        .map(|(cell, width)| format!("{cell:width$}"))
-                        .collect::<Vec<_>>()
-                        .join("  ")
-                        .trim_end()
-                        .to_owned()
-                })
-                .collect();
+            let mut lines = table(&rows, &[]);
             if !page.next_page_token.is_empty() {
                 lines.push(format!("next page: --page-token {}", page.next_page_token));
             }
             lines.join("\n")
         }
     })
+}
+
+/// Rows as aligned columns two spaces apart; the columns in `right` are
+/// right-aligned (numbers), the others left-aligned. No trailing spaces.
+fn table(rows: &[Vec<String>], right: &[usize]) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (cell, width))| {
+                    if right.contains(&c) {
+                        format!("{cell:>width$}")
+                    } else {
+                        format!("{cell:width$}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// An operation's timeline: an aligned table, or every page of ListEvents
+/// merged into one response (`{"events": [...]}`) in JSON or YAML.
+pub fn render_events(events: &[Event], format: Format) -> anyhow::Result<String> {
+    let merged = ListEventsResponse {
+        events: events.to_vec(),
+        next_page_token: String::new(),
+    };
+    let json = opsd_proto::json::to_json(&merged)?;
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&json)?,
+        Format::Yaml => yaml(&json),
+        Format::Text => {
+            let mut rows = vec![
+                ["SEQ", "TIME", "KIND", "ACTOR", "VERSION", "DETAILS"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
+            for event in events {
+                rows.push(vec![
+                    event.sequence.to_string(),
+                    event_time(event),
+                    kind_name(event.kind).to_owned(),
+                    event.actor.clone(),
+                    event.version.to_string(),
+                    event_details(event),
+                ]);
+            }
+            table(&rows, &[0, 4]).join("\n")
+        }
+    })
+}
+
+/// Widest kind name, so feed lines keep their details in one column.
+const KIND_WIDTH: usize = "deadline_exceeded".len();
+
+/// One event of `watch --all`: a line of text, a JSON line (the
+/// WatchOperationsResponse, with its resume token), or a YAML document.
+pub fn render_feed_event(item: &FeedEvent, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Text => {
+            let event = &item.event;
+            format!(
+                "{}  {}  {:KIND_WIDTH$}  {}",
+                event_time(event),
+                event.operation_id,
+                kind_name(event.kind),
+                event_details(event)
+            )
+            .trim_end()
+            .to_owned()
+        }
+        _ => {
+            let json = opsd_proto::json::to_json(&WatchOperationsResponse::from(item.clone()))?;
+            match format {
+                Format::Json => serde_json::to_string(&json)?,
+                _ => format!("---\n{}", yaml(&json)),
+            }
+        }
+    })
+}
+
+/// The name the timeline prints: `created`, `metadata_updated`, ...
+fn kind_name(raw: i32) -> String {
+    match EventKind::try_from(raw) {
+        Ok(EventKind::Unspecified) | Err(_) => format!("kind_{raw}"),
+        Ok(kind) => kind
+            .as_str_name()
+            .trim_start_matches("EVENT_KIND_")
+            .to_ascii_lowercase(),
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds always present, so times line up.
+fn event_time(event: &Event) -> String {
+    let Some(time) = &event.time else {
+        return "-".to_owned();
+    };
+    let printed = time.to_string();
+    let Some(body) = printed.strip_suffix('Z') else {
+        return printed;
+    };
+    let (whole, fraction) = body.split_once('.').unwrap_or((body, ""));
+    let millis: String = fraction.chars().chain("000".chars()).take(3).collect();
+    format!("{whole}.{millis}Z")
+}
+
+/// A short line of what the event says beyond its kind: the description,
+/// progress, error, response type, lease and deadline, folded updates.
+pub fn event_details(event: &Event) -> String {
+    let mut parts = Vec::new();
+    let kind = EventKind::try_from(event.kind).unwrap_or(EventKind::Unspecified);
+    if !event.description.is_empty() {
+        parts.push(format!("\"{}\"", short(&event.description)));
+    }
+    match (&event.progress, kind) {
+        (Some(progress), _) => parts.push(progress_text(progress)),
+        (None, EventKind::MetadataUpdated) if !event.metadata_type_url.is_empty() => {
+            parts.push(format!("metadata {}", type_name(&event.metadata_type_url)));
+        }
+        _ => {}
+    }
+    if let Some(error) = &event.error {
+        parts.push(format!(
+            "{}: {}",
+            opsd_client::code_name(tonic::Code::from_i32(error.code)),
+            short(&error.message)
+        ));
+    }
+    if !event.response_type_url.is_empty() {
+        parts.push(format!("response {}", type_name(&event.response_type_url)));
+    }
+    if let Some(lease) = &event.lease_expires_at {
+        parts.push(format!("lease {}", span(event.time.as_ref(), lease)));
+    }
+    if let Some(deadline) = &event.deadline {
+        parts.push(format!(
+            "deadline in {}",
+            span(event.time.as_ref(), deadline)
+        ));
+    }
+    let mut details = parts
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if event.folded > 0 {
+        details = format!("{details} (+{} folded)", event.folded)
+            .trim_start()
+            .to_owned();
+    }
+    details
+}
+
+/// `3/10 copying`; without a total, `3 copying`; without work, the message.
+fn progress_text(progress: &opsd_client::Progress) -> String {
+    let amount = if progress.work_total > 0 {
+        format!("{}/{}", progress.work_done, progress.work_total)
+    } else if progress.work_done > 0 {
+        progress.work_done.to_string()
+    } else {
+        String::new()
+    };
+    format!("{amount} {}", short(&progress.message))
+        .trim()
+        .to_owned()
+}
+
+/// The message name of a type URL: `google.protobuf.Struct`.
+fn type_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or(type_url)
+}
+
+/// Free text on one line, at most 80 characters.
+fn short(text: &str) -> String {
+    const MAX: usize = 80;
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.chars().count() <= MAX {
+        return line;
+    }
+    let mut cut: String = line.chars().take(MAX - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// How long from `from` until `to`, in words: `30s`, `1m30s`, `2h`, `250ms`;
+/// the time itself when there is nothing to count from.
+fn span(from: Option<&prost_types::Timestamp>, to: &prost_types::Timestamp) -> String {
+    let Some(from) = from else {
+        return format!("until {to}");
+    };
+    let nanos = (i128::from(to.seconds) - i128::from(from.seconds)) * 1_000_000_000
+        + i128::from(to.nanos)
+        - i128::from(from.nanos);
+    if nanos < 0 {
+        return format!("until {to} (already past)");
+    }
+    let millis = nanos / 1_000_000;
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let total = (millis + 500) / 1000;
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    let mut text = String::new();
+    if hours > 0 {
+        text.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        text.push_str(&format!("{minutes}m"));
+    }
+    if seconds > 0 || text.is_empty() {
+        text.push_str(&format!("{seconds}s"));
+    }
+    text
 }
 
 /// JSON as YAML: block style for objects and lists, JSON-quoted strings
@@ -240,4 +460,137 @@ fn text(operation: &Operation, json: &Value) -> String {
         .map(|(name, value)| format!("{:13}{value}", format!("{name}:")))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64, nanos: i32) -> prost_types::Timestamp {
+        prost_types::Timestamp { seconds, nanos }
+    }
+
+    #[test]
+    fn times_always_have_milliseconds() {
+        let event = |time| Event {
+            time: Some(time),
+            ..Event::default()
+        };
+        assert_eq!(event_time(&event(at(0, 0))), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            event_time(&event(at(0, 123_456_789))),
+            "1970-01-01T00:00:00.123Z"
+        );
+        assert_eq!(
+            event_time(&event(at(0, 50_000_000))),
+            "1970-01-01T00:00:00.050Z"
+        );
+        assert_eq!(event_time(&Event::default()), "-");
+    }
+
+    #[test]
+    fn spans_read_as_words() {
+        let from = at(100, 0);
+        assert_eq!(span(Some(&from), &at(130, 0)), "30s");
+        assert_eq!(span(Some(&from), &at(190, 0)), "1m30s");
+        assert_eq!(span(Some(&from), &at(100 + 7200, 0)), "2h");
+        assert_eq!(span(Some(&from), &at(100, 250_000_000)), "250ms");
+        assert!(span(Some(&from), &at(99, 0)).ends_with("(already past)"));
+        assert_eq!(span(None, &at(0, 0)), "until 1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn details_summarize_each_kind() {
+        let base = Event {
+            time: Some(at(100, 0)),
+            ..Event::default()
+        };
+        let created = Event {
+            kind: EventKind::Created.into(),
+            description: "resize\ndisk-3".into(),
+            lease_expires_at: Some(at(130, 0)),
+            deadline: Some(at(700, 0)),
+            metadata_type_url: "type.googleapis.com/google.protobuf.Struct".into(),
+            ..base.clone()
+        };
+        assert_eq!(
+            event_details(&created),
+            "\"resize disk-3\", lease 30s, deadline in 10m"
+        );
+        let progressed = Event {
+            kind: EventKind::MetadataUpdated.into(),
+            progress: Some(opsd_client::Progress {
+                work_done: 3,
+                work_total: 10,
+                message: "copying".into(),
+                steps: Vec::new(),
+            }),
+            folded: 12,
+            ..base.clone()
+        };
+        assert_eq!(event_details(&progressed), "3/10 copying (+12 folded)");
+        let metadata_only = Event {
+            kind: EventKind::MetadataUpdated.into(),
+            metadata_type_url: "type.googleapis.com/opsd.example.v1.SnapshotMetadata".into(),
+            ..base.clone()
+        };
+        assert_eq!(
+            event_details(&metadata_only),
+            "metadata opsd.example.v1.SnapshotMetadata"
+        );
+        let failed = Event {
+            kind: EventKind::FailureReported.into(),
+            error: Some(opsd_proto::RpcStatus {
+                code: 8,
+                message: "quota".into(),
+                details: Vec::new(),
+            }),
+            ..base.clone()
+        };
+        assert_eq!(event_details(&failed), "RESOURCE_EXHAUSTED: quota");
+        let succeeded = Event {
+            kind: EventKind::Completed.into(),
+            response_type_url: "type.googleapis.com/opsd.example.v1.Snapshot".into(),
+            ..base.clone()
+        };
+        assert_eq!(
+            event_details(&succeeded),
+            "response opsd.example.v1.Snapshot"
+        );
+        let folded_only = Event {
+            kind: EventKind::MetadataUpdated.into(),
+            folded: 2,
+            ..base.clone()
+        };
+        assert_eq!(event_details(&folded_only), "(+2 folded)");
+        let cancel = Event {
+            kind: EventKind::CancelRequested.into(),
+            ..base
+        };
+        assert_eq!(event_details(&cancel), "");
+        assert_eq!(kind_name(EventKind::LeaseLapsed.into()), "lease_lapsed");
+        assert_eq!(kind_name(99), "kind_99");
+    }
+
+    #[test]
+    fn long_text_is_cut_to_one_short_line() {
+        let long = "x".repeat(200);
+        let cut = short(&long);
+        assert_eq!(cut.chars().count(), 80);
+        assert!(cut.ends_with('…'));
+        assert_eq!(short("a\tb\nc"), "a b c");
+    }
+
+    #[test]
+    fn tables_align_left_and_right() {
+        let rows = vec![
+            vec!["SEQ".to_owned(), "KIND".to_owned(), "X".to_owned()],
+            vec!["1".to_owned(), "created".to_owned(), String::new()],
+            vec!["10".to_owned(), "completed".to_owned(), "done".to_owned()],
+        ];
+        assert_eq!(
+            table(&rows, &[0]),
+            ["SEQ  KIND       X", "  1  created", " 10  completed  done"]
+        );
+    }
 }

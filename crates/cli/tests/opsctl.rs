@@ -819,3 +819,410 @@ async fn a_reported_failure_is_shown_and_waited_past() {
     assert_eq!(usage.status.code(), Some(2), "the message is required");
     server.stop().await;
 }
+
+/// `events` prints the whole timeline, page after page: a table with the
+/// details a person needs, and the pages merged into one ListEvents response
+/// in JSON and YAML.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_prints_the_timeline_as_a_table_and_as_one_response() {
+    let server = Server::start().await;
+    let id = server
+        .json(&[
+            "create",
+            "--description",
+            "resize disk-3",
+            "--resource-id",
+            "disk-3",
+        ])
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .json(&[
+            "progress",
+            &id,
+            "--done",
+            "3",
+            "--total",
+            "10",
+            "--message",
+            "copying",
+        ])
+        .await;
+    server
+        .json(&[
+            "report-failure",
+            &id,
+            "--error-code",
+            "8",
+            "--error-message",
+            "quota",
+        ])
+        .await;
+    server.json(&["complete", &id, "--as-reported"]).await;
+
+    let output = server.opsctl(&["events", &id]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "a header and four events: {table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["SEQ", "TIME", "KIND", "ACTOR", "VERSION", "DETAILS"],
+        "{table}"
+    );
+    let rows: Vec<Vec<&str>> = lines[1..]
+        .iter()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], (i + 1).to_string(), "sequence: {table}");
+        assert!(row[1].starts_with("20") && row[1].ends_with('Z'), "{table}");
+        assert_eq!(row[3], "anonymous", "{table}");
+        assert_eq!(row[4], (i + 1).to_string(), "version: {table}");
+    }
+    let kinds: Vec<&str> = rows.iter().map(|row| row[2]).collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "metadata_updated",
+            "failure_reported",
+            "completed"
+        ]
+    );
+    assert!(lines[1].ends_with("\"resize disk-3\""), "{table}");
+    assert!(lines[2].ends_with("3/10 copying"), "{table}");
+    assert!(lines[3].ends_with("RESOURCE_EXHAUSTED: quota"), "{table}");
+    assert!(lines[4].ends_with("RESOURCE_EXHAUSTED: quota"), "{table}");
+    // Columns line up: each starts where its header does.
+    let details = lines[0].find("DETAILS").unwrap();
+    let kind = lines[0].find("KIND").unwrap();
+    for line in &lines[1..] {
+        for column in [kind, details] {
+            assert_eq!(&line[column - 2..column], "  ", "{table}");
+            assert_ne!(&line[column..=column], " ", "{table}");
+        }
+    }
+
+    // One page per event: every page read, merged into one response.
+    let paged = server.json(&["events", &id, "--page-size", "1"]).await;
+    let events = paged["events"].as_array().expect("an events array");
+    assert_eq!(events.len(), 4, "{paged}");
+    assert!(paged.get("nextPageToken").is_none(), "{paged}");
+    assert_eq!(paged, server.json(&["events", &id]).await);
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "EVENT_KIND_CREATED",
+            "EVENT_KIND_METADATA_UPDATED",
+            "EVENT_KIND_FAILURE_REPORTED",
+            "EVENT_KIND_COMPLETED"
+        ]
+    );
+    assert_eq!(events[0]["operationId"], id.as_str());
+    assert_eq!(events[0]["sequence"], "1", "int64 as a string");
+    assert_eq!(events[0]["resourceId"], "disk-3");
+    assert_eq!(events[0]["description"], "resize disk-3");
+    assert_eq!(events[1]["progress"]["workDone"], "3");
+    assert_eq!(events[1]["progress"]["message"], "copying");
+    assert_eq!(events[2]["error"]["code"], 8);
+    assert_eq!(events[3]["error"]["message"], "quota");
+    assert_eq!(events[3]["version"], "4");
+
+    let yaml = server.opsctl(&["--format", "yaml", "events", &id]).await;
+    let yaml = String::from_utf8(yaml.stdout).unwrap();
+    assert!(
+        yaml.starts_with(&format!(
+            "events:\n- operationId: \"{id}\"\n  sequence: \"1\""
+        )),
+        "{yaml}"
+    );
+
+    let missing = server.opsctl(&["events", "ops00000000000000000"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).starts_with("NOT_FOUND: "),
+        "{}",
+        stderr(&missing)
+    );
+    server.stop().await;
+}
+
+/// A running `opsctl watch --all`, its stdout read line by line.
+struct Follower {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Follower {
+    fn start(server: &Server, args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"))
+            .env("OPSD_ENDPOINT", &server.endpoint)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        Self {
+            child,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next `n` lines, each within 10 seconds.
+    async fn lines(&mut self, n: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        for _ in 0..n {
+            let line =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.lines.next_line())
+                    .await
+                    .unwrap_or_else(|_| panic!("no line within 10s after {lines:?}"))
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("opsctl ended after {lines:?}"));
+            lines.push(line);
+        }
+        lines
+    }
+
+    async fn json_lines(&mut self, n: usize) -> Vec<Value> {
+        self.lines(n)
+            .await
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("a json line"))
+            .collect()
+    }
+
+    /// Ctrl-C: returns the exit code and stderr.
+    async fn interrupt(mut self) -> (Option<i32>, String) {
+        use tokio::io::AsyncReadExt;
+        let pid = self.child.id().unwrap().to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("opsctl ends at ctrl-c")
+            .unwrap();
+        let mut errors = String::new();
+        let mut stderr = self.child.stderr.take().unwrap();
+        stderr.read_to_string(&mut errors).await.unwrap();
+        (status.code(), errors)
+    }
+}
+
+/// `watch --all` follows the change feed from a resume token: the events of
+/// operations on one resource only (or of some kinds only), as JSON lines
+/// with their tokens or as text; at Ctrl-C it says how to resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_all_follows_the_events_of_one_resource() {
+    use opsd_client::{Client, Completion, FeedFilter, NewOperation};
+    let server = Server::start().await;
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    let on = |resource: &str| NewOperation {
+        resource_id: Some(resource.to_owned()),
+        ..NewOperation::new(format!("work on {resource}"))
+    };
+    let id_of = |op: opsd_client::OpsdOperation| op.operation.unwrap().id;
+
+    // A token to start from: the feed's position after the first operation.
+    let mut feed = client
+        .watch_operations(FeedFilter::default(), None)
+        .await
+        .unwrap();
+    let before = id_of(client.create(on("disk-r")).await.unwrap());
+    let start = feed.next().await.unwrap().unwrap();
+    assert_eq!(start.event.operation_id, before);
+    drop(feed);
+
+    // Already committed when opsctl starts: read back from the token.
+    let on_r = id_of(client.create(on("disk-r")).await.unwrap());
+    let elsewhere = id_of(client.create(on("disk-other")).await.unwrap());
+    let progress = opsd_client::Progress {
+        work_done: 3,
+        work_total: 10,
+        message: "copying".into(),
+        steps: Vec::new(),
+    };
+    client.update(&on_r, None, Some(progress)).await.unwrap();
+    client
+        .complete(
+            &elsewhere,
+            Completion::Response(opsd_client::pack_struct(&Default::default())),
+        )
+        .await
+        .unwrap();
+
+    let mut follower = Follower::start(
+        &server,
+        &[
+            "--format",
+            "json",
+            "watch",
+            "--all",
+            "--resource-id",
+            "disk-r",
+            "--resume-token",
+            &start.resume_token,
+        ],
+    );
+    let backlog = follower.json_lines(2).await;
+    // Committed while it follows.
+    let later = id_of(client.create(on("disk-r")).await.unwrap());
+    client.create(on("disk-other")).await.unwrap();
+    client
+        .complete(
+            &later,
+            Completion::Error(opsd_proto::RpcStatus {
+                code: 8,
+                message: "quota".into(),
+                details: Vec::new(),
+            }),
+        )
+        .await
+        .unwrap();
+    let live = follower.json_lines(2).await;
+    let (code, errors) = follower.interrupt().await;
+
+    let seen: Vec<(&str, &str)> = backlog
+        .iter()
+        .chain(&live)
+        .map(|line| {
+            assert_eq!(line["event"]["resourceId"], "disk-r", "{line}");
+            assert!(!line["resumeToken"].as_str().unwrap().is_empty(), "{line}");
+            (
+                line["event"]["operationId"].as_str().unwrap(),
+                line["event"]["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (on_r.as_str(), "EVENT_KIND_CREATED"),
+            (on_r.as_str(), "EVENT_KIND_METADATA_UPDATED"),
+            (later.as_str(), "EVENT_KIND_CREATED"),
+            (later.as_str(), "EVENT_KIND_COMPLETED"),
+        ]
+    );
+    assert_eq!(code, Some(130), "{errors}");
+    let last_token = live[1]["resumeToken"].as_str().unwrap();
+    assert!(
+        errors.contains(&format!("resume with: --resume-token {last_token}")),
+        "{errors}"
+    );
+
+    // Text: a line per event, time, id, kind, details; --kind narrows it.
+    let mut text = Follower::start(
+        &server,
+        &[
+            "watch",
+            "--all",
+            "--resource-id",
+            "disk-r",
+            "--resume-token",
+            &start.resume_token,
+        ],
+    );
+    let lines = text.lines(4).await;
+    drop(text);
+    let words: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(words.iter().all(|w| w[0].ends_with('Z')), "{lines:#?}");
+    assert_eq!(words[0][1..3], [on_r.as_str(), "created"], "{lines:#?}");
+    assert_eq!(words[0][3..], ["\"work", "on", "disk-r\""], "{lines:#?}");
+    assert_eq!(
+        words[1][2..],
+        ["metadata_updated", "3/10", "copying"],
+        "{lines:#?}"
+    );
+    assert_eq!(
+        words[3][1..],
+        [later.as_str(), "completed", "RESOURCE_EXHAUSTED:", "quota"],
+        "{lines:#?}"
+    );
+    let mut completions = Follower::start(
+        &server,
+        &[
+            "watch",
+            "--all",
+            "--kind",
+            "completed",
+            "--resume-token",
+            &start.resume_token,
+        ],
+    );
+    let lines = completions.lines(2).await;
+    drop(completions);
+    assert!(
+        lines[0].contains(&format!("{elsewhere}  completed ")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].contains(&format!("{later}  completed ")),
+        "{lines:#?}"
+    );
+
+    // A token that is none: the server's refusal, at once.
+    let bad = server
+        .opsctl(&["watch", "--all", "--resume-token", "bogus"])
+        .await;
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).starts_with("INVALID_ARGUMENT: resume_token"),
+        "{}",
+        stderr(&bad)
+    );
+    server.stop().await;
+}
+
+/// `watch` takes an operation id or --all, never both; the feed's filters go
+/// with --all only; `events` needs an id and a page size the server accepts.
+#[tokio::test]
+async fn watch_and_events_usage_errors_exit_2() {
+    let opsctl = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"));
+        // Nothing listens there: a usage error must not need a server.
+        command.args(["--endpoint", "127.0.0.1:1"]).args(args);
+        command.output()
+    };
+    let id = "ops00000000000000000";
+    for (args, says) in [
+        (&["watch", id, "--all"][..], "cannot be used with"),
+        (&["watch", "--all", id], "cannot be used with"),
+        (&["watch"], "required"),
+        (
+            &["watch", id, "--resource-id", "disk-1"],
+            "cannot be used with",
+        ),
+        (&["watch", id, "--resume-token", "x"], "cannot be used with"),
+        (&["watch", "--resource-id", "disk-1"], "<ID|--all>"),
+        (&["watch", "--all", "--kind", "finished"], "invalid value"),
+        (&["events"], "required"),
+        (&["events", id, "--page-size", "0"], "invalid value"),
+    ] {
+        let output = opsctl(args).await.unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! A typed client for opsd: the clouds' `OperationService` (get, cancel) and
-//! opsd's own producer API (create, update metadata, report a failure, complete).
+//! A typed client for opsd: the clouds' `OperationService` (get, cancel),
+//! opsd's own consumer extensions (list, wait, watch, timelines, the change
+//! feed) and its producer API (create, update metadata, report a failure, complete).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), opsd_client::ClientError> {
@@ -13,10 +14,50 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Timelines and the change feed
+//!
+//! [`Client::list_events`] pages through one operation's timeline (created,
+//! metadata updated, lease taken, cancel requested, failure reported,
+//! completed, …), oldest first. [`Client::follow_operations`] follows the
+//! events of every operation the caller may see, in commit order, narrowed by
+//! a [`FeedFilter`], and resumes by itself: after UNAVAILABLE, a dropped
+//! connection or a server draining for shutdown it waits a jittered, growing
+//! pause and reconnects with the resume token of the last event it handed
+//! out, so no event is missed and none is delivered twice. Keep
+//! [`OperationFeed::resume_token`] to continue in a later process. A token
+//! older than the events the server still keeps fails with
+//! [`ClientError::FeedTooOld`] (OUT_OF_RANGE): list the operations again, then
+//! follow from now. [`Client::watch_operations`] is the same feed over a single
+//! connection, its failures left to the caller.
+//!
+//! ```no_run
+//! # async fn example(client: opsd_client::Client) -> Result<(), opsd_client::ClientError> {
+//! use opsd_client::{FeedFilter, FollowOptions};
+//!
+//! let filter = FeedFilter {
+//!     resource_id: Some("disk-1".into()),
+//!     ..FeedFilter::default()
+//! };
+//! let mut feed = client
+//!     .follow_operations(filter, None, FollowOptions::default())
+//!     .await?;
+//! while let Some(item) = feed.next().await? {
+//!     println!("{} #{}: {:?}", item.event.operation_id, item.event.sequence, item.event.kind());
+//!     // Store item.resume_token to pick up here after a restart of this process.
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
+mod feed;
 mod producer;
 mod wait;
 
+pub use feed::{
+    Event, EventKind, FeedEvent, FeedFilter, FeedHook, FeedNotice, FollowOptions,
+    ListEventsResponse, OperationFeed, WatchOperationsResponse,
+};
 pub use producer::{DROPPED_MESSAGE, OperationHandle, ProducerOptions};
 pub use wait::{OperationExt, WaitOptions, is_transient, unpack};
 
@@ -74,6 +115,11 @@ pub enum ClientError {
     TypeMismatch { expected: String, actual: String },
     #[error("the operation has no {what}")]
     NoPayload { what: &'static str },
+    /// The feed's resume token is older than the events the server still
+    /// keeps (OUT_OF_RANGE: retention deleted events after it). List the
+    /// operations again, then follow the feed from now.
+    #[error("OUT_OF_RANGE: {message}")]
+    FeedTooOld { message: String },
 }
 
 impl ClientError {

@@ -57,27 +57,28 @@ pub fn is_transient(error: &ClientError) -> bool {
     }
 }
 
-/// Exponential backoff with full jitter.
-struct Backoff {
+/// Exponential backoff with jitter: each pause is half to all of the
+/// current step, which doubles up to `max`.
+pub(crate) struct Backoff {
     next: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    fn new(max: Duration) -> Self {
+    pub(crate) fn new(max: Duration) -> Self {
         Self {
             next: Duration::from_millis(50),
             max,
         }
     }
 
-    async fn pause(&mut self) {
+    pub(crate) async fn pause(&mut self) {
         let jittered = self.next.mul_f64(rand::rng().random_range(0.5..1.0));
         tokio::time::sleep(jittered).await;
         self.next = (self.next * 2).min(self.max);
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Duration::from_millis(50);
     }
 }

@@ -14,6 +14,7 @@ pub enum Code {
     ResourceExhausted,
     FailedPrecondition,
     Aborted,
+    OutOfRange,
     Internal,
     Unavailable,
     Unauthenticated,
@@ -32,6 +33,7 @@ impl Code {
             Code::ResourceExhausted => 8,
             Code::FailedPrecondition => 9,
             Code::Aborted => 10,
+            Code::OutOfRange => 11,
             Code::Internal => 13,
             Code::Unavailable => 14,
             Code::Unauthenticated => 16,
@@ -50,6 +52,7 @@ impl Code {
             Code::ResourceExhausted => 429,
             Code::FailedPrecondition => 400,
             Code::Aborted => 409,
+            Code::OutOfRange => 400,
             Code::Internal => 500,
             Code::Unavailable => 503,
             Code::Unauthenticated => 401,
@@ -163,6 +166,10 @@ pub enum Error {
     /// names the limit. Retrying later may succeed.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// A position outside what is kept (a feed resume token older than
+    /// retention): start over from a fresh listing.
+    #[error("out of range: {0}")]
+    OutOfRange(String),
     /// A transient failure (storage down, too much contention): retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -197,6 +204,7 @@ impl Error {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::OutOfRange(_) => Code::OutOfRange,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }

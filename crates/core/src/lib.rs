@@ -6,6 +6,7 @@
 //! one table that adapters map to gRPC and HTTP.
 
 pub mod error;
+pub mod event;
 pub mod id;
 pub mod list;
 pub mod operation;
@@ -16,6 +17,7 @@ pub mod time;
 pub mod validate;
 
 pub use error::{Code, Error, FieldViolation, Precondition};
+pub use event::{Event, EventDetails, EventFilter, EventKind, NewEvent};
 pub use id::{IdPrefix, OperationId};
 pub use list::{Cursor, ListFilter, ListQuery, StateFilter};
 pub use operation::{

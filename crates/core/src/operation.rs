@@ -15,6 +15,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Precondition};
+use crate::event::EventKind;
 use crate::id::{IdPrefix, OperationId};
 use crate::payload::{Any, RpcStatus};
 use crate::progress::Progress;
@@ -260,8 +261,10 @@ pub struct Update {
 pub enum Transition {
     /// The request is already satisfied; nothing to write.
     Unchanged,
-    /// The next version, to be stored in place of the current one.
-    Changed(Operation),
+    /// The next version, to be stored in place of the current one, and the
+    /// kind of event the change makes in the timeline (`None` for a lease
+    /// renewal, which makes none).
+    Changed(Operation, Option<EventKind>),
 }
 
 impl Operation {
@@ -359,15 +362,19 @@ impl Operation {
                 CancellationPolicy::NotCancellable => {
                     Err(self.refuse(Precondition::NotCancellable))
                 }
-                CancellationPolicy::Immediate => Ok(self.next(now, |op, at| {
-                    op.state = State::Done {
-                        outcome: Outcome::cancelled(),
-                        cancel_requested_at: Some(at),
-                    };
-                })),
-                CancellationPolicy::Cooperative => Ok(self.next(now, |op, at| {
-                    op.state = State::CancelRequested { requested_at: at };
-                })),
+                CancellationPolicy::Immediate => {
+                    Ok(self.next(now, EventKind::Completed, |op, at| {
+                        op.state = State::Done {
+                            outcome: Outcome::cancelled(),
+                            cancel_requested_at: Some(at),
+                        };
+                    }))
+                }
+                CancellationPolicy::Cooperative => {
+                    Ok(self.next(now, EventKind::CancelRequested, |op, at| {
+                        op.state = State::CancelRequested { requested_at: at };
+                    }))
+                }
             },
         }
     }
@@ -401,7 +408,7 @@ impl Operation {
                     return Err(self.refuse(Precondition::FailureReported));
                 }
                 let cancel_requested_at = self.cancel_requested_at();
-                Ok(self.next(now, |op, _| {
+                Ok(self.next(now, EventKind::Completed, |op, _| {
                     op.state = State::Done {
                         outcome,
                         cancel_requested_at,
@@ -426,7 +433,7 @@ impl Operation {
         {
             return Ok(Transition::Unchanged);
         }
-        Ok(self.next(now, |op, at| {
+        Ok(self.next(now, EventKind::FailureReported, |op, at| {
             op.reported_failure = Some(ReportedFailure {
                 status,
                 reported_at: at,
@@ -444,7 +451,7 @@ impl Operation {
         if metadata == self.metadata && progress == self.progress {
             return Ok(Transition::Unchanged);
         }
-        Ok(self.next(now, |op, _| {
+        Ok(self.next(now, EventKind::MetadataUpdated, |op, _| {
             op.metadata = metadata;
             op.progress = progress;
         }))
@@ -460,9 +467,14 @@ impl Operation {
         if self.expires_at().is_some_and(|at| at <= now) {
             return Err(self.refuse(Precondition::LeaseLapsed));
         }
-        Ok(self.next(now, |op, at| {
-            op.lease_expires_at = Some(at.saturating_add(lease))
-        }))
+        // Taking a lease is an event; renewing it is not.
+        let kind = self
+            .lease_expires_at
+            .is_none()
+            .then_some(EventKind::LeaseTaken);
+        let mut next = self.next_version(now);
+        next.lease_expires_at = Some(next.modified_at.saturating_add(lease));
+        Ok(Transition::Changed(next, kind))
     }
 
     /// The earliest time at which [`Operation::expire`] would complete it.
@@ -482,15 +494,21 @@ impl Operation {
         if self.is_done() {
             return Transition::Unchanged;
         }
-        let outcome = if self.deadline.is_some_and(|d| d <= now) {
-            Outcome::failure(DEADLINE_CODE, DEADLINE_MESSAGE)
+        let (outcome, kind) = if self.deadline.is_some_and(|d| d <= now) {
+            (
+                Outcome::failure(DEADLINE_CODE, DEADLINE_MESSAGE),
+                EventKind::DeadlineExceeded,
+            )
         } else if self.lease_expires_at.is_some_and(|l| l <= now) {
-            Outcome::failure(LEASE_LAPSED_CODE, LEASE_LAPSED_MESSAGE)
+            (
+                Outcome::failure(LEASE_LAPSED_CODE, LEASE_LAPSED_MESSAGE),
+                EventKind::LeaseLapsed,
+            )
         } else {
             return Transition::Unchanged;
         };
         let cancel_requested_at = self.cancel_requested_at();
-        self.next(now, |op, _| {
+        self.next(now, kind, |op, _| {
             op.state = State::Done {
                 outcome,
                 cancel_requested_at,
@@ -498,14 +516,25 @@ impl Operation {
         })
     }
 
-    /// The next version: `modified_at` moves forward even if the clock stalls or steps back.
-    fn next(&self, now: Timestamp, change: impl FnOnce(&mut Operation, Timestamp)) -> Transition {
+    /// The next version, making an event of `kind`.
+    fn next(
+        &self,
+        now: Timestamp,
+        kind: EventKind,
+        change: impl FnOnce(&mut Operation, Timestamp),
+    ) -> Transition {
+        let mut next = self.next_version(now);
+        let at = next.modified_at;
+        change(&mut next, at);
+        Transition::Changed(next, Some(kind))
+    }
+
+    /// `modified_at` moves forward even if the clock stalls or steps back.
+    fn next_version(&self, now: Timestamp) -> Operation {
         let mut next = self.clone();
         next.version += 1;
         next.modified_at = now.max(self.modified_at.next());
-        let at = next.modified_at;
-        change(&mut next, at);
-        Transition::Changed(next)
+        next
     }
 
     fn refuse(&self, precondition: Precondition) -> Error {

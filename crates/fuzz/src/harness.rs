@@ -75,7 +75,7 @@ pub fn fixtures() -> Vec<Operation> {
         )
     };
     let changed = |transition: Transition| match transition {
-        Transition::Changed(next) => next,
+        Transition::Changed(next, _) => next,
         Transition::Unchanged => unreachable!("fixture transitions change"),
     };
     let mut running = NewOperation::new("resize disk-1");
@@ -177,8 +177,12 @@ impl ResettableStore {
 
 #[async_trait]
 impl OperationStore for ResettableStore {
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
-        let inserted = self.store().insert(operation).await?;
+    async fn insert(
+        &self,
+        operation: &Operation,
+        event: &opsd_core::NewEvent,
+    ) -> Result<Inserted, StoreError> {
+        let inserted = self.store().insert(operation, event).await?;
         if inserted == Inserted::Created {
             self.committed(operation);
         }
@@ -189,8 +193,12 @@ impl OperationStore for ResettableStore {
         self.store().get(id).await
     }
 
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
-        let swapped = self.store().compare_and_swap(next).await?;
+    async fn compare_and_swap(
+        &self,
+        next: &Operation,
+        event: Option<&opsd_core::NewEvent>,
+    ) -> Result<Swapped, StoreError> {
+        let swapped = self.store().compare_and_swap(next, event).await?;
         if swapped == Swapped::Swapped {
             self.committed(next);
         }
@@ -199,6 +207,28 @@ impl OperationStore for ResettableStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
         self.store().list(query).await
+    }
+
+    async fn list_events(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<opsd_core::Event>, StoreError> {
+        self.store().list_events(id, after, limit).await
+    }
+
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &opsd_core::EventFilter,
+        limit: usize,
+    ) -> Result<Vec<opsd_core::Event>, StoreError> {
+        self.store().read_feed(after, filter, limit).await
+    }
+
+    async fn feed_bounds(&self) -> Result<opsd_store::FeedBounds, StoreError> {
+        self.store().feed_bounds().await
     }
 
     async fn due_for_expiry(
@@ -322,13 +352,23 @@ impl Server {
                     version: 1,
                     ..op.clone()
                 };
-                assert_eq!(store.insert(&first).await, Ok(Inserted::Created));
+                assert_eq!(
+                    store
+                        .insert(&first, &opsd_store::conformance::created(&first))
+                        .await,
+                    Ok(Inserted::Created)
+                );
                 for version in 2..=op.version {
                     let step = Operation {
                         version,
                         ..op.clone()
                     };
-                    assert_eq!(store.compare_and_swap(&step).await, Ok(Swapped::Swapped));
+                    assert_eq!(
+                        store
+                            .compare_and_swap(&step, Some(&opsd_store::conformance::changed(&step)))
+                            .await,
+                        Ok(Swapped::Swapped)
+                    );
                 }
             }
         });
@@ -379,6 +419,18 @@ impl Server {
                     .await
                     .expect("routers are infallible");
                 let (head, mut body) = response.into_parts();
+                // The change feed as SSE never ends: its head is the answer.
+                if head
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
+                {
+                    return Answer {
+                        head,
+                        body: Bytes::new(),
+                        trailers: None,
+                    };
+                }
                 let mut data = Vec::new();
                 let mut trailers = None;
                 while let Some(frame) = body.frame().await {

@@ -575,6 +575,30 @@ fn grpc_seeds() -> Vec<(String, Vec<u8>)> {
             ),
         ),
         (
+            "list-events",
+            call(
+                13,
+                pb::ListEventsRequest {
+                    operation_id: RUNNING.into(),
+                    page_size: 2,
+                    page_token: String::new(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
+            "list-events-bad-token",
+            call(
+                13,
+                pb::ListEventsRequest {
+                    operation_id: DONE.into(),
+                    page_size: 0,
+                    page_token: "AQAAAAAAAAAB".into(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        (
             "report-failure-of-done",
             call(
                 12,
@@ -706,6 +730,22 @@ fn rest_seeds() -> Vec<(String, Vec<u8>)> {
                 10,
                 0,
                 "POST /v1/operations/fzzrunning0000000001:reportFailure\n{\"error\":{\"code\":8,\"message\":\"quota\"}}",
+            ),
+        ),
+        (
+            "raw-events",
+            call(
+                10,
+                0,
+                "GET /v1/operations/fzzrunning0000000001/events?pageSize=1\n",
+            ),
+        ),
+        (
+            "raw-feed-bad-token",
+            call(
+                10,
+                0,
+                "GET /v1/operations:watch?resumeToken=zz&kinds=completed\n",
             ),
         ),
         (

@@ -205,6 +205,12 @@ impl Config {
                 self.max_watchers_per_connection,
             ),
             ("max_watchers", self.max_watchers),
+            (
+                "max_feed_readers_per_connection",
+                self.max_feed_readers_per_connection,
+            ),
+            ("max_feed_readers", self.max_feed_readers),
+            ("max_events_per_operation", self.max_events_per_operation),
         ] {
             put(
                 key,
@@ -279,6 +285,9 @@ impl Config {
             max_watchers_per_connection: usize::try_from(self.max_watchers_per_connection)
                 .unwrap_or(usize::MAX),
             max_watchers: usize::try_from(self.max_watchers).unwrap_or(usize::MAX),
+            max_feed_readers_per_connection: usize::try_from(self.max_feed_readers_per_connection)
+                .unwrap_or(usize::MAX),
+            max_feed_readers: usize::try_from(self.max_feed_readers).unwrap_or(usize::MAX),
         }
     }
 
@@ -645,6 +654,36 @@ pub struct Config {
     )]
     pub max_watchers: u64,
 
+    /// WatchOperations streams (the change feed, gRPC and SSE) one connection
+    /// may hold open at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "OPSD_MAX_FEED_READERS_PER_CONNECTION",
+        default_value_t = crate::limits::DEFAULT_MAX_FEED_READERS_PER_CONNECTION as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_feed_readers_per_connection: u64,
+
+    /// WatchOperations streams the server holds open at once; more are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "OPSD_MAX_FEED_READERS",
+        default_value_t = crate::limits::DEFAULT_MAX_FEED_READERS as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_feed_readers: u64,
+
+    /// Events one operation's timeline keeps; past it, metadata updates fold
+    /// into the last one (every other kind is still kept).
+    #[arg(
+        long,
+        env = "OPSD_MAX_EVENTS_PER_OPERATION",
+        default_value_t = opsd_core::event::DEFAULT_MAX_EVENTS_PER_OPERATION,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_events_per_operation: u64,
+
     /// Log output format.
     #[arg(long, env = "OPSD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -720,7 +759,8 @@ mod tests {
         assert_eq!(defaults, crate::limits::Limits::default());
         let file = write(
             "max_message_size = \"1MiB\"\nmax_streams_per_connection = 64\n\
-             max_watchers_per_connection = 8\nmax_watchers = 100\n",
+             max_watchers_per_connection = 8\nmax_watchers = 100\n\
+             max_feed_readers_per_connection = 2\nmax_feed_readers = 9\n",
         );
         let config =
             Config::load_from(["opsd", "--config", file.path().to_str().unwrap()]).unwrap();
@@ -731,6 +771,8 @@ mod tests {
                 max_streams_per_connection: 64,
                 max_watchers_per_connection: 8,
                 max_watchers: 100,
+                max_feed_readers_per_connection: 2,
+                max_feed_readers: 9,
             }
         );
         for (text, expected) in [

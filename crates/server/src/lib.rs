@@ -88,6 +88,10 @@ pub async fn router(
     let max_message = grpc_options.limits.max_message_size;
     let watchers =
         limits::WatcherLimits::new(&grpc_options.limits, Some(Arc::clone(service.metrics())));
+    let feed_readers = limits::WatcherLimits::feed_readers(
+        &grpc_options.limits,
+        Some(Arc::clone(service.metrics())),
+    );
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let health = health.max_decoding_message_size(max_message);
     health_reporter
@@ -130,6 +134,7 @@ pub async fn router(
             service: Arc::clone(&service),
             options: grpc_options.clone(),
             watchers: watchers.clone(),
+            feed_readers: feed_readers.clone(),
         })
         .max_decoding_message_size(max_message),
         grpc::interceptor(gate.clone()),
@@ -186,6 +191,7 @@ pub async fn router(
             gate,
             grpc_options,
             watchers,
+            feed_readers,
         ))
         .route("/metrics", scrape)
         .fallback(rest::fallback))

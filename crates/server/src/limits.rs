@@ -19,6 +19,11 @@ pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 pub const DEFAULT_MAX_WATCHERS_PER_CONNECTION: usize = 512;
 /// The default of `--max-watchers`.
 pub const DEFAULT_MAX_WATCHERS: usize = 50_000;
+/// The default of `--max-feed-readers-per-connection`.
+pub const DEFAULT_MAX_FEED_READERS_PER_CONNECTION: usize = 16;
+/// The default of `--max-feed-readers`: each reads the store on every
+/// commit, so far fewer than watchers (which share one read per change).
+pub const DEFAULT_MAX_FEED_READERS: usize = 1_000;
 
 /// The configured limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +37,10 @@ pub struct Limits {
     pub max_watchers_per_connection: usize,
     /// Watch streams and Wait calls the server holds open at once.
     pub max_watchers: usize,
+    /// WatchOperations streams (gRPC and SSE) one connection may hold open.
+    pub max_feed_readers_per_connection: usize,
+    /// WatchOperations streams the server holds open at once.
+    pub max_feed_readers: usize,
 }
 
 impl Default for Limits {
@@ -41,19 +50,62 @@ impl Default for Limits {
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             max_watchers_per_connection: DEFAULT_MAX_WATCHERS_PER_CONNECTION,
             max_watchers: DEFAULT_MAX_WATCHERS,
+            max_feed_readers_per_connection: DEFAULT_MAX_FEED_READERS_PER_CONNECTION,
+            max_feed_readers: DEFAULT_MAX_FEED_READERS,
         }
     }
 }
 
-/// The open watchers of one connection; the listener gives every connection
-/// its own (a request extension).
+/// The open watchers and feed readers of one connection; the listener gives
+/// every connection its own (a request extension).
 #[derive(Clone, Debug, Default)]
-pub struct ConnectionWatchers(Arc<AtomicUsize>);
+pub struct ConnectionWatchers {
+    watchers: Arc<AtomicUsize>,
+    feed_readers: Arc<AtomicUsize>,
+}
 
 impl ConnectionWatchers {
-    /// How many this connection holds open now.
+    /// How many watchers this connection holds open now.
     pub fn open(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.watchers.load(Ordering::Relaxed)
+    }
+}
+
+/// What a [`WatcherLimits`] counts, and the names its refusals use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    Watchers,
+    FeedReaders,
+}
+
+impl Held {
+    /// (metric label per connection, flag, metric label in total, flag, what, what else to do)
+    fn names(self) -> [&'static str; 6] {
+        match self {
+            Held::Watchers => [
+                "watchers_per_connection",
+                "--max-watchers-per-connection",
+                "watchers",
+                "--max-watchers",
+                "open Watch streams and Wait calls",
+                "poll with Get",
+            ],
+            Held::FeedReaders => [
+                "feed_readers_per_connection",
+                "--max-feed-readers-per-connection",
+                "feed_readers",
+                "--max-feed-readers",
+                "open WatchOperations streams",
+                "share one feed reader between consumers",
+            ],
+        }
+    }
+
+    fn counter(self, connection: &ConnectionWatchers) -> &Arc<AtomicUsize> {
+        match self {
+            Held::Watchers => &connection.watchers,
+            Held::FeedReaders => &connection.feed_readers,
+        }
     }
 }
 
@@ -61,6 +113,7 @@ impl ConnectionWatchers {
 /// server's count are under their limits.
 #[derive(Clone)]
 pub struct WatcherLimits {
+    held: Held,
     open: Arc<AtomicUsize>,
     max_total: usize,
     max_per_connection: usize,
@@ -80,9 +133,21 @@ impl std::fmt::Debug for WatcherLimits {
 impl WatcherLimits {
     pub fn new(limits: &Limits, metrics: Option<Arc<Metrics>>) -> Self {
         Self {
+            held: Held::Watchers,
             open: Arc::default(),
             max_total: limits.max_watchers,
             max_per_connection: limits.max_watchers_per_connection,
+            metrics,
+        }
+    }
+
+    /// The limits of change feed readers (WatchOperations, gRPC and SSE).
+    pub fn feed_readers(limits: &Limits, metrics: Option<Arc<Metrics>>) -> Self {
+        Self {
+            held: Held::FeedReaders,
+            open: Arc::default(),
+            max_total: limits.max_feed_readers,
+            max_per_connection: limits.max_feed_readers_per_connection,
             metrics,
         }
     }
@@ -95,18 +160,27 @@ impl WatcherLimits {
     /// A permit to hold one watcher open; dropping it frees the place.
     /// Without a connection (a caller outside the listener) only the total counts.
     pub fn admit(&self, connection: Option<&ConnectionWatchers>) -> Result<WatchPermit, Error> {
+        let [
+            per_connection_label,
+            per_connection_flag,
+            total_label,
+            total_flag,
+            what,
+            instead,
+        ] = self.held.names();
         let connection = match connection {
             Some(connection) => {
-                if !take(&connection.0, self.max_per_connection) {
+                let counter = self.held.counter(connection);
+                if !take(counter, self.max_per_connection) {
                     return Err(self.refuse(
-                        "watchers_per_connection",
+                        per_connection_label,
                         format!(
-                            "this connection already holds {} open Watch streams and Wait calls, the limit (--max-watchers-per-connection); wait for one to end or open another connection",
+                            "this connection already holds {} {what}, the limit ({per_connection_flag}); wait for one to end or open another connection",
                             self.max_per_connection
                         ),
                     ));
                 }
-                Some(Arc::clone(&connection.0))
+                Some(Arc::clone(counter))
             }
             None => None,
         };
@@ -115,9 +189,9 @@ impl WatcherLimits {
                 connection.fetch_sub(1, Ordering::Relaxed);
             }
             return Err(self.refuse(
-                "watchers",
+                total_label,
                 format!(
-                    "the server already holds {} open Watch streams and Wait calls, the limit (--max-watchers); retry later or poll with Get",
+                    "the server already holds {} {what}, the limit ({total_flag}); retry later or {instead}",
                     self.max_total
                 ),
             ));

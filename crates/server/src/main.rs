@@ -67,12 +67,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // (SQLite locks) but would confuse everyone, so it is refused up front.
     let mut _data_dir_lock = None;
     let store: Arc<dyn OperationStore> = match &config.store {
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Memory => Arc::new(
+            MemoryStore::new().with_max_events_per_operation(config.max_events_per_operation),
+        ),
         StoreKind::Postgres(url) => {
             tracing::info!(store = ?config.store, "opening postgres store");
             let options = PostgresOptions {
                 max_connections: config.postgres_max_connections,
                 timeout: config.store_timeout,
+                max_events_per_operation: config.max_events_per_operation,
                 ..PostgresOptions::new(url)
             };
             Arc::new(PostgresStore::open(options).await?)
@@ -95,6 +98,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!(path = %path.display(), "opening sqlite store");
             Arc::new(SqliteStore::open(SqliteOptions {
                 max_batch: usize::try_from(config.sqlite_max_batch).unwrap_or(usize::MAX),
+                max_events_per_operation: config.max_events_per_operation,
                 ..SqliteOptions::new(path)
             })?)
         }

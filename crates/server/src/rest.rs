@@ -48,6 +48,8 @@ struct Gateway {
     max_body: usize,
     /// Open Waits, counted with the gRPC adapter's.
     watchers: WatcherLimits,
+    /// Open SSE feed readers, counted with the gRPC adapter's.
+    feed_readers: WatcherLimits,
 }
 
 type Shared = State<Arc<Gateway>>;
@@ -59,6 +61,7 @@ pub fn router(
     gate: crate::auth::Gatekeeper,
     options: &GrpcOptions,
     watchers: WatcherLimits,
+    feed_readers: WatcherLimits,
 ) -> Router {
     let gateway = Arc::new(Gateway {
         service,
@@ -67,6 +70,7 @@ pub fn router(
         draining: options.draining.clone(),
         max_body: options.limits.max_message_size,
         watchers,
+        feed_readers,
     });
     Router::new()
         .route(
@@ -74,6 +78,11 @@ pub fn router(
             get(cloud_get).post(cloud_post).fallback(no_route),
         )
         .route("/v1/operations", get(list).post(create).fallback(no_route))
+        .route("/v1/operations:watch", get(watch_feed).fallback(no_route))
+        .route(
+            "/v1/operations/{target}/events",
+            get(list_events).fallback(no_route),
+        )
         .route(
             "/v1/operations/{target}",
             get(opsd_get).post(opsd_post).fallback(no_route),
@@ -219,6 +228,140 @@ async fn opsd_get(
         }
         Some(_) => Err(RestError::no_route(&method, uri.path())),
     }
+}
+
+/// `GET /v1/operations/{id}/events` (opsd.v1 ListEvents).
+async fn list_events(
+    State(gateway): Shared,
+    Caller(caller): Caller,
+    target: Target,
+    method: Method,
+    uri: Uri,
+) -> Answer {
+    if target.verb.is_some() {
+        return Err(RestError::no_route(&method, uri.path()));
+    }
+    let request: pb::ListEventsRequest = from_params(&query_params(&uri)?)?;
+    let id = target.operation_id(&request.operation_id)?;
+    let (after, limit) = translate::events_page(&id, &request)?;
+    let events = gateway
+        .service
+        .list_events(&caller, &id, after, limit)
+        .await?;
+    json(&translate::events_response(&id, limit, &events))
+}
+
+/// The WatchOperations request a query string spells. `kinds` is one
+/// parameter of comma-separated kinds, by enum name or short name
+/// (`kinds=completed,failure_reported`).
+pub fn feed_request(uri: &Uri) -> Result<pb::WatchOperationsRequest, RestError> {
+    let mut params = query_params(uri)?;
+    let mut kinds = Vec::new();
+    if let Some(at) = params.iter().position(|(name, _)| name == "kinds") {
+        let (_, value) = params.remove(at);
+        for name in value.split(',').filter(|n| !n.is_empty()) {
+            let full = name.to_ascii_uppercase();
+            let full = if full.starts_with("EVENT_KIND_") {
+                full
+            } else {
+                format!("EVENT_KIND_{full}")
+            };
+            match pb::EventKind::from_str_name(&full) {
+                Some(kind) if kind != pb::EventKind::Unspecified => kinds.push(kind as i32),
+                _ => {
+                    return Err(RestError::invalid_as_given(
+                        "kinds",
+                        format!("{name:?} is not an event kind"),
+                    ));
+                }
+            }
+        }
+    }
+    let mut request: pb::WatchOperationsRequest = from_params(&params)?;
+    request.kinds = kinds;
+    Ok(request)
+}
+
+/// `GET /v1/operations:watch`: the change feed as Server-Sent Events. Each
+/// event's `id:` is its resume token, so a browser's `EventSource` (or any
+/// client sending `Last-Event-ID`) resumes where it left off.
+async fn watch_feed(
+    State(gateway): Shared,
+    Caller(caller): Caller,
+    connection: Option<Extension<ConnectionWatchers>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    let mut request = feed_request(&uri)?;
+    if request.resume_token.is_empty()
+        && let Some(last) = headers.get("last-event-id")
+    {
+        let token = last
+            .to_str()
+            .map_err(|_| RestError::invalid("last-event-id", "header must be printable ascii"))?;
+        // Refused under the header's name, which is what the caller sent.
+        opsd_core::event::decode_resume_token("last-event-id", token)?;
+        request.resume_token = token.to_owned();
+    }
+    let (filter, resume) = translate::feed_request(&request)?;
+    let permit = gateway
+        .feed_readers
+        .admit(connection.as_ref().map(|Extension(c)| c))?;
+    let feed = gateway.service.feed(&caller, filter, resume).await?;
+    // An `id:` without data: no event for the client, but the token its
+    // EventSource sends back as Last-Event-ID if it reconnects before the first event.
+    let bookmark = SseEvent::default().id(opsd_core::event::encode_resume_token(feed.position()));
+    let draining = gateway.draining.clone();
+    let events = futures_util::stream::unfold(
+        (feed, permit, false),
+        move |(mut feed, permit, finished)| {
+            let draining = draining.clone();
+            async move {
+                if finished {
+                    return None;
+                }
+                tokio::select! {
+                    next = feed.next() => {
+                        let (event, finished) = match next {
+                            Ok(event) => {
+                                let message = translate::feed_message(&event);
+                                let data = opsd_proto::json::to_json(&message.event.unwrap_or_default())
+                                    .map(|json| json.to_string())
+                                    .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}).to_string());
+                                (
+                                    SseEvent::default()
+                                        .id(message.resume_token)
+                                        .event(event.kind.name())
+                                        .data(data),
+                                    false,
+                                )
+                            }
+                            // The stream ends with the error, as google.rpc.Status JSON.
+                            Err(error) => {
+                                let status = crate::grpc::status::to_status(error);
+                                let data = serde_json::json!({
+                                    "code": status.code() as i32,
+                                    "message": status.message(),
+                                })
+                                .to_string();
+                                (SseEvent::default().event("error").data(data), true)
+                            }
+                        };
+                        Some((Ok::<_, std::convert::Infallible>(event), (feed, permit, finished)))
+                    }
+                    () = crate::grpc::drained(draining) => None,
+                }
+            }
+        },
+    );
+    let stream = futures_util::StreamExt::chain(
+        futures_util::stream::iter([Ok::<_, std::convert::Infallible>(bookmark)]),
+        events,
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 /// `POST /v1/operations` (opsd.v1 ProducerService Create).

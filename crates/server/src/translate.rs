@@ -156,6 +156,124 @@ pub fn heartbeat_response(op: &Operation) -> pb::HeartbeatResponse {
     }
 }
 
+/// Where a ListEvents page starts (after this sequence) and how long it is.
+pub fn events_page(
+    id: &opsd_core::OperationId,
+    body: &pb::ListEventsRequest,
+) -> Result<(u64, usize), Error> {
+    let limit = page_size(i64::from(body.page_size))?;
+    let after = match non_empty(body.page_token.clone()) {
+        Some(token) => opsd_core::event::decode_event_page_token(id, &token)?,
+        None => 0,
+    };
+    Ok((after, limit))
+}
+
+/// A page of events; a full one links to the next.
+pub fn events_response(
+    id: &opsd_core::OperationId,
+    limit: usize,
+    events: &[opsd_core::Event],
+) -> pb::ListEventsResponse {
+    let next_page_token = match events.last() {
+        Some(last) if events.len() == limit => {
+            opsd_core::event::encode_event_page_token(id, last.sequence)
+        }
+        _ => String::new(),
+    };
+    pb::ListEventsResponse {
+        events: events.iter().map(event_to_wire).collect(),
+        next_page_token,
+    }
+}
+
+pub fn event_kind_to_wire(kind: opsd_core::EventKind) -> pb::EventKind {
+    pb::EventKind::try_from(kind.number()).unwrap_or(pb::EventKind::Unspecified)
+}
+
+pub fn event_to_wire(event: &opsd_core::Event) -> pb::Event {
+    use crate::grpc::convert::{progress_to_wire, status_to_wire};
+    let details = &event.details;
+    pb::Event {
+        operation_id: event.operation_id.to_string(),
+        sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+        time: Some(timestamp(event.at)),
+        kind: event_kind_to_wire(event.kind).into(),
+        actor: event.actor.clone(),
+        version: i64::try_from(event.version).unwrap_or(i64::MAX),
+        scope: event.scope.clone(),
+        resource_id: event.resource_id.clone().unwrap_or_default(),
+        created_by: event.created_by.clone(),
+        folded: i64::try_from(event.folded).unwrap_or(i64::MAX),
+        description: details.description.clone().unwrap_or_default(),
+        lease_expires_at: details.lease_expires_at.map(timestamp),
+        deadline: details.deadline.map(timestamp),
+        metadata_type_url: details.metadata_type_url.clone().unwrap_or_default(),
+        progress: details.progress.as_ref().map(progress_to_wire),
+        error: details.error.as_ref().map(status_to_wire),
+        response_type_url: details.response_type_url.clone().unwrap_or_default(),
+    }
+}
+
+/// One message of the change feed: the event and the token to resume after it.
+pub fn feed_message(event: &opsd_core::Event) -> pb::WatchOperationsResponse {
+    pb::WatchOperationsResponse {
+        event: Some(event_to_wire(event)),
+        resume_token: opsd_core::event::encode_resume_token(event.position),
+    }
+}
+
+/// The filter and starting position a WatchOperations request asks for.
+pub fn feed_request(
+    body: &pb::WatchOperationsRequest,
+) -> Result<(opsd_core::EventFilter, Option<u64>), Error> {
+    let mut violations = Violations::default();
+    let scope = non_empty(body.scope.clone());
+    if let Some(scope) = &scope {
+        violations.merge(validate_scope("scope", scope));
+    }
+    let resource_id = non_empty(body.resource_id.clone());
+    if let Some(resource_id) = &resource_id {
+        violations.resource_id("resource_id", resource_id);
+    }
+    let created_by = non_empty(body.created_by.clone());
+    if let Some(created_by) = &created_by {
+        violations.resource_id("created_by", created_by);
+    }
+    let id_prefix = non_empty(body.id_prefix.clone());
+    if let Some(prefix) = &id_prefix
+        && (prefix.len() > opsd_core::id::ID_LEN
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()))
+    {
+        violations.add("id_prefix", "must be at most 20 characters of [0-9a-z]");
+    }
+    let mut kinds = std::collections::BTreeSet::new();
+    for (i, raw) in body.kinds.iter().enumerate() {
+        match opsd_core::EventKind::from_number(*raw) {
+            Some(kind) => {
+                kinds.insert(kind);
+            }
+            None => violations.add(format!("kinds[{i}]"), "unknown event kind"),
+        }
+    }
+    violations.into_result()?;
+    let resume = non_empty(body.resume_token.clone())
+        .map(|token| opsd_core::event::decode_resume_token("resume_token", &token))
+        .transpose()?;
+    Ok((
+        opsd_core::EventFilter {
+            scopes: scope.map(|scope| [scope].into()),
+            resource_id,
+            created_by,
+            id_prefix,
+            kinds: (!kinds.is_empty()).then_some(kinds),
+        },
+        resume,
+    ))
+}
+
 /// The longest `yandex_passport_oauth_token` and `jwt` the clouds accept.
 pub const MAX_OAUTH_TOKEN_CHARS: usize = 4000;
 pub const MAX_JWT_CHARS: usize = 8000;

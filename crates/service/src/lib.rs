@@ -2,20 +2,23 @@
 //! the store. Adapters (gRPC, REST, CLI) translate into these calls and back;
 //! nothing here knows about a transport.
 
+mod feed;
 pub mod metrics;
 mod watchers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use opsd_core::event::REAPER_ACTOR;
 use opsd_core::operation::{DEFAULT_LEASE, validate_lease};
 use opsd_core::validate::Violations;
 use opsd_core::{
-    Action, Clock, Error, IdPrefix, ListQuery, NewOperation, Operation, OperationId, Outcome,
-    Principal, RpcStatus, Scopes, Timestamp, Transition, Update,
+    Action, Clock, Error, Event, EventKind, IdPrefix, ListQuery, NewEvent, NewOperation, Operation,
+    OperationId, Outcome, Principal, RpcStatus, Scopes, Timestamp, Transition, Update,
 };
 use opsd_store::{Inserted, OperationStore, Swapped};
 
+pub use feed::{FEED_PAGE, Feed};
 pub use metrics::Metrics;
 pub use watchers::{Watchers, Watching};
 
@@ -185,7 +188,8 @@ impl OperationService {
         for _ in 0..MAX_ID_ATTEMPTS {
             let id = OperationId::generate(&prefix, &mut rand::rng());
             let operation = Operation::create(id, request.clone(), &caller.id, self.clock.now());
-            match self.store.insert(&operation).await? {
+            let event = NewEvent::of(EventKind::Created, &operation, &caller.id);
+            match self.store.insert(&operation, &event).await? {
                 Inserted::Created => {
                     self.metrics.operations_created.inc();
                     tracing::debug!(operation_id = %operation.id, created_by = %caller.id, "operation created");
@@ -228,7 +232,7 @@ impl OperationService {
 
     pub async fn cancel(&self, caller: &Principal, id: &OperationId) -> Result<Operation, Error> {
         let (op, changed) = self
-            .transition(id, |op, now| {
+            .transition(id, &caller.id, |op, now| {
                 caller.authorize(&op.scope, id.as_str(), Action::Cancel)?;
                 op.cancel(now)
             })
@@ -262,7 +266,7 @@ impl OperationService {
         }
         violations.into_result()?;
         let (op, _) = self
-            .transition(id, |op, now| {
+            .transition(id, &caller.id, |op, now| {
                 caller.authorize(&op.scope, id.as_str(), Action::Produce)?;
                 op.update(update.clone(), now)
             })
@@ -280,7 +284,7 @@ impl OperationService {
         let lease = lease.unwrap_or(DEFAULT_LEASE);
         validate_lease("lease_duration", lease)?;
         let (op, _) = self
-            .transition(id, |op, now| {
+            .transition(id, &caller.id, |op, now| {
                 caller.authorize(&op.scope, id.as_str(), Action::Produce)?;
                 op.heartbeat(lease, now)
             })
@@ -301,7 +305,10 @@ impl OperationService {
             let full = due.len() == self.config.expiry_batch;
             let mut progressed = false;
             for op in due {
-                match self.transition(&op.id, |op, now| Ok(op.expire(now))).await {
+                match self
+                    .transition(&op.id, REAPER_ACTOR, |op, now| Ok(op.expire(now)))
+                    .await
+                {
                     Ok((expired, true)) => {
                         completed += 1;
                         if let Some(outcome) = expired.outcome() {
@@ -401,7 +408,7 @@ impl OperationService {
         }
         violations.into_result()?;
         let (op, changed) = self
-            .transition(id, |op, now| {
+            .transition(id, &caller.id, |op, now| {
                 caller.authorize(&op.scope, id.as_str(), Action::Produce)?;
                 op.complete(outcome.clone(), now)
             })
@@ -425,7 +432,7 @@ impl OperationService {
         violations.error_status("error", &status);
         violations.into_result()?;
         let (op, changed) = self
-            .transition(id, |op, now| {
+            .transition(id, &caller.id, |op, now| {
                 caller.authorize(&op.scope, id.as_str(), Action::Produce)?;
                 op.report_failure(status.clone(), now)
             })
@@ -435,6 +442,39 @@ impl OperationService {
         }
         tracing::debug!(operation_id = %id, code = status.code, "failure reported");
         Ok(op)
+    }
+
+    /// One page of an operation's timeline, oldest first, after the event
+    /// with sequence `after`. Visible exactly as the operation is.
+    pub async fn list_events(
+        &self,
+        caller: &Principal,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, Error> {
+        let op = self.load(id).await?;
+        caller.authorize(&op.scope, id.as_str(), Action::Read)?;
+        Ok(self.store.list_events(id, after, limit).await?)
+    }
+
+    /// Follows the events of every operation the caller may see that match
+    /// `filter`, from after `resume` (a feed position), or from now.
+    pub async fn feed(
+        &self,
+        caller: &Principal,
+        mut filter: opsd_core::EventFilter,
+        resume: Option<u64>,
+    ) -> Result<Feed, Error> {
+        caller.require(Action::Read)?;
+        if let Scopes::Only(visible) = &caller.scopes {
+            let scopes = match filter.scopes.take() {
+                Some(requested) => requested.intersection(visible).cloned().collect(),
+                None => visible.clone(),
+            };
+            filter.scopes = Some(scopes);
+        }
+        Feed::start(Arc::clone(&self.store), filter, resume).await
     }
 
     async fn load(&self, id: &OperationId) -> Result<Operation, Error> {
@@ -447,18 +487,21 @@ impl OperationService {
     /// Applies a domain transition with compare-and-set, retrying on the
     /// version that won when another writer got there first. Returns the
     /// operation and whether this call changed it.
+    /// `actor` is who the change's event names.
     async fn transition(
         &self,
         id: &OperationId,
+        actor: &str,
         change: impl Fn(&Operation, Timestamp) -> Result<Transition, Error>,
     ) -> Result<(Operation, bool), Error> {
         let mut current = self.load(id).await?;
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            let next = match change(&current, self.clock.now())? {
+            let (next, kind) = match change(&current, self.clock.now())? {
                 Transition::Unchanged => return Ok((current, false)),
-                Transition::Changed(next) => next,
+                Transition::Changed(next, kind) => (next, kind),
             };
-            match self.store.compare_and_swap(&next).await? {
+            let event = kind.map(|kind| NewEvent::of(kind, &next, actor));
+            match self.store.compare_and_swap(&next, event.as_ref()).await? {
                 Swapped::Swapped => return Ok((next, true)),
                 Swapped::Stale(latest) => current = latest,
                 Swapped::Missing => return Err(Error::NotFound { id: id.to_string() }),

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use opsd_core::{ListQuery, Operation, OperationId, Outcome, Timestamp};
-use opsd_store::{Change, Inserted, OperationStore, StoreError, Swapped};
+use opsd_core::{
+    Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Outcome, Timestamp,
+};
+use opsd_store::{Change, FeedBounds, Inserted, OperationStore, StoreError, Swapped};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -269,6 +271,9 @@ pub struct MeteredStore {
     due_for_expiry: StoreCallMetrics,
     delete_done_before: StoreCallMetrics,
     count_running: StoreCallMetrics,
+    list_events: StoreCallMetrics,
+    read_feed: StoreCallMetrics,
+    feed_bounds: StoreCallMetrics,
 }
 
 /// One store call's series, looked up once (they share the families' state).
@@ -313,6 +318,9 @@ impl MeteredStore {
             due_for_expiry: call("due_for_expiry"),
             delete_done_before: call("delete_done_before"),
             count_running: call("count_running"),
+            list_events: call("list_events"),
+            read_feed: call("read_feed"),
+            feed_bounds: call("feed_bounds"),
             inner,
         }
     }
@@ -320,16 +328,47 @@ impl MeteredStore {
 
 #[async_trait]
 impl OperationStore for MeteredStore {
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
-        self.insert.time(self.inner.insert(operation)).await
+    async fn insert(
+        &self,
+        operation: &Operation,
+        event: &NewEvent,
+    ) -> Result<Inserted, StoreError> {
+        self.insert.time(self.inner.insert(operation, event)).await
     }
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
         self.get.time(self.inner.get(id)).await
     }
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
+    async fn compare_and_swap(
+        &self,
+        next: &Operation,
+        event: Option<&NewEvent>,
+    ) -> Result<Swapped, StoreError> {
         self.compare_and_swap
-            .time(self.inner.compare_and_swap(next))
+            .time(self.inner.compare_and_swap(next, event))
             .await
+    }
+    async fn list_events(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.list_events
+            .time(self.inner.list_events(id, after, limit))
+            .await
+    }
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read_feed
+            .time(self.inner.read_feed(after, filter, limit))
+            .await
+    }
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        self.feed_bounds.time(self.inner.feed_bounds()).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
         self.list.time(self.inner.list(query)).await

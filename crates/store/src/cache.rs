@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use opsd_core::{Any, ListQuery, Operation, OperationId, Outcome, State, Timestamp};
+use opsd_core::{
+    Any, Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Outcome, State, Timestamp,
+};
 use quick_cache::Weighter;
 use tokio::sync::broadcast;
 
-use crate::{Change, Inserted, OperationStore, StoreError, Swapped};
+use crate::{Change, FeedBounds, Inserted, OperationStore, StoreError, Swapped};
 
 /// Decorates a store with a bounded cache of done operations.
 pub struct CachingStore {
@@ -154,8 +156,12 @@ impl Shared {
 
 #[async_trait]
 impl OperationStore for CachingStore {
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
-        self.inner.insert(operation).await
+    async fn insert(
+        &self,
+        operation: &Operation,
+        event: &NewEvent,
+    ) -> Result<Inserted, StoreError> {
+        self.inner.insert(operation, event).await
     }
 
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
@@ -170,9 +176,13 @@ impl OperationStore for CachingStore {
         Ok(op)
     }
 
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
+    async fn compare_and_swap(
+        &self,
+        next: &Operation,
+        event: Option<&NewEvent>,
+    ) -> Result<Swapped, StoreError> {
         let resets = self.shared.resets.load(Ordering::SeqCst);
-        let swapped = self.inner.compare_and_swap(next).await?;
+        let swapped = self.inner.compare_and_swap(next, event).await?;
         match &swapped {
             Swapped::Swapped => self.shared.remember(next, resets),
             Swapped::Stale(current) => self.shared.remember(current, resets),
@@ -183,6 +193,28 @@ impl OperationStore for CachingStore {
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
         self.inner.list(query).await
+    }
+
+    async fn list_events(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.inner.list_events(id, after, limit).await
+    }
+
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.inner.read_feed(after, filter, limit).await
+    }
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        self.inner.feed_bounds().await
     }
 
     async fn due_for_expiry(
@@ -245,11 +277,20 @@ mod tests {
         let inner = Arc::new(MemoryStore::new());
         let cache = CachingStore::new(inner.clone(), 1 << 20);
         let (running, done) = (sample(1), sample(2));
-        cache.insert(&running).await.unwrap();
-        cache.insert(&done).await.unwrap();
+        cache
+            .insert(&running, &crate::conformance::created(&running))
+            .await
+            .unwrap();
+        cache
+            .insert(&done, &crate::conformance::created(&done))
+            .await
+            .unwrap();
         let done = finished(&done, 5);
         assert_eq!(
-            cache.compare_and_swap(&done).await.unwrap(),
+            cache
+                .compare_and_swap(&done, Some(&crate::conformance::changed(&done)))
+                .await
+                .unwrap(),
             Swapped::Swapped
         );
         assert_eq!(cache.cached(), 1);
@@ -265,11 +306,23 @@ mod tests {
         let inner = Arc::new(MemoryStore::new());
         let cache = CachingStore::new(inner.clone(), 1 << 20);
         let (old, young) = (sample(1), sample(2));
-        cache.insert(&old).await.unwrap();
-        cache.insert(&young).await.unwrap();
+        cache
+            .insert(&old, &crate::conformance::created(&old))
+            .await
+            .unwrap();
+        cache
+            .insert(&young, &crate::conformance::created(&young))
+            .await
+            .unwrap();
         let (old, young) = (finished(&old, 10), finished(&young, 30));
-        cache.compare_and_swap(&old).await.unwrap();
-        cache.compare_and_swap(&young).await.unwrap();
+        cache
+            .compare_and_swap(&old, Some(&crate::conformance::changed(&old)))
+            .await
+            .unwrap();
+        cache
+            .compare_and_swap(&young, Some(&crate::conformance::changed(&young)))
+            .await
+            .unwrap();
         assert_eq!(
             cache
                 .delete_done_before(Timestamp::from_unix_nanos(20), 10)
@@ -287,14 +340,26 @@ mod tests {
         let inner = Arc::new(MemoryStore::new());
         let cache = CachingStore::new(inner.clone(), 1 << 20);
         let op = sample(1);
-        cache.insert(&op).await.unwrap();
-        cache.compare_and_swap(&finished(&op, 5)).await.unwrap();
+        cache
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
+        cache
+            .compare_and_swap(&finished(&op, 5), None)
+            .await
+            .unwrap();
         assert_eq!(cache.cached(), 1);
         // On this single-threaded runtime the listener cannot run before the
         // loop ends, so it falls behind the change feed (which may have hidden
         // a purge) and must forget everything.
         for n in 0..(crate::CHANGE_BUFFER as u64 + 10) {
-            inner.insert(&sample(1_000 + n)).await.unwrap();
+            inner
+                .insert(
+                    &sample(1_000 + n),
+                    &crate::conformance::created(&sample(1_000 + n)),
+                )
+                .await
+                .unwrap();
         }
         for _ in 0..100 {
             if cache.cached() == 0 {
@@ -312,8 +377,14 @@ mod tests {
         let cache = CachingStore::new(inner, budget);
         for n in 0..2_000 {
             let op = sample(n);
-            cache.insert(&op).await.unwrap();
-            cache.compare_and_swap(&finished(&op, 5)).await.unwrap();
+            cache
+                .insert(&op, &crate::conformance::created(&op))
+                .await
+                .unwrap();
+            cache
+                .compare_and_swap(&finished(&op, 5), None)
+                .await
+                .unwrap();
         }
         assert!(
             cache.shared.done.weight() <= budget,

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use opsd_core::{
-    Any, CancellationPolicy, Cursor, Idempotency, ListFilter, ListQuery, Operation, OperationId,
-    Outcome, Progress, ReportedFailure, RpcStatus, State, StateFilter, Step, StepState, Timestamp,
+    Any, CancellationPolicy, Cursor, EventKind, Idempotency, ListFilter, ListQuery, NewEvent,
+    Operation, OperationId, Outcome, Progress, ReportedFailure, RpcStatus, State, StateFilter,
+    Step, StepState, Timestamp,
 };
 
 use crate::{Change, Inserted, OperationStore, StoreError, Swapped};
+use opsd_core::EventFilter;
 
 /// Expands to one test per conformance case. `$make` is an expression giving a
 /// future of `Option<(Arc<dyn OperationStore>, guard)>`; the guard (a temp dir,
@@ -30,6 +32,11 @@ macro_rules! conformance_suite {
             racing_swaps_have_exactly_one_winner,
             every_state_and_field_round_trips,
             a_reported_failure_is_stored_through_every_state,
+            every_committed_change_and_only_it_has_its_event,
+            events_past_the_limit_fold_only_metadata_updates,
+            the_feed_delivers_every_event_once_in_commit_order,
+            the_feed_filters_by_scope_resource_creator_prefix_and_kind,
+            retention_deletes_events_and_moves_the_feed_horizon,
             concurrent_inserts_are_all_readable_at_once,
             subscribers_hear_every_committed_change,
             list_pages_newest_first_without_gaps_or_duplicates,
@@ -85,6 +92,24 @@ pub fn sample(n: u64) -> Operation {
     }
 }
 
+/// The event limit per operation the suite's stores are opened with.
+pub const MAX_EVENTS_PER_OPERATION: u64 = 6;
+
+/// The `created` event of a new operation, as the service makes it.
+pub fn created(op: &Operation) -> NewEvent {
+    NewEvent::of(EventKind::Created, op, &op.created_by)
+}
+
+/// An event for the change that made `next`, of the kind its state suggests.
+pub fn changed(next: &Operation) -> NewEvent {
+    let kind = match next.state {
+        State::Done { .. } => EventKind::Completed,
+        State::CancelRequested { .. } => EventKind::CancelRequested,
+        State::Running => EventKind::MetadataUpdated,
+    };
+    NewEvent::of(kind, next, "bob")
+}
+
 fn with_key(mut op: Operation, created_by: &str, key: &str) -> Operation {
     op.created_by = created_by.into();
     op.idempotency = Some(Idempotency {
@@ -111,7 +136,10 @@ fn response(tag: u8) -> Outcome {
 
 pub async fn insert_then_get_returns_it_unchanged(store: Arc<dyn OperationStore>) {
     let op = sample(1);
-    assert_eq!(store.insert(&op).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        store.insert(&op, &created(&op)).await.unwrap(),
+        Inserted::Created
+    );
     assert_eq!(store.get(&op.id).await.unwrap(), Some(op));
 }
 
@@ -121,19 +149,25 @@ pub async fn get_of_an_unknown_id_is_none(store: Arc<dyn OperationStore>) {
 
 pub async fn insert_of_a_taken_id_is_refused(store: Arc<dyn OperationStore>) {
     let first = sample(1);
-    store.insert(&first).await.unwrap();
+    store.insert(&first, &created(&first)).await.unwrap();
     let mut second = sample(1);
     second.description = "another".into();
-    assert_eq!(store.insert(&second).await.unwrap(), Inserted::IdTaken);
+    assert_eq!(
+        store.insert(&second, &created(&second)).await.unwrap(),
+        Inserted::IdTaken
+    );
     assert_eq!(store.get(&first.id).await.unwrap(), Some(first));
 }
 
 pub async fn idempotency_key_returns_the_first_operation(store: Arc<dyn OperationStore>) {
     let first = with_key(sample(1), "alice", "key-1");
-    assert_eq!(store.insert(&first).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        store.insert(&first, &created(&first)).await.unwrap(),
+        Inserted::Created
+    );
     let retry = with_key(sample(2), "alice", "key-1");
     assert_eq!(
-        store.insert(&retry).await.unwrap(),
+        store.insert(&retry, &created(&retry)).await.unwrap(),
         Inserted::IdempotencyKeyUsed(first.clone())
     );
     assert_eq!(
@@ -151,11 +185,14 @@ pub async fn idempotency_key_returns_the_first_operation(store: Arc<dyn Operatio
         },
     );
     assert_eq!(
-        store.compare_and_swap(&done).await.unwrap(),
+        store
+            .compare_and_swap(&done, Some(&changed(&done)))
+            .await
+            .unwrap(),
         Swapped::Swapped
     );
     assert_eq!(
-        store.insert(&retry).await.unwrap(),
+        store.insert(&retry, &created(&retry)).await.unwrap(),
         Inserted::IdempotencyKeyUsed(done)
     );
 }
@@ -163,14 +200,20 @@ pub async fn idempotency_key_returns_the_first_operation(store: Arc<dyn Operatio
 pub async fn idempotency_keys_are_scoped_to_the_creator(store: Arc<dyn OperationStore>) {
     let alice = with_key(sample(1), "alice", "key-1");
     let bob = with_key(sample(2), "bob", "key-1");
-    assert_eq!(store.insert(&alice).await.unwrap(), Inserted::Created);
-    assert_eq!(store.insert(&bob).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        store.insert(&alice, &created(&alice)).await.unwrap(),
+        Inserted::Created
+    );
+    assert_eq!(
+        store.insert(&bob, &created(&bob)).await.unwrap(),
+        Inserted::Created
+    );
     assert_eq!(store.get(&bob.id).await.unwrap(), Some(bob));
 }
 
 pub async fn compare_and_swap_replaces_the_expected_version(store: Arc<dyn OperationStore>) {
     let op = sample(1);
-    store.insert(&op).await.unwrap();
+    store.insert(&op, &created(&op)).await.unwrap();
     let next = next_version(
         &op,
         State::CancelRequested {
@@ -178,7 +221,10 @@ pub async fn compare_and_swap_replaces_the_expected_version(store: Arc<dyn Opera
         },
     );
     assert_eq!(
-        store.compare_and_swap(&next).await.unwrap(),
+        store
+            .compare_and_swap(&next, Some(&changed(&next)))
+            .await
+            .unwrap(),
         Swapped::Swapped
     );
     assert_eq!(store.get(&op.id).await.unwrap(), Some(next));
@@ -188,7 +234,7 @@ pub async fn compare_and_swap_with_a_stale_version_returns_the_current_one(
     store: Arc<dyn OperationStore>,
 ) {
     let op = sample(1);
-    store.insert(&op).await.unwrap();
+    store.insert(&op, &created(&op)).await.unwrap();
     let winner = next_version(
         &op,
         State::Done {
@@ -196,7 +242,10 @@ pub async fn compare_and_swap_with_a_stale_version_returns_the_current_one(
             cancel_requested_at: None,
         },
     );
-    store.compare_and_swap(&winner).await.unwrap();
+    store
+        .compare_and_swap(&winner, Some(&changed(&winner)))
+        .await
+        .unwrap();
     let loser = next_version(
         &op,
         State::Done {
@@ -205,14 +254,20 @@ pub async fn compare_and_swap_with_a_stale_version_returns_the_current_one(
         },
     );
     assert_eq!(
-        store.compare_and_swap(&loser).await.unwrap(),
+        store
+            .compare_and_swap(&loser, Some(&changed(&loser)))
+            .await
+            .unwrap(),
         Swapped::Stale(winner.clone())
     );
     // A version from the future is just as stale.
     let mut skipping = next_version(&winner, State::Running);
     skipping.version += 5;
     assert_eq!(
-        store.compare_and_swap(&skipping).await.unwrap(),
+        store
+            .compare_and_swap(&skipping, Some(&changed(&skipping)))
+            .await
+            .unwrap(),
         Swapped::Stale(winner.clone())
     );
     assert_eq!(store.get(&op.id).await.unwrap(), Some(winner));
@@ -221,7 +276,10 @@ pub async fn compare_and_swap_with_a_stale_version_returns_the_current_one(
 pub async fn compare_and_swap_of_a_missing_operation(store: Arc<dyn OperationStore>) {
     let next = next_version(&sample(9), State::Running);
     assert_eq!(
-        store.compare_and_swap(&next).await.unwrap(),
+        store
+            .compare_and_swap(&next, Some(&changed(&next)))
+            .await
+            .unwrap(),
         Swapped::Missing
     );
     assert_eq!(store.get(&next.id).await.unwrap(), None);
@@ -231,7 +289,7 @@ pub async fn racing_swaps_have_exactly_one_winner(store: Arc<dyn OperationStore>
     const RACERS: u8 = 32;
     for round in 0..5u64 {
         let op = sample(100 + round);
-        store.insert(&op).await.unwrap();
+        store.insert(&op, &created(&op)).await.unwrap();
         let tasks: Vec<_> = (0..RACERS)
             .map(|tag| {
                 let store = Arc::clone(&store);
@@ -242,7 +300,15 @@ pub async fn racing_swaps_have_exactly_one_winner(store: Arc<dyn OperationStore>
                         cancel_requested_at: None,
                     },
                 );
-                tokio::spawn(async move { (store.compare_and_swap(&next).await.unwrap(), next) })
+                tokio::spawn(async move {
+                    (
+                        store
+                            .compare_and_swap(&next, Some(&changed(&next)))
+                            .await
+                            .unwrap(),
+                        next,
+                    )
+                })
             })
             .collect();
         let mut winners = Vec::new();
@@ -348,7 +414,10 @@ pub async fn every_state_and_field_round_trips(store: Arc<dyn OperationStore>) {
     ops.push(succeeded);
 
     for op in &ops {
-        assert_eq!(store.insert(op).await.unwrap(), Inserted::Created);
+        assert_eq!(
+            store.insert(op, &created(op)).await.unwrap(),
+            Inserted::Created
+        );
     }
     for op in &ops {
         assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(op));
@@ -371,7 +440,10 @@ pub async fn a_reported_failure_is_stored_through_every_state(store: Arc<dyn Ope
     };
     let mut op = sample(1);
     op.reported_failure = Some(failure("disk quota exceeded", 1_700_000_000_000_000_001));
-    assert_eq!(store.insert(&op).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        store.insert(&op, &created(&op)).await.unwrap(),
+        Inserted::Created
+    );
     assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(&op));
 
     let mut replaced = next_version(
@@ -382,7 +454,10 @@ pub async fn a_reported_failure_is_stored_through_every_state(store: Arc<dyn Ope
     );
     replaced.reported_failure = Some(failure("rolling back: quota", 1_700_000_000_000_000_003));
     assert_eq!(
-        store.compare_and_swap(&replaced).await.unwrap(),
+        store
+            .compare_and_swap(&replaced, Some(&changed(&replaced)))
+            .await
+            .unwrap(),
         Swapped::Swapped
     );
     assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(&replaced));
@@ -396,14 +471,17 @@ pub async fn a_reported_failure_is_stored_through_every_state(store: Arc<dyn Ope
         },
     );
     assert_eq!(
-        store.compare_and_swap(&done).await.unwrap(),
+        store
+            .compare_and_swap(&done, Some(&changed(&done)))
+            .await
+            .unwrap(),
         Swapped::Swapped
     );
     assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(&done));
 
     // And without one the column stays empty: no failure appears from nowhere.
     let plain = sample(2);
-    store.insert(&plain).await.unwrap();
+    store.insert(&plain, &created(&plain)).await.unwrap();
     let completed = next_version(
         &plain,
         State::Done {
@@ -411,7 +489,10 @@ pub async fn a_reported_failure_is_stored_through_every_state(store: Arc<dyn Ope
             cancel_requested_at: None,
         },
     );
-    store.compare_and_swap(&completed).await.unwrap();
+    store
+        .compare_and_swap(&completed, Some(&changed(&completed)))
+        .await
+        .unwrap();
     assert_eq!(
         store
             .get(&plain.id)
@@ -429,7 +510,10 @@ pub async fn concurrent_inserts_are_all_readable_at_once(store: Arc<dyn Operatio
             let store = Arc::clone(&store);
             tokio::spawn(async move {
                 let op = sample(1_000 + n);
-                assert_eq!(store.insert(&op).await.unwrap(), Inserted::Created);
+                assert_eq!(
+                    store.insert(&op, &created(&op)).await.unwrap(),
+                    Inserted::Created
+                );
                 // Read-your-writes: visible the moment the insert is acknowledged.
                 assert_eq!(store.get(&op.id).await.unwrap(), Some(op));
             })
@@ -442,25 +526,34 @@ pub async fn concurrent_inserts_are_all_readable_at_once(store: Arc<dyn Operatio
 
 pub async fn a_closed_store_refuses_calls(store: Arc<dyn OperationStore>) {
     let op = sample(1);
-    store.insert(&op).await.unwrap();
+    store.insert(&op, &created(&op)).await.unwrap();
     store.close().await.unwrap();
-    assert_eq!(store.insert(&sample(2)).await, Err(StoreError::Closed));
+    assert_eq!(
+        store.insert(&sample(2), &created(&sample(2))).await,
+        Err(StoreError::Closed)
+    );
     assert_eq!(store.get(&op.id).await, Err(StoreError::Closed));
     let next = next_version(&op, State::Running);
-    assert_eq!(store.compare_and_swap(&next).await, Err(StoreError::Closed));
+    assert_eq!(
+        store.compare_and_swap(&next, Some(&changed(&next))).await,
+        Err(StoreError::Closed)
+    );
 }
 
 pub async fn subscribers_hear_every_committed_change(store: Arc<dyn OperationStore>) {
     let mut changes = store.subscribe();
     let op = sample(1);
-    store.insert(&op).await.unwrap();
+    store.insert(&op, &created(&op)).await.unwrap();
     let next = next_version(
         &op,
         State::CancelRequested {
             requested_at: at(5),
         },
     );
-    store.compare_and_swap(&next).await.unwrap();
+    store
+        .compare_and_swap(&next, Some(&changed(&next)))
+        .await
+        .unwrap();
 
     let mut expected = vec![(op.id.clone(), 1), (op.id.clone(), 2)];
     // Notifications may travel through the database; bounded wait, no polling.
@@ -520,10 +613,8 @@ async fn all_pages(store: &dyn OperationStore, filter: &ListFilter, size: usize)
 pub async fn list_pages_newest_first_without_gaps_or_duplicates(store: Arc<dyn OperationStore>) {
     // Ties on created_at are broken by id.
     for n in 0..25u64 {
-        store
-            .insert(&created_at_tick(n, (n / 2) as i64))
-            .await
-            .unwrap();
+        let op = created_at_tick(n, (n / 2) as i64);
+        store.insert(&op, &created(&op)).await.unwrap();
     }
     let filter = ListFilter::default();
     let first = store
@@ -538,7 +629,10 @@ pub async fn list_pages_newest_first_without_gaps_or_duplicates(store: Arc<dyn O
     // Operations created while paging come before the first page, not inside later ones.
     for n in 100..105u64 {
         store
-            .insert(&created_at_tick(n, 1_000 + n as i64))
+            .insert(
+                &created_at_tick(n, 1_000 + n as i64),
+                &created(&created_at_tick(n, 1_000 + n as i64)),
+            )
             .await
             .unwrap();
     }
@@ -582,9 +676,12 @@ pub async fn list_filters_by_resource_creator_state_and_time(store: Arc<dyn Oper
         if n % 3 == 1 {
             op.scope = "folder-2".into();
         }
-        store.insert(&op).await.unwrap();
+        store.insert(&op, &created(&op)).await.unwrap();
         if n % 4 == 0 {
-            store.compare_and_swap(&done(&op, 1)).await.unwrap();
+            store
+                .compare_and_swap(&done(&op, 1), Some(&changed(&done(&op, 1))))
+                .await
+                .unwrap();
         }
         if n % 3 == 0 {
             expected_disk.push(op.id.clone());
@@ -665,23 +762,44 @@ pub async fn the_resource_guard_admits_one_running_exclusive_operation(
         op
     };
     let first = exclusive(1);
-    assert_eq!(store.insert(&first).await.unwrap(), Inserted::Created);
     assert_eq!(
-        store.insert(&exclusive(2)).await.unwrap(),
+        store.insert(&first, &created(&first)).await.unwrap(),
+        Inserted::Created
+    );
+    assert_eq!(
+        store
+            .insert(&exclusive(2), &created(&exclusive(2)))
+            .await
+            .unwrap(),
         Inserted::ResourceBusy(first.clone())
     );
     // Non-exclusive work on the resource, and exclusive work elsewhere, go ahead.
     let mut shared = sample(3);
     shared.resource_id = Some("disk-1".into());
-    assert_eq!(store.insert(&shared).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        store.insert(&shared, &created(&shared)).await.unwrap(),
+        Inserted::Created
+    );
     let mut elsewhere = exclusive(4);
     elsewhere.resource_id = Some("disk-2".into());
-    assert_eq!(store.insert(&elsewhere).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        store
+            .insert(&elsewhere, &created(&elsewhere))
+            .await
+            .unwrap(),
+        Inserted::Created
+    );
 
     // Once the first is done, the next exclusive operation is admitted.
-    store.compare_and_swap(&done(&first, 1)).await.unwrap();
+    store
+        .compare_and_swap(&done(&first, 1), Some(&changed(&done(&first, 1))))
+        .await
+        .unwrap();
     assert_eq!(
-        store.insert(&exclusive(5)).await.unwrap(),
+        store
+            .insert(&exclusive(5), &created(&exclusive(5)))
+            .await
+            .unwrap(),
         Inserted::Created
     );
 
@@ -691,7 +809,7 @@ pub async fn the_resource_guard_admits_one_running_exclusive_operation(
             let store = Arc::clone(&store);
             let mut op = exclusive(100 + n);
             op.resource_id = Some("disk-3".into());
-            tokio::spawn(async move { store.insert(&op).await.unwrap() })
+            tokio::spawn(async move { store.insert(&op, &created(&op)).await.unwrap() })
         })
         .collect();
     let mut admitted = 0;
@@ -714,7 +832,7 @@ pub async fn due_for_expiry_finds_lapsed_leases_and_deadlines(store: Arc<dyn Ope
     both.lease_expires_at = Some(at(base + 300));
     let plain = sample(4);
     for op in [&leased, &deadlined, &both, &plain] {
-        store.insert(op).await.unwrap();
+        store.insert(op, &created(op)).await.unwrap();
     }
     let due = |now: i64| {
         let store = Arc::clone(&store);
@@ -739,8 +857,14 @@ pub async fn due_for_expiry_finds_lapsed_leases_and_deadlines(store: Arc<dyn Ope
     // A renewed lease moves out of reach; a done operation is never due.
     let mut renewed = next_version(&leased, State::Running);
     renewed.lease_expires_at = Some(at(base + 10_000));
-    store.compare_and_swap(&renewed).await.unwrap();
-    store.compare_and_swap(&done(&deadlined, 1)).await.unwrap();
+    store
+        .compare_and_swap(&renewed, Some(&changed(&renewed)))
+        .await
+        .unwrap();
+    store
+        .compare_and_swap(&done(&deadlined, 1), Some(&changed(&done(&deadlined, 1))))
+        .await
+        .unwrap();
     assert_eq!(due(base + 300).await, [id(3)]);
     assert_eq!(
         store.count_running().await.unwrap(),
@@ -759,10 +883,13 @@ pub async fn retention_deletes_exactly_the_expired_done_operations(store: Arc<dy
             key: format!("k{n}"),
             fingerprint: [1; 32],
         });
-        store.insert(&op).await.unwrap();
+        store.insert(&op, &created(&op)).await.unwrap();
         if n < 8 {
             let finished_op = done(&op, 1);
-            store.compare_and_swap(&finished_op).await.unwrap();
+            store
+                .compare_and_swap(&finished_op, Some(&changed(&finished_op)))
+                .await
+                .unwrap();
             finished.push(finished_op);
         }
     }
@@ -784,7 +911,10 @@ pub async fn retention_deletes_exactly_the_expired_done_operations(store: Arc<dy
     assert!(store.get(&id(9)).await.unwrap().is_some());
     // A deleted operation's idempotency key is free again.
     let reused = with_key(sample(50), "alice", "k0");
-    assert_eq!(store.insert(&reused).await.unwrap(), Inserted::Created);
+    assert_eq!(
+        store.insert(&reused, &created(&reused)).await.unwrap(),
+        Inserted::Created
+    );
 }
 
 pub async fn retention_is_announced_to_subscribers(store: Arc<dyn OperationStore>) {
@@ -792,8 +922,11 @@ pub async fn retention_is_announced_to_subscribers(store: Arc<dyn OperationStore
     let base = 1_700_000_000_000_000_000i64;
     let mut op = sample(1);
     op.modified_at = at(base);
-    store.insert(&op).await.unwrap();
-    store.compare_and_swap(&done(&op, 1)).await.unwrap();
+    store.insert(&op, &created(&op)).await.unwrap();
+    store
+        .compare_and_swap(&done(&op, 1), Some(&changed(&done(&op, 1))))
+        .await
+        .unwrap();
     // Nothing deleted: nothing to announce. Then one deletion, announced with its cutoff.
     assert_eq!(store.delete_done_before(at(base), 10).await.unwrap(), 0);
     assert_eq!(
@@ -815,4 +948,377 @@ pub async fn retention_is_announced_to_subscribers(store: Arc<dyn OperationStore
             Change::Resync => panic!("unexpected resync"),
         }
     }
+}
+
+async fn timeline(store: &dyn OperationStore, op: &Operation) -> Vec<opsd_core::Event> {
+    store.list_events(&op.id, 0, 1_000).await.unwrap()
+}
+
+async fn whole_feed(store: &dyn OperationStore, filter: &EventFilter) -> Vec<opsd_core::Event> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.read_feed(after, filter, 3).await.unwrap();
+        let Some(last) = page.last() else {
+            return events;
+        };
+        after = last.position;
+        events.extend(page);
+    }
+}
+
+fn progressed(op: &Operation, work_done: i64) -> Operation {
+    let mut next = next_version(op, op.state.clone());
+    next.progress = Some(Progress {
+        work_done,
+        work_total: 100,
+        message: format!("step {work_done}"),
+        steps: vec![],
+    });
+    next
+}
+
+/// A stored change has exactly its event, with the sequence, version, actor
+/// and details it was given; a refused or stale write leaves no event, and a
+/// change without one (a lease renewal) adds none.
+pub async fn every_committed_change_and_only_it_has_its_event(store: Arc<dyn OperationStore>) {
+    let mut op = sample(1);
+    op.resource_id = Some("disk-1".into());
+    op.exclusive = true;
+    op.lease_expires_at = Some(at(1_700_000_030_000_000_000));
+    assert_eq!(
+        store.insert(&op, &created(&op)).await.unwrap(),
+        Inserted::Created
+    );
+
+    // Refused inserts write nothing.
+    let mut taken = sample(1);
+    taken.description = "another".into();
+    assert_eq!(
+        store.insert(&taken, &created(&taken)).await.unwrap(),
+        Inserted::IdTaken
+    );
+    let mut busy = sample(2);
+    busy.resource_id = Some("disk-1".into());
+    busy.exclusive = true;
+    assert!(matches!(
+        store.insert(&busy, &created(&busy)).await.unwrap(),
+        Inserted::ResourceBusy(_)
+    ));
+    assert_eq!(timeline(&*store, &busy).await, []);
+
+    let progress = progressed(&op, 3);
+    let update = NewEvent::of(EventKind::MetadataUpdated, &progress, "producer-1");
+    assert_eq!(
+        store
+            .compare_and_swap(&progress, Some(&update))
+            .await
+            .unwrap(),
+        Swapped::Swapped
+    );
+    // A stale write (another racer's view) writes no event either.
+    let stale = progressed(&op, 4);
+    assert!(matches!(
+        store
+            .compare_and_swap(
+                &stale,
+                Some(&NewEvent::of(EventKind::MetadataUpdated, &stale, "x"))
+            )
+            .await
+            .unwrap(),
+        Swapped::Stale(_)
+    ));
+    // A renewal: a new version, no event.
+    let mut renewed = next_version(&progress, State::Running);
+    renewed.lease_expires_at = Some(at(1_700_000_060_000_000_000));
+    assert_eq!(
+        store.compare_and_swap(&renewed, None).await.unwrap(),
+        Swapped::Swapped
+    );
+    let done = next_version(
+        &renewed,
+        State::Done {
+            outcome: Outcome::Error(RpcStatus {
+                code: 8,
+                message: "quota".into(),
+                details: vec![Any {
+                    type_url: "type.googleapis.com/google.rpc.QuotaFailure".into(),
+                    value: vec![1],
+                }],
+            }),
+            cancel_requested_at: None,
+        },
+    );
+    let completion = NewEvent::of(EventKind::Completed, &done, "producer-1");
+    assert_eq!(
+        store
+            .compare_and_swap(&done, Some(&completion))
+            .await
+            .unwrap(),
+        Swapped::Swapped
+    );
+
+    let events = timeline(&*store, &op).await;
+    let summary: Vec<(u64, EventKind, u64, &str)> = events
+        .iter()
+        .map(|e| (e.sequence, e.kind, e.version, e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, EventKind::Created, 1, "alice"),
+            (2, EventKind::MetadataUpdated, 2, "producer-1"),
+            (3, EventKind::Completed, 4, "producer-1"),
+        ]
+    );
+    assert_eq!(events[0].details, created(&op).details);
+    assert_eq!(events[0].details.lease_expires_at, op.lease_expires_at);
+    assert_eq!(events[1].details.progress, progress.progress);
+    assert_eq!(events[1].at, progress.modified_at);
+    assert_eq!(events[2].details.error.as_ref().unwrap().code, 8);
+    assert_eq!(events[2].details, completion.details);
+    for event in &events {
+        assert_eq!(event.operation_id, op.id);
+        assert_eq!(event.scope, op.scope);
+        assert_eq!(event.resource_id, op.resource_id);
+        assert_eq!(event.created_by, op.created_by);
+        assert_eq!(event.folded, 0);
+    }
+    assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+    // Paging by sequence.
+    let page = store.list_events(&op.id, 1, 1).await.unwrap();
+    assert_eq!(page, events[1..2]);
+    assert_eq!(store.list_events(&id(404), 0, 10).await.unwrap(), []);
+}
+
+/// Past the limit, each further metadata update replaces the last one (which
+/// counts the folds and moves to a new feed position); other kinds are kept.
+pub async fn events_past_the_limit_fold_only_metadata_updates(store: Arc<dyn OperationStore>) {
+    let op = sample(1);
+    store.insert(&op, &created(&op)).await.unwrap();
+    let mut current = op.clone();
+    for n in 1..=(MAX_EVENTS_PER_OPERATION + 3) {
+        let next = progressed(&current, n as i64);
+        let event = NewEvent::of(EventKind::MetadataUpdated, &next, "producer");
+        store.compare_and_swap(&next, Some(&event)).await.unwrap();
+        current = next;
+    }
+    let events = timeline(&*store, &op).await;
+    assert_eq!(events.len() as u64, MAX_EVENTS_PER_OPERATION);
+    let last = events.last().unwrap();
+    assert_eq!(last.sequence, MAX_EVENTS_PER_OPERATION);
+    assert_eq!(last.kind, EventKind::MetadataUpdated);
+    assert_eq!(last.folded, 4, "the last and the three after it, in one");
+    assert_eq!(last.version, current.version);
+    assert_eq!(
+        last.details.progress, current.progress,
+        "the latest progress"
+    );
+    let head = store.feed_bounds().await.unwrap().head;
+    assert_eq!(
+        last.position, head,
+        "a fold moves the event to the feed's end"
+    );
+
+    // Other kinds are kept past the limit; a metadata update after one is kept too.
+    let failing = {
+        let mut next = next_version(&current, State::Running);
+        next.reported_failure = Some(ReportedFailure {
+            status: RpcStatus {
+                code: 8,
+                message: "quota".into(),
+                details: vec![],
+            },
+            reported_at: next.modified_at,
+        });
+        next
+    };
+    let report = NewEvent::of(EventKind::FailureReported, &failing, "producer");
+    store
+        .compare_and_swap(&failing, Some(&report))
+        .await
+        .unwrap();
+    let after = progressed(&failing, 99);
+    let event = NewEvent::of(EventKind::MetadataUpdated, &after, "producer");
+    store.compare_and_swap(&after, Some(&event)).await.unwrap();
+    let kinds: Vec<(u64, EventKind)> = timeline(&*store, &op)
+        .await
+        .iter()
+        .map(|e| (e.sequence, e.kind))
+        .skip(MAX_EVENTS_PER_OPERATION as usize - 1)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (MAX_EVENTS_PER_OPERATION, EventKind::MetadataUpdated),
+            (MAX_EVENTS_PER_OPERATION + 1, EventKind::FailureReported),
+            (MAX_EVENTS_PER_OPERATION + 2, EventKind::MetadataUpdated),
+        ]
+    );
+}
+
+/// Concurrent writers: every committed change's event appears in the feed
+/// exactly once, positions only grow, and each operation's events come in
+/// their sequence order. A reader that resumes after any position sees
+/// exactly the rest.
+pub async fn the_feed_delivers_every_event_once_in_commit_order(store: Arc<dyn OperationStore>) {
+    let start = store.feed_bounds().await.unwrap().head;
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut written = 0;
+                for n in 0..5u64 {
+                    let op = sample(w * 100 + n);
+                    store.insert(&op, &created(&op)).await.unwrap();
+                    let next = progressed(&op, 1);
+                    let event = NewEvent::of(EventKind::MetadataUpdated, &next, "w");
+                    store.compare_and_swap(&next, Some(&event)).await.unwrap();
+                    written += 2;
+                }
+                written
+            })
+        })
+        .collect();
+    let mut written = 0;
+    for writer in writers {
+        written += writer.await.unwrap();
+    }
+    let feed = whole_feed(&*store, &EventFilter::default()).await;
+    assert_eq!(feed.len(), written);
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(feed.iter().all(|e| e.position > start));
+    let mut seen = std::collections::HashSet::new();
+    let mut last_sequence = std::collections::HashMap::new();
+    for event in &feed {
+        assert!(
+            seen.insert((event.operation_id.clone(), event.sequence)),
+            "once"
+        );
+        let previous = last_sequence.insert(event.operation_id.clone(), event.sequence);
+        assert_eq!(
+            previous.unwrap_or(0) + 1,
+            event.sequence,
+            "in sequence order"
+        );
+    }
+    assert_eq!(
+        store.feed_bounds().await.unwrap().head,
+        feed.last().unwrap().position
+    );
+    // Resuming after any position gives exactly the rest.
+    for cut in [0, 1, feed.len() / 2, feed.len() - 1] {
+        let rest = store
+            .read_feed(feed[cut].position, &EventFilter::default(), 1_000)
+            .await
+            .unwrap();
+        assert_eq!(rest, feed[cut + 1..]);
+    }
+}
+
+pub async fn the_feed_filters_by_scope_resource_creator_prefix_and_kind(
+    store: Arc<dyn OperationStore>,
+) {
+    let mut a = sample(1);
+    a.scope = "folder-a".into();
+    a.resource_id = Some("disk-1".into());
+    let mut b = sample(2);
+    b.scope = "folder-b".into();
+    b.created_by = "bob".into();
+    let mut c = sample(3);
+    c.id = OperationId::parse("id", "fhm00000000000000003").unwrap();
+    c.scope = "folder-a".into();
+    for op in [&a, &b, &c] {
+        store.insert(op, &created(op)).await.unwrap();
+    }
+    let done = next_version(
+        &a,
+        State::Done {
+            outcome: response(1),
+            cancel_requested_at: None,
+        },
+    );
+    store
+        .compare_and_swap(&done, Some(&changed(&done)))
+        .await
+        .unwrap();
+    let ids = |events: Vec<opsd_core::Event>| -> Vec<(String, EventKind)> {
+        events
+            .into_iter()
+            .map(|e| (e.operation_id.to_string(), e.kind))
+            .collect()
+    };
+    let (ia, ib, ic) = (a.id.to_string(), b.id.to_string(), c.id.to_string());
+    let created = EventKind::Created;
+    let scoped = EventFilter {
+        scopes: Some(["folder-a".to_owned()].into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        ids(whole_feed(&*store, &scoped).await),
+        [
+            (ia.clone(), created),
+            (ic.clone(), created),
+            (ia.clone(), EventKind::Completed)
+        ]
+    );
+    let nothing = EventFilter {
+        scopes: Some(Default::default()),
+        ..EventFilter::default()
+    };
+    assert_eq!(whole_feed(&*store, &nothing).await, []);
+    let on_disk = EventFilter {
+        resource_id: Some("disk-1".into()),
+        kinds: Some([EventKind::Completed].into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        ids(whole_feed(&*store, &on_disk).await),
+        [(ia.clone(), EventKind::Completed)]
+    );
+    let by_bob = EventFilter {
+        created_by: Some("bob".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(ids(whole_feed(&*store, &by_bob).await), [(ib, created)]);
+    let prefixed = EventFilter {
+        id_prefix: Some("fhm".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(ids(whole_feed(&*store, &prefixed).await), [(ic, created)]);
+}
+
+/// Retention takes an operation's events with it and moves the horizon past
+/// the highest of them; the events of others stay.
+pub async fn retention_deletes_events_and_moves_the_feed_horizon(store: Arc<dyn OperationStore>) {
+    assert_eq!(store.feed_bounds().await.unwrap().horizon, 0);
+    let old = sample(1);
+    let kept = sample(2);
+    store.insert(&old, &created(&old)).await.unwrap();
+    store.insert(&kept, &created(&kept)).await.unwrap();
+    let done = next_version(
+        &old,
+        State::Done {
+            outcome: response(1),
+            cancel_requested_at: None,
+        },
+    );
+    store
+        .compare_and_swap(&done, Some(&changed(&done)))
+        .await
+        .unwrap();
+    let completion = timeline(&*store, &old).await.pop().unwrap();
+    let head = store.feed_bounds().await.unwrap().head;
+    assert_eq!(
+        store
+            .delete_done_before(done.modified_at.next(), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(timeline(&*store, &old).await, []);
+    assert_eq!(timeline(&*store, &kept).await.len(), 1);
+    let bounds = store.feed_bounds().await.unwrap();
+    assert_eq!(bounds.horizon, completion.position);
+    assert_eq!(bounds.head, head, "the head never moves back");
 }

@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
+use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
 use tokio::sync::broadcast;
 
-use crate::{Change, Inserted, OperationStore, StoreError, Swapped};
+use crate::{Change, FeedBounds, Inserted, OperationStore, StoreError, Swapped};
 
 /// One method of [`OperationStore`] that can be made to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,6 +41,9 @@ pub enum Call {
     DueForExpiry,
     DeleteDoneBefore,
     CountRunning,
+    ListEvents,
+    ReadFeed,
+    FeedBounds,
 }
 
 impl Call {
@@ -239,17 +242,53 @@ impl FaultyStore {
 
 #[async_trait]
 impl OperationStore for FaultyStore {
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
-        self.call(Call::Insert, self.inner.insert(operation)).await
+    async fn insert(
+        &self,
+        operation: &Operation,
+        event: &NewEvent,
+    ) -> Result<Inserted, StoreError> {
+        self.call(Call::Insert, self.inner.insert(operation, event))
+            .await
     }
 
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
         self.call(Call::Get, self.inner.get(id)).await
     }
 
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
-        self.call(Call::CompareAndSwap, self.inner.compare_and_swap(next))
+    async fn compare_and_swap(
+        &self,
+        next: &Operation,
+        event: Option<&NewEvent>,
+    ) -> Result<Swapped, StoreError> {
+        self.call(
+            Call::CompareAndSwap,
+            self.inner.compare_and_swap(next, event),
+        )
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.call(Call::ListEvents, self.inner.list_events(id, after, limit))
             .await
+    }
+
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.call(Call::ReadFeed, self.inner.read_feed(after, filter, limit))
+            .await
+    }
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        self.call(Call::FeedBounds, self.inner.feed_bounds()).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
@@ -316,14 +355,20 @@ mod tests {
         let (store, inner, faults) = faulty();
         faults.inject(Calls::Writes, Fault::FailBefore(unavailable()));
         let op = sample(1);
-        assert_eq!(store.insert(&op).await, Err(unavailable()));
+        assert_eq!(
+            store.insert(&op, &crate::conformance::created(&op)).await,
+            Err(unavailable())
+        );
         assert_eq!(inner.get(&op.id).await.unwrap(), None);
         // Reads are not writes: they pass.
         assert_eq!(store.get(&op.id).await.unwrap(), None);
 
         faults.clear();
         faults.inject(Calls::Only(Call::Insert), Fault::FailAfter(unavailable()));
-        assert_eq!(store.insert(&op).await, Err(unavailable()));
+        assert_eq!(
+            store.insert(&op, &crate::conformance::created(&op)).await,
+            Err(unavailable())
+        );
         assert_eq!(inner.get(&op.id).await.unwrap(), Some(op.clone()));
 
         faults.clear();

@@ -17,7 +17,7 @@ mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
-use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
+use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
 
 pub use cache::CachingStore;
 pub use memory::MemoryStore;
@@ -60,6 +60,16 @@ pub enum Change {
     Resync,
 }
 
+/// Where the change feed stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedBounds {
+    /// The highest position written so far (0 for none).
+    pub head: u64,
+    /// Retention deleted events at or below this position: a reader that
+    /// stands below it may have missed some.
+    pub horizon: u64,
+}
+
 /// Room for bursts of changes before a slow subscriber lags (and must resync).
 pub const CHANGE_BUFFER: usize = 4096;
 
@@ -88,18 +98,43 @@ impl From<StoreError> for opsd_core::Error {
 
 #[async_trait]
 pub trait OperationStore: Send + Sync + 'static {
-    /// Stores a new operation (version 1). When it carries an idempotency key
-    /// that its creator already used, nothing is written and the earlier
-    /// operation is returned instead.
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError>;
+    /// Stores a new operation (version 1) and its `created` event, together.
+    /// When it carries an idempotency key that its creator already used,
+    /// nothing is written and the earlier operation is returned instead.
+    async fn insert(&self, operation: &Operation, event: &NewEvent)
+    -> Result<Inserted, StoreError>;
 
     /// The current version of an operation; readable as soon as the write that
     /// made it was acknowledged.
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError>;
 
     /// Replaces the stored operation with `next` if the stored version is
-    /// exactly `next.version - 1`.
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError>;
+    /// exactly `next.version - 1`, appending `event` (if any) to its timeline
+    /// in the same write: both are stored, or neither.
+    async fn compare_and_swap(
+        &self,
+        next: &Operation,
+        event: Option<&NewEvent>,
+    ) -> Result<Swapped, StoreError>;
+
+    /// An operation's events after `after` (a sequence number), oldest first.
+    async fn list_events(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Events of any operation after feed position `after` that match the
+    /// filter, in position (commit) order.
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError>;
 
     /// One page of operations matching the filter, newest first (by
     /// `created_at`, then `id`), starting after the cursor.
@@ -113,9 +148,10 @@ pub trait OperationStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Operation>, StoreError>;
 
-    /// Deletes up to `limit` done operations last changed before `cutoff`;
-    /// returns how many. Running operations are never deleted. When any were
-    /// deleted, subscribers (of every replica) hear [`Change::Purged`].
+    /// Deletes up to `limit` done operations last changed before `cutoff`,
+    /// with their events; returns how many. Running operations are never
+    /// deleted. When any were deleted, subscribers (of every replica) hear
+    /// [`Change::Purged`], and the feed's horizon moves past their events.
     async fn delete_done_before(
         &self,
         cutoff: Timestamp,

@@ -4,23 +4,53 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
+use opsd_core::event::{DEFAULT_MAX_EVENTS_PER_OPERATION, Placement, placement};
+use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
 
 use tokio::sync::broadcast;
 
-use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
+use crate::{CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, StoreError, Swapped};
 
 #[derive(Default)]
 struct Tables {
     operations: HashMap<OperationId, Operation>,
     /// (created_by, idempotency key) → the operation that key created.
     idempotency: HashMap<(String, String), OperationId>,
+    /// Every event, in position order.
+    events: Vec<Event>,
+    /// The last position handed out.
+    head: u64,
+    horizon: u64,
     closed: bool,
+}
+
+impl Tables {
+    /// Appends (or folds) `new` into the timeline of `op`, at the next position.
+    fn record(&mut self, op: &Operation, new: &NewEvent, max_events: u64) {
+        self.head += 1;
+        let position = self.head;
+        let timeline: Vec<usize> = (0..self.events.len())
+            .filter(|&i| self.events[i].operation_id == op.id)
+            .collect();
+        let last = timeline.last().map(|&i| &self.events[i]);
+        let count = last.map_or(0, |e| e.sequence);
+        match placement(new.kind, count, last.map(|e| e.kind), max_events) {
+            Placement::FoldIntoLast => {
+                let index = *timeline.last().expect("folding needs a last event");
+                let folded = self.events.remove(index).fold(new, position);
+                self.events.push(folded);
+            }
+            Placement::Append => self
+                .events
+                .push(Event::stored(new, op, count + 1, position)),
+        }
+    }
 }
 
 pub struct MemoryStore {
     tables: Mutex<Tables>,
     changes: broadcast::Sender<Change>,
+    max_events: u64,
 }
 
 impl Default for MemoryStore {
@@ -28,6 +58,7 @@ impl Default for MemoryStore {
         Self {
             tables: Mutex::default(),
             changes: broadcast::channel(CHANGE_BUFFER).0,
+            max_events: DEFAULT_MAX_EVENTS_PER_OPERATION,
         }
     }
 }
@@ -35,6 +66,12 @@ impl Default for MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Past `max` events of one operation, `metadata_updated` events fold.
+    pub fn with_max_events_per_operation(mut self, max: u64) -> Self {
+        self.max_events = max;
+        self
     }
 
     fn committed(&self, op: &Operation) {
@@ -58,7 +95,11 @@ impl MemoryStore {
 
 #[async_trait]
 impl OperationStore for MemoryStore {
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
+    async fn insert(
+        &self,
+        operation: &Operation,
+        event: &NewEvent,
+    ) -> Result<Inserted, StoreError> {
         let mut tables = self.tables()?;
         let key = operation
             .idempotency
@@ -84,6 +125,7 @@ impl OperationStore for MemoryStore {
         if let Some(key) = key {
             tables.idempotency.insert(key, operation.id.clone());
         }
+        tables.record(operation, event, self.max_events);
         self.committed(operation);
         Ok(Inserted::Created)
     }
@@ -92,7 +134,11 @@ impl OperationStore for MemoryStore {
         Ok(self.tables()?.operations.get(id).cloned())
     }
 
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
+    async fn compare_and_swap(
+        &self,
+        next: &Operation,
+        event: Option<&NewEvent>,
+    ) -> Result<Swapped, StoreError> {
         let mut tables = self.tables()?;
         let Some(current) = tables.operations.get_mut(&next.id) else {
             return Ok(Swapped::Missing);
@@ -101,8 +147,53 @@ impl OperationStore for MemoryStore {
             return Ok(Swapped::Stale(current.clone()));
         }
         *current = next.clone();
+        if let Some(event) = event {
+            tables.record(next, event, self.max_events);
+        }
         self.committed(next);
         Ok(Swapped::Swapped)
+    }
+
+    async fn list_events(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let tables = self.tables()?;
+        let mut events: Vec<Event> = tables
+            .events
+            .iter()
+            .filter(|e| &e.operation_id == id && e.sequence > after)
+            .cloned()
+            .collect();
+        events.sort_by_key(|e| e.sequence);
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let tables = self.tables()?;
+        Ok(tables
+            .events
+            .iter()
+            .filter(|e| e.position > after && filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        let tables = self.tables()?;
+        Ok(FeedBounds {
+            head: tables.head,
+            horizon: tables.horizon,
+        })
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
@@ -155,6 +246,18 @@ impl OperationStore for MemoryStore {
             {
                 tables.idempotency.remove(&(op.created_by, idempotency.key));
             }
+        }
+        if !expired.is_empty() {
+            let gone: std::collections::HashSet<&OperationId> = expired.iter().collect();
+            let mut horizon = tables.horizon;
+            tables.events.retain(|e| {
+                let keep = !gone.contains(&e.operation_id);
+                if !keep {
+                    horizon = horizon.max(e.position);
+                }
+                keep
+            });
+            tables.horizon = horizon;
         }
         if !expired.is_empty() {
             let _ = self.changes.send(Change::Purged { before: cutoff });

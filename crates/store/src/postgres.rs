@@ -16,15 +16,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
-use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
+use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
 use tokio::sync::{broadcast, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 mod batch;
 
-use crate::record::{COLUMNS, Record};
+use crate::record::{COLUMNS, EVENT_COLUMNS, EventRecord, Record};
 use crate::sql::{self, Param};
-use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
+use crate::{CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, StoreError, Swapped};
 
 const CHANNEL: &str = "opsd_changes";
 /// Prefix of the notification retention sends; ids never contain a colon.
@@ -34,6 +34,9 @@ const PURGED: &str = "purged:";
 const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(1);
 /// Serializes schema migrations across replicas starting at once.
 const MIGRATION_LOCK: i64 = 0x6f70_7364_6d69_6772; // "opsdmigr"
+/// Held from a transaction's first event to its commit, so that feed
+/// positions are taken in commit order (see `batch.rs`).
+pub(crate) const FEED_LOCK: i64 = 0x6f70_7364_6665_6564; // "opsdfeed"
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -81,6 +84,29 @@ CREATE INDEX operations_running ON operations (created_at) WHERE state != 2;
 ALTER TABLE operations ADD COLUMN reported_failure BYTEA;
 ALTER TABLE operations ADD COLUMN failure_reported_at BIGINT;
 "#,
+    r#"
+CREATE SEQUENCE event_positions;
+CREATE TABLE events (
+    position BIGINT PRIMARY KEY,
+    operation_id TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    kind BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    details BYTEA NOT NULL,
+    folded BIGINT NOT NULL,
+    scope TEXT NOT NULL,
+    resource_id TEXT,
+    created_by TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_by_operation ON events (operation_id, sequence);
+CREATE TABLE feed_horizon (
+    id INT PRIMARY KEY CHECK (id = 1),
+    position BIGINT NOT NULL
+);
+INSERT INTO feed_horizon (id, position) VALUES (1, 0);
+"#,
 ];
 
 #[derive(Clone, Debug)]
@@ -92,6 +118,8 @@ pub struct PostgresOptions {
     /// The longest a store call takes (waiting for a connection, connecting
     /// and its statements together) before it fails as unavailable.
     pub timeout: Duration,
+    /// Past this many events of one operation, `metadata_updated` events fold.
+    pub max_events_per_operation: u64,
 }
 
 impl PostgresOptions {
@@ -100,6 +128,7 @@ impl PostgresOptions {
             url: url.into(),
             max_connections: 16,
             timeout: Duration::from_secs(5),
+            max_events_per_operation: opsd_core::event::DEFAULT_MAX_EVENTS_PER_OPERATION,
         }
     }
 }
@@ -171,7 +200,7 @@ impl PostgresStore {
         // and measured (opsd-bench write, 64 producers) four lanes committed
         // half as much as one, whose batches grow while the last one commits.
         Ok(Self {
-            batcher: batch::Batcher::start(pool.clone(), 1),
+            batcher: batch::Batcher::start(pool.clone(), 1, options.max_events_per_operation),
             pool,
             timeout: options.timeout,
             changes,
@@ -392,9 +421,17 @@ fn parse_notification(payload: &str) -> Option<Change> {
 
 /// The store calls, each bounded by [`PostgresStore::bounded`] in the trait impl.
 impl PostgresStore {
-    async fn insert_unbounded(&self, operation: &Operation) -> Result<Inserted, StoreError> {
+    async fn insert_unbounded(
+        &self,
+        operation: &Operation,
+        event: &NewEvent,
+    ) -> Result<Inserted, StoreError> {
         let r = Record::from(operation);
-        let inserted = self.batcher.apply(batch::Change::Insert(r.clone())).await?;
+        let event = EventRecord::of(event, operation, 0, 0);
+        let inserted = self
+            .batcher
+            .apply(batch::Change::Insert(r.clone(), event))
+            .await?;
         if inserted == 1 {
             return Ok(Inserted::Created);
         }
@@ -438,9 +475,14 @@ impl PostgresStore {
         select_by_id(&client, id.as_str()).await
     }
 
-    async fn compare_and_swap_unbounded(&self, next: &Operation) -> Result<Swapped, StoreError> {
+    async fn compare_and_swap_unbounded(
+        &self,
+        next: &Operation,
+        event: Option<&NewEvent>,
+    ) -> Result<Swapped, StoreError> {
         let r = Record::from(next);
-        let updated = self.batcher.apply(batch::Change::Swap(r)).await?;
+        let event = event.map(|event| EventRecord::of(event, next, 0, 0));
+        let updated = self.batcher.apply(batch::Change::Swap(r, event)).await?;
         if updated == 1 {
             return Ok(Swapped::Swapped);
         }
@@ -448,6 +490,77 @@ impl PostgresStore {
         Ok(match select_by_id(&client, next.id.as_str()).await? {
             Some(current) => Swapped::Stale(current),
             None => Swapped::Missing,
+        })
+    }
+
+    async fn select_events(
+        &self,
+        statement: &str,
+        params: &[Param],
+    ) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(statement).await.map_err(classify)?;
+        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+            .iter()
+            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                match p {
+                    Param::Text(text) => Box::new(text.clone()),
+                    Param::Int(n) => Box::new(*n),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let rows = client.query(&statement, &refs).await.map_err(classify)?;
+        rows.iter().map(read_event_row).collect()
+    }
+
+    async fn list_events_unbounded(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let statement = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = $1 AND sequence > $2 \
+             ORDER BY sequence LIMIT $3"
+        );
+        let params = [
+            Param::Text(id.to_string()),
+            Param::Int(i64::try_from(after).unwrap_or(i64::MAX)),
+            Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        self.select_events(&statement, &params).await
+    }
+
+    async fn read_feed_unbounded(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let (statement, params) = sql::feed(after, filter, limit, |n| format!("${n}"));
+        self.select_events(&statement, &params).await
+    }
+
+    async fn feed_bounds_unbounded(&self) -> Result<FeedBounds, StoreError> {
+        let client = self.client().await?;
+        // Committed events only: a position taken by a transaction still
+        // open is not "now" yet.
+        let statement = client
+            .prepare_cached(
+                "SELECT (SELECT COALESCE(max(position), 0) FROM events), \
+                 (SELECT position FROM feed_horizon)",
+            )
+            .await
+            .map_err(classify)?;
+        let row = client.query_one(&statement, &[]).await.map_err(classify)?;
+        let (head, horizon): (i64, i64) = (row.get(0), row.get(1));
+        Ok(FeedBounds {
+            head: head.max(horizon).max(0) as u64,
+            horizon: horizon.max(0) as u64,
         })
     }
 
@@ -497,10 +610,16 @@ impl PostgresStore {
             .prepare_cached(&format!(
                 "WITH deleted AS (DELETE FROM operations WHERE id IN \
                  (SELECT id FROM operations WHERE state = 2 AND modified_at < $1 LIMIT $2) \
-                 RETURNING 1), \
+                 RETURNING id), \
+                 deleted_events AS (DELETE FROM events WHERE operation_id IN \
+                 (SELECT id FROM deleted) RETURNING position), \
+                 horizon AS (UPDATE feed_horizon SET position = \
+                 GREATEST(position, (SELECT max(position) FROM deleted_events)) \
+                 WHERE id = 1 AND EXISTS (SELECT 1 FROM deleted_events) RETURNING 1), \
                  announced AS (SELECT pg_notify('{CHANNEL}', '{PURGED}' || $1::text) \
                  FROM (SELECT 1 FROM deleted LIMIT 1) AS any_deleted) \
-                 SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM announced)"
+                 SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM announced), \
+                 (SELECT count(*) FROM horizon)"
             ))
             .await
             .map_err(classify)?;
@@ -521,8 +640,12 @@ impl PostgresStore {
 
 #[async_trait]
 impl OperationStore for PostgresStore {
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
-        self.bounded("insert", self.insert_unbounded(operation))
+    async fn insert(
+        &self,
+        operation: &Operation,
+        event: &NewEvent,
+    ) -> Result<Inserted, StoreError> {
+        self.bounded("insert", self.insert_unbounded(operation, event))
             .await
     }
 
@@ -530,8 +653,40 @@ impl OperationStore for PostgresStore {
         self.bounded("get", self.get_unbounded(id)).await
     }
 
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
-        self.bounded("compare_and_swap", self.compare_and_swap_unbounded(next))
+    async fn compare_and_swap(
+        &self,
+        next: &Operation,
+        event: Option<&NewEvent>,
+    ) -> Result<Swapped, StoreError> {
+        self.bounded(
+            "compare_and_swap",
+            self.compare_and_swap_unbounded(next, event),
+        )
+        .await
+    }
+
+    async fn list_events(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.bounded("list_events", self.list_events_unbounded(id, after, limit))
+            .await
+    }
+
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.bounded("read_feed", self.read_feed_unbounded(after, filter, limit))
+            .await
+    }
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        self.bounded("feed_bounds", self.feed_bounds_unbounded())
             .await
     }
 
@@ -597,6 +752,27 @@ async fn select_by_id(
         .map_err(classify)?
         .map(|row| read_row(&row))
         .transpose()
+}
+
+fn read_event_row(row: &Row) -> Result<Event, StoreError> {
+    let record = (|| -> Result<EventRecord, tokio_postgres::Error> {
+        Ok(EventRecord {
+            position: row.try_get(0)?,
+            operation_id: row.try_get(1)?,
+            sequence: row.try_get(2)?,
+            kind: row.try_get(3)?,
+            at: row.try_get(4)?,
+            actor: row.try_get(5)?,
+            version: row.try_get(6)?,
+            details: row.try_get(7)?,
+            folded: row.try_get(8)?,
+            scope: row.try_get(9)?,
+            resource_id: row.try_get(10)?,
+            created_by: row.try_get(11)?,
+        })
+    })()
+    .map_err(|e| StoreError::Corrupt(format!("unreadable event row: {e}")))?;
+    Event::try_from(record)
 }
 
 fn read_row(row: &Row) -> Result<Operation, StoreError> {

@@ -2,8 +2,8 @@
 //! and its checked conversion back into the domain type.
 
 use opsd_core::{
-    Any, CancellationPolicy, Idempotency, Operation, OperationId, Outcome, Progress,
-    ReportedFailure, RpcStatus, State, Step, StepState, Timestamp,
+    Any, CancellationPolicy, Event, EventDetails, EventKind, Idempotency, NewEvent, Operation,
+    OperationId, Outcome, Progress, ReportedFailure, RpcStatus, State, Step, StepState, Timestamp,
 };
 use prost::Message;
 
@@ -361,6 +361,140 @@ impl TryFrom<Record> for Operation {
             exclusive,
             scope: r.scope,
             reported_failure,
+        })
+    }
+}
+
+/// One stored event row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventRecord {
+    pub position: i64,
+    pub operation_id: String,
+    pub sequence: i64,
+    pub kind: i64,
+    pub at: i64,
+    pub actor: String,
+    pub version: i64,
+    /// [`StoredEventDetails`], encoded.
+    pub details: Vec<u8>,
+    pub folded: i64,
+    pub scope: String,
+    pub resource_id: Option<String>,
+    pub created_by: String,
+}
+
+/// The event columns in the order of [`EventRecord`]'s fields.
+pub const EVENT_COLUMNS: &str = "position, operation_id, sequence, kind, at, actor, version, \
+    details, folded, scope, resource_id, created_by";
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StoredEventDetails {
+    #[prost(string, optional, tag = "1")]
+    description: Option<String>,
+    #[prost(int64, optional, tag = "2")]
+    lease_expires_at: Option<i64>,
+    #[prost(int64, optional, tag = "3")]
+    deadline: Option<i64>,
+    #[prost(string, optional, tag = "4")]
+    metadata_type_url: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    progress: Option<Vec<u8>>,
+    #[prost(message, optional, tag = "6")]
+    error: Option<StoredStatus>,
+    #[prost(string, optional, tag = "7")]
+    response_type_url: Option<String>,
+}
+
+pub fn encode_event_details(details: &EventDetails) -> Vec<u8> {
+    StoredEventDetails {
+        description: details.description.clone(),
+        lease_expires_at: details.lease_expires_at.map(Timestamp::unix_nanos),
+        deadline: details.deadline.map(Timestamp::unix_nanos),
+        metadata_type_url: details.metadata_type_url.clone(),
+        progress: details.progress.as_ref().map(encode_progress),
+        error: details.error.as_ref().map(|status| StoredStatus {
+            code: status.code,
+            message: status.message.clone(),
+            details: details_to_stored(&status.details),
+        }),
+        response_type_url: details.response_type_url.clone(),
+    }
+    .encode_to_vec()
+}
+
+impl EventRecord {
+    /// The row of `new`, an event of `op`, at `sequence` and `position`
+    /// (position 0: the database assigns it).
+    pub fn of(new: &NewEvent, op: &Operation, sequence: i64, folded: i64) -> Self {
+        EventRecord {
+            position: 0,
+            operation_id: op.id.to_string(),
+            sequence,
+            kind: i64::from(new.kind.number()),
+            at: new.at.unix_nanos(),
+            actor: new.actor.clone(),
+            version: i64::try_from(new.version).unwrap_or(i64::MAX),
+            details: encode_event_details(&new.details),
+            folded,
+            scope: op.scope.clone(),
+            resource_id: op.resource_id.clone(),
+            created_by: op.created_by.clone(),
+        }
+    }
+}
+
+impl TryFrom<EventRecord> for Event {
+    type Error = StoreError;
+
+    fn try_from(r: EventRecord) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| {
+            StoreError::Corrupt(format!(
+                "event {} of operation {}: {what}",
+                r.sequence, r.operation_id
+            ))
+        };
+        let positive = |n: i64, what: &str| {
+            u64::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| corrupt(what))
+        };
+        let kind = i32::try_from(r.kind)
+            .ok()
+            .and_then(EventKind::from_number)
+            .ok_or_else(|| corrupt("unknown kind"))?;
+        let stored = StoredEventDetails::decode(r.details.as_slice())
+            .map_err(|_| corrupt("undecodable details"))?;
+        let progress = stored
+            .progress
+            .as_deref()
+            .map(|bytes| decode_progress(bytes).ok_or_else(|| corrupt("undecodable progress")))
+            .transpose()?;
+        Ok(Event {
+            operation_id: OperationId::from_trusted(r.operation_id.clone()),
+            sequence: positive(r.sequence, "sequence is not positive")?,
+            position: positive(r.position, "position is not positive")?,
+            kind,
+            at: Timestamp::from_unix_nanos(r.at),
+            actor: r.actor.clone(),
+            version: positive(r.version, "version is not positive")?,
+            details: EventDetails {
+                description: stored.description,
+                lease_expires_at: stored.lease_expires_at.map(Timestamp::from_unix_nanos),
+                deadline: stored.deadline.map(Timestamp::from_unix_nanos),
+                metadata_type_url: stored.metadata_type_url,
+                progress,
+                error: stored.error.map(|status| RpcStatus {
+                    code: status.code,
+                    message: status.message,
+                    details: details_from_stored(status.details),
+                }),
+                response_type_url: stored.response_type_url,
+            },
+            folded: u64::try_from(r.folded).map_err(|_| corrupt("negative fold count"))?,
+            scope: r.scope,
+            resource_id: r.resource_id,
+            created_by: r.created_by,
         })
     }
 }

@@ -85,6 +85,71 @@ pub fn running_exclusive(placeholder: &str) -> String {
     )
 }
 
+/// `SELECT` for a page of the change feed after a position.
+pub fn feed(
+    after: u64,
+    filter: &opsd_core::EventFilter,
+    limit: usize,
+    placeholder: impl Fn(usize) -> String,
+) -> (String, Vec<Param>) {
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    let bind = |param: Param, params: &mut Vec<Param>| {
+        params.push(param);
+        placeholder(params.len())
+    };
+    let p = bind(
+        Param::Int(i64::try_from(after).unwrap_or(i64::MAX)),
+        &mut params,
+    );
+    conditions.push(format!("position > {p}"));
+    if let Some(scopes) = &filter.scopes {
+        let placeholders: Vec<String> = scopes
+            .iter()
+            .map(|scope| bind(Param::Text(scope.clone()), &mut params))
+            .collect();
+        if placeholders.is_empty() {
+            conditions.push("FALSE".to_owned());
+        } else {
+            conditions.push(format!("scope IN ({})", placeholders.join(", ")));
+        }
+    }
+    if let Some(resource_id) = &filter.resource_id {
+        let p = bind(Param::Text(resource_id.clone()), &mut params);
+        conditions.push(format!("resource_id = {p}"));
+    }
+    if let Some(created_by) = &filter.created_by {
+        let p = bind(Param::Text(created_by.clone()), &mut params);
+        conditions.push(format!("created_by = {p}"));
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        // Ids are [0-9a-z]: a range is a prefix match without LIKE's escapes.
+        let from = bind(Param::Text(prefix.clone()), &mut params);
+        let to = bind(Param::Text(format!("{prefix}~")), &mut params);
+        conditions.push(format!("operation_id >= {from} AND operation_id < {to}"));
+    }
+    if let Some(kinds) = &filter.kinds {
+        let numbers: Vec<String> = kinds.iter().map(|k| k.number().to_string()).collect();
+        if numbers.is_empty() {
+            conditions.push("FALSE".to_owned());
+        } else {
+            conditions.push(format!("kind IN ({})", numbers.join(", ")));
+        }
+    }
+    let limit = bind(
+        Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        &mut params,
+    );
+    (
+        format!(
+            "SELECT {} FROM events WHERE {} ORDER BY position LIMIT {limit}",
+            crate::record::EVENT_COLUMNS,
+            conditions.join(" AND ")
+        ),
+        params,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

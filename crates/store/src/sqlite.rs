@@ -14,15 +14,18 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opsd_core::{ListQuery, Operation, OperationId, Timestamp};
+use opsd_core::event::{Placement, placement};
+use opsd_core::{
+    Event, EventFilter, EventKind, ListQuery, NewEvent, Operation, OperationId, Timestamp,
+};
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
-use crate::record::{COLUMNS, Record};
+use crate::record::{COLUMNS, EVENT_COLUMNS, EventRecord, Record};
 use crate::sql::{self, Param};
-use crate::{CHANGE_BUFFER, Change, Inserted, OperationStore, StoreError, Swapped};
+use crate::{CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, StoreError, Swapped};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -71,6 +74,28 @@ CREATE INDEX operations_running ON operations (created_at) WHERE state != 2;
 ALTER TABLE operations ADD COLUMN reported_failure BLOB;
 ALTER TABLE operations ADD COLUMN failure_reported_at INTEGER;
 "#,
+    r#"
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    operation_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    details BLOB NOT NULL,
+    folded INTEGER NOT NULL,
+    scope TEXT NOT NULL,
+    resource_id TEXT,
+    created_by TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX events_by_operation ON events (operation_id, sequence);
+CREATE TABLE feed_horizon (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    position INTEGER NOT NULL
+) STRICT;
+INSERT INTO feed_horizon (id, position) VALUES (1, 0);
+"#,
 ];
 
 /// Page cache of the writer connection.
@@ -90,6 +115,8 @@ pub struct SqliteOptions {
     /// writes that would grow it further fail as on a full disk. Tests use it
     /// where they cannot fill a real filesystem.
     pub max_page_count: Option<u64>,
+    /// Past this many events of one operation, `metadata_updated` events fold.
+    pub max_events_per_operation: u64,
 }
 
 impl SqliteOptions {
@@ -100,14 +127,15 @@ impl SqliteOptions {
             max_batch: 512,
             busy_timeout: Duration::from_secs(5),
             max_page_count: None,
+            max_events_per_operation: opsd_core::event::DEFAULT_MAX_EVENTS_PER_OPERATION,
         }
     }
 }
 
 enum Write {
-    Insert(Operation),
+    Insert(Operation, NewEvent),
     Import(Vec<Operation>),
-    Swap(Operation),
+    Swap(Operation, Option<NewEvent>),
     DeleteDoneBefore { cutoff: Timestamp, limit: usize },
 }
 
@@ -160,12 +188,15 @@ impl SqliteStore {
         }
 
         let (sender, receiver) = mpsc::channel();
-        let max_batch = options.max_batch.max(1);
+        let limits = WriterLimits {
+            max_batch: options.max_batch.max(1),
+            max_events: options.max_events_per_operation,
+        };
         let changes = broadcast::channel(CHANGE_BUFFER).0;
         let committed = changes.clone();
         let writer_thread = std::thread::Builder::new()
             .name("opsd-sqlite-writer".into())
-            .spawn(move || run_writer(conn, receiver, max_batch, committed))
+            .spawn(move || run_writer(conn, receiver, limits, committed))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
 
         Ok(Self {
@@ -210,8 +241,15 @@ impl SqliteStore {
 
 #[async_trait]
 impl OperationStore for SqliteStore {
-    async fn insert(&self, operation: &Operation) -> Result<Inserted, StoreError> {
-        match self.write(Write::Insert(operation.clone())).await? {
+    async fn insert(
+        &self,
+        operation: &Operation,
+        event: &NewEvent,
+    ) -> Result<Inserted, StoreError> {
+        match self
+            .write(Write::Insert(operation.clone(), event.clone()))
+            .await?
+        {
             Written::Inserted(inserted) => Ok(inserted),
             _ => unreachable!("the writer answers an insert with Inserted"),
         }
@@ -224,11 +262,69 @@ impl OperationStore for SqliteStore {
             .run_here(|conn| select_by_id(conn, id.as_str()))
     }
 
-    async fn compare_and_swap(&self, next: &Operation) -> Result<Swapped, StoreError> {
-        match self.write(Write::Swap(next.clone())).await? {
+    async fn compare_and_swap(
+        &self,
+        next: &Operation,
+        event: Option<&NewEvent>,
+    ) -> Result<Swapped, StoreError> {
+        match self
+            .write(Write::Swap(next.clone(), event.cloned()))
+            .await?
+        {
             Written::Swapped(swapped) => Ok(swapped),
             _ => unreachable!("the writer answers a swap with Swapped"),
         }
+    }
+
+    async fn list_events(
+        &self,
+        id: &OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let statement = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ?1 AND sequence > ?2 \
+             ORDER BY sequence LIMIT ?3"
+        );
+        let params = [
+            Param::Text(id.to_string()),
+            Param::Int(i64::try_from(after).unwrap_or(i64::MAX)),
+            Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        self.readers
+            .run(move |conn| select_events(conn, &statement, &params))
+            .await
+    }
+
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let (statement, params) = sql::feed(after, filter, limit, |n| format!("?{n}"));
+        self.readers
+            .run(move |conn| select_events(conn, &statement, &params))
+            .await
+    }
+
+    async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        self.readers
+            .run(|conn| {
+                conn.prepare_cached(
+                    "SELECT (SELECT COALESCE(max(position), 0) FROM events), \
+                     (SELECT position FROM feed_horizon)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+                })
+                .map(|(head, horizon)| FeedBounds {
+                    head: head.max(horizon).max(0) as u64,
+                    horizon: horizon.max(0) as u64,
+                })
+                .map_err(classify)
+            })
+            .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
@@ -347,30 +443,38 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(classify)
 }
 
+#[derive(Clone, Copy)]
+struct WriterLimits {
+    max_batch: usize,
+    max_events: u64,
+}
+
 fn run_writer(
     mut conn: Connection,
     requests: mpsc::Receiver<WriteRequest>,
-    max_batch: usize,
+    limits: WriterLimits,
     changes: broadcast::Sender<Change>,
 ) {
-    let mut batch = Vec::with_capacity(max_batch);
+    let mut batch = Vec::with_capacity(limits.max_batch);
     // `recv` fails only once every sender is gone and the queue is empty.
     while let Ok(first) = requests.recv() {
         batch.push(first);
-        while batch.len() < max_batch {
+        while batch.len() < limits.max_batch {
             match requests.try_recv() {
                 Ok(request) => batch.push(request),
                 Err(_) => break,
             }
         }
-        let results = commit_batch(&mut conn, &batch);
+        let results = commit_batch(&mut conn, &batch, limits.max_events);
         for (request, result) in batch.iter().zip(&results) {
             let change = match (&request.write, result) {
-                (Write::Insert(op), Ok(Written::Inserted(Inserted::Created)))
-                | (Write::Swap(op), Ok(Written::Swapped(Swapped::Swapped))) => Change::Committed {
-                    id: op.id.clone(),
-                    version: op.version,
-                },
+                (Write::Insert(op, _), Ok(Written::Inserted(Inserted::Created)))
+                | (Write::Swap(op, _), Ok(Written::Swapped(Swapped::Swapped))) => {
+                    Change::Committed {
+                        id: op.id.clone(),
+                        version: op.version,
+                    }
+                }
                 (Write::DeleteDoneBefore { cutoff, .. }, Ok(Written::Deleted(n))) if *n > 0 => {
                     Change::Purged { before: *cutoff }
                 }
@@ -390,7 +494,11 @@ fn run_writer(
 
 /// Applies every write in one transaction, each in its own savepoint so one
 /// failing write does not undo the others, then commits once.
-fn commit_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Vec<Result<Written, StoreError>> {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[WriteRequest],
+    max_events: u64,
+) -> Vec<Result<Written, StoreError>> {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -400,7 +508,7 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Vec<Result<Wri
     };
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
-        let result = apply_in_savepoint(&mut tx, &request.write);
+        let result = apply_in_savepoint(&mut tx, &request.write, max_events);
         if tx.is_autocommit() {
             // SQLite rolled back the whole transaction, not just this write (it
             // may on a full disk or an I/O error): nothing of the batch is
@@ -422,21 +530,32 @@ fn commit_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Vec<Result<Wri
     results
 }
 
-fn apply_in_savepoint(tx: &mut Transaction<'_>, write: &Write) -> Result<Written, StoreError> {
+fn apply_in_savepoint(
+    tx: &mut Transaction<'_>,
+    write: &Write,
+    max_events: u64,
+) -> Result<Written, StoreError> {
     let savepoint = tx.savepoint().map_err(classify)?;
     let result = match write {
-        Write::Insert(op) => insert(&savepoint, op).map(Written::Inserted),
+        Write::Insert(op, event) => {
+            insert(&savepoint, op, event, max_events).map(Written::Inserted)
+        }
         // In id order, so consecutive rows land on neighbouring index pages.
         Write::Import(ops) => {
             let mut ops: Vec<&Operation> = ops.iter().collect();
             ops.sort_unstable_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
             ops.into_iter()
                 .try_fold(0, |created, op| {
-                    Ok(created + usize::from(insert(&savepoint, op)? == Inserted::Created))
+                    // A loaded operation starts its timeline at its creation.
+                    let event = NewEvent::of(EventKind::Created, op, &op.created_by);
+                    let inserted = insert(&savepoint, op, &event, max_events)?;
+                    Ok(created + usize::from(inserted == Inserted::Created))
                 })
                 .map(Written::Imported)
         }
-        Write::Swap(op) => swap(&savepoint, op).map(Written::Swapped),
+        Write::Swap(op, event) => {
+            swap(&savepoint, op, event.as_ref(), max_events).map(Written::Swapped)
+        }
         Write::DeleteDoneBefore { cutoff, limit } => {
             delete_done_before(&savepoint, *cutoff, *limit).map(Written::Deleted)
         }
@@ -448,7 +567,12 @@ fn apply_in_savepoint(tx: &mut Transaction<'_>, write: &Write) -> Result<Written
     result
 }
 
-fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
+fn insert(
+    conn: &Connection,
+    op: &Operation,
+    event: &NewEvent,
+    max_events: u64,
+) -> Result<Inserted, StoreError> {
     if let Some(idempotency) = &op.idempotency {
         let existing = conn
             .prepare_cached(&format!(
@@ -504,6 +628,7 @@ fn insert(conn: &Connection, op: &Operation) -> Result<Inserted, StoreError> {
         })
         .map_err(classify)?;
     if inserted == 1 {
+        record_event(conn, op, event, max_events)?;
         return Ok(Inserted::Created);
     }
     // The idempotency key was looked up above; the conflict is the resource guard or the id.
@@ -526,17 +651,43 @@ fn delete_done_before(
     cutoff: Timestamp,
     limit: usize,
 ) -> Result<usize, StoreError> {
-    conn.prepare_cached(
-        "DELETE FROM operations WHERE id IN \
-         (SELECT id FROM operations WHERE state = 2 AND modified_at < ?1 LIMIT ?2)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            cutoff.unix_nanos(),
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        ])
-    })
-    .map_err(classify)
+    let deleted: Vec<String> = conn
+        .prepare_cached(
+            "DELETE FROM operations WHERE id IN \
+             (SELECT id FROM operations WHERE state = 2 AND modified_at < ?1 LIMIT ?2) \
+             RETURNING id",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![
+                    cutoff.unix_nanos(),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| row.get(0),
+            )?
+            .collect()
+        })
+        .map_err(classify)?;
+    // Their events go with them; the feed's horizon moves past the highest.
+    let mut horizon = 0i64;
+    for id in &deleted {
+        let highest: Option<i64> = conn
+            .prepare_cached("DELETE FROM events WHERE operation_id = ?1 RETURNING position")
+            .and_then(|mut stmt| {
+                stmt.query_map([id], |row| row.get::<_, i64>(0))?
+                    .try_fold(None, |max: Option<i64>, p| {
+                        Ok(Some(max.unwrap_or(0).max(p?)))
+                    })
+            })
+            .map_err(classify)?;
+        horizon = horizon.max(highest.unwrap_or(0));
+    }
+    if horizon > 0 {
+        conn.prepare_cached("UPDATE feed_horizon SET position = max(position, ?1) WHERE id = 1")
+            .and_then(|mut stmt| stmt.execute([horizon]))
+            .map_err(classify)?;
+    }
+    Ok(deleted.len())
 }
 
 fn select_many(
@@ -559,7 +710,12 @@ fn select_many(
     records.into_iter().map(Operation::try_from).collect()
 }
 
-fn swap(conn: &Connection, next: &Operation) -> Result<Swapped, StoreError> {
+fn swap(
+    conn: &Connection,
+    next: &Operation,
+    event: Option<&NewEvent>,
+    max_events: u64,
+) -> Result<Swapped, StoreError> {
     let r = Record::from(next);
     let updated = conn
         .prepare_cached(
@@ -593,12 +749,108 @@ fn swap(conn: &Connection, next: &Operation) -> Result<Swapped, StoreError> {
         })
         .map_err(classify)?;
     if updated == 1 {
+        if let Some(event) = event {
+            record_event(conn, next, event, max_events)?;
+        }
         return Ok(Swapped::Swapped);
     }
     Ok(match select_by_id(conn, &r.id)? {
         Some(current) => Swapped::Stale(current),
         None => Swapped::Missing,
     })
+}
+
+/// Appends `new` to the timeline of `op` (or folds it into the last event),
+/// in the write that changed `op`. Positions come from AUTOINCREMENT, which
+/// never reuses one: with a single writer they grow in commit order.
+fn record_event(
+    conn: &Connection,
+    op: &Operation,
+    new: &NewEvent,
+    max_events: u64,
+) -> Result<(), StoreError> {
+    let last: Option<(i64, i64, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT sequence, kind, folded, position FROM events WHERE operation_id = ?1 \
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row([op.id.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()
+        })
+        .map_err(classify)?;
+    let count = last.map_or(0, |(sequence, ..)| sequence.max(0) as u64);
+    let last_kind = last.and_then(|(_, kind, ..)| EventKind::from_number(kind as i32));
+    let record = match placement(new.kind, count, last_kind, max_events) {
+        Placement::FoldIntoLast => {
+            let (sequence, _, folded, position) = last.expect("folding needs a last event");
+            conn.prepare_cached("DELETE FROM events WHERE position = ?1")
+                .and_then(|mut stmt| stmt.execute([position]))
+                .map_err(classify)?;
+            EventRecord::of(new, op, sequence, folded + 1)
+        }
+        Placement::Append => {
+            EventRecord::of(new, op, i64::try_from(count + 1).unwrap_or(i64::MAX), 0)
+        }
+    };
+    conn.prepare_cached(
+        "INSERT INTO events (operation_id, sequence, kind, at, actor, version, details, folded, \
+         scope, resource_id, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            record.operation_id,
+            record.sequence,
+            record.kind,
+            record.at,
+            record.actor,
+            record.version,
+            record.details,
+            record.folded,
+            record.scope,
+            record.resource_id,
+            record.created_by,
+        ])
+    })
+    .map_err(classify)?;
+    Ok(())
+}
+
+fn select_events(
+    conn: &Connection,
+    statement: &str,
+    params: &[Param],
+) -> Result<Vec<Event>, StoreError> {
+    let values: Vec<rusqlite::types::Value> = params
+        .iter()
+        .map(|p| match p {
+            Param::Text(text) => rusqlite::types::Value::Text(text.clone()),
+            Param::Int(n) => rusqlite::types::Value::Integer(*n),
+        })
+        .collect();
+    let mut stmt = conn.prepare_cached(statement).map_err(classify)?;
+    let records = stmt
+        .query_map(rusqlite::params_from_iter(values), |row| {
+            Ok(EventRecord {
+                position: row.get(0)?,
+                operation_id: row.get(1)?,
+                sequence: row.get(2)?,
+                kind: row.get(3)?,
+                at: row.get(4)?,
+                actor: row.get(5)?,
+                version: row.get(6)?,
+                details: row.get(7)?,
+                folded: row.get(8)?,
+                scope: row.get(9)?,
+                resource_id: row.get(10)?,
+                created_by: row.get(11)?,
+            })
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(classify)?;
+    records.into_iter().map(Event::try_from).collect()
 }
 
 fn select_by_id(conn: &Connection, id: &str) -> Result<Option<Operation>, StoreError> {
@@ -736,6 +988,59 @@ mod tests {
     use super::*;
     use crate::conformance::sample;
 
+    /// When the event of a change cannot be written, the change is not
+    /// written either (and the other writes of its batch still are).
+    #[tokio::test]
+    async fn a_change_whose_event_fails_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON events WHEN NEW.actor = 'refused' \
+                 BEGIN SELECT RAISE(ABORT, 'injected event failure'); END;",
+            )
+            .unwrap();
+        }
+        let op = sample(1);
+        let refused_create = NewEvent::of(EventKind::Created, &op, "refused");
+        assert!(store.insert(&op, &refused_create).await.is_err());
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            None,
+            "no operation without its event"
+        );
+
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
+        let mut next = op.clone();
+        next.version = 2;
+        next.description = "changed".into();
+        let refused_change = NewEvent::of(EventKind::MetadataUpdated, &next, "refused");
+        let neighbour = sample(2);
+        let neighbour_created = crate::conformance::created(&neighbour);
+        let (refused, accepted) = tokio::join!(
+            store.compare_and_swap(&next, Some(&refused_change)),
+            store.insert(&neighbour, &neighbour_created),
+        );
+        assert!(refused.is_err());
+        assert_eq!(accepted.unwrap(), Inserted::Created);
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            Some(op.clone()),
+            "unchanged"
+        );
+        assert_eq!(store.list_events(&op.id, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.list_events(&neighbour.id, 0, 10).await.unwrap().len(),
+            1
+        );
+        store.close().await.unwrap();
+    }
+
     /// A database written by schema version 1 (before reported failures)
     /// opens, keeps its operations, and takes the new column's data.
     #[tokio::test]
@@ -775,7 +1080,10 @@ mod tests {
             reported_at: Timestamp::from_unix_nanos(6),
         });
         assert_eq!(
-            store.compare_and_swap(&failing).await.unwrap(),
+            store
+                .compare_and_swap(&failing, Some(&crate::conformance::changed(&failing)))
+                .await
+                .unwrap(),
             Swapped::Swapped
         );
         assert_eq!(store.get(&id).await.unwrap(), Some(failing));
@@ -793,7 +1101,10 @@ mod tests {
         let path = dir.path().join("opsd.db");
         let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
         let op = sample(1);
-        store.insert(&op).await.unwrap();
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
         // No close: dropping the store is what a crash of the process looks like to SQLite's
         // files, short of losing the page cache, which full sync covers.
         drop(store);
@@ -846,7 +1157,9 @@ mod tests {
             .cloned()
             .map(|op| {
                 let store = Arc::clone(&store);
-                tokio::spawn(async move { store.insert(&op).await })
+                tokio::spawn(
+                    async move { store.insert(&op, &crate::conformance::created(&op)).await },
+                )
             })
             .collect();
         for (op, task) in ops.iter().zip(tasks) {
@@ -889,7 +1202,9 @@ mod tests {
             .cloned()
             .map(|op| {
                 let store = Arc::clone(&store);
-                tokio::spawn(async move { store.insert(&op).await })
+                tokio::spawn(
+                    async move { store.insert(&op, &crate::conformance::created(&op)).await },
+                )
             })
             .collect();
         let mut acknowledged = 0;
@@ -916,7 +1231,13 @@ mod tests {
         assert_eq!(announced, acknowledged, "every stored write is announced");
         // The store keeps working.
         let after = sample(100);
-        assert_eq!(store.insert(&after).await.unwrap(), Inserted::Created);
+        assert_eq!(
+            store
+                .insert(&after, &crate::conformance::created(&after))
+                .await
+                .unwrap(),
+            Inserted::Created
+        );
         store.close().await.unwrap();
     }
 
@@ -926,7 +1247,10 @@ mod tests {
         let path = dir.path().join("opsd.db");
         let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
         let op = sample(1);
-        store.insert(&op).await.unwrap();
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
         let conn = Connection::open(&path).unwrap();
         conn.execute("UPDATE operations SET state = 2", []).unwrap();
         drop(conn);

@@ -8,16 +8,25 @@ mod memory {
     use super::*;
 
     opsd_store::conformance_suite!(async {
-        Some((Arc::new(MemoryStore::new()) as Arc<dyn OperationStore>, ()))
+        let store = MemoryStore::new()
+            .with_max_events_per_operation(opsd_store::conformance::MAX_EVENTS_PER_OPERATION);
+        Some((Arc::new(store) as Arc<dyn OperationStore>, ()))
     });
 }
 
 mod sqlite {
     use super::*;
 
+    pub fn options(dir: &tempfile::TempDir) -> SqliteOptions {
+        SqliteOptions {
+            max_events_per_operation: opsd_store::conformance::MAX_EVENTS_PER_OPERATION,
+            ..SqliteOptions::new(dir.path().join("opsd.db"))
+        }
+    }
+
     async fn open() -> Option<(Arc<dyn OperationStore>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap();
+        let store = SqliteStore::open(options(&dir)).unwrap();
         Some((Arc::new(store), dir))
     }
 
@@ -32,7 +41,7 @@ mod cached_sqlite {
 
     async fn open() -> Option<(Arc<dyn OperationStore>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap();
+        let store = SqliteStore::open(super::sqlite::options(&dir)).unwrap();
         Some((Arc::new(CachingStore::new(Arc::new(store), 1 << 20)), dir))
     }
 
@@ -47,9 +56,12 @@ mod postgres {
     /// not require it; each case gets a database of its own.
     async fn open() -> Option<(Arc<dyn OperationStore>, ())> {
         let database = opsd_testkit::postgres().await?;
-        let store = PostgresStore::open(PostgresOptions::new(database.url))
-            .await
-            .unwrap();
+        let store = PostgresStore::open(PostgresOptions {
+            max_events_per_operation: opsd_store::conformance::MAX_EVENTS_PER_OPERATION,
+            ..PostgresOptions::new(database.url)
+        })
+        .await
+        .unwrap();
         Some((Arc::new(store), ()))
     }
 
@@ -88,7 +100,9 @@ mod postgres_replicas {
         let mut heard_by_a = a.subscribe();
 
         let op = sample(1);
-        b.insert(&op).await.unwrap();
+        b.insert(&op, &opsd_store::conformance::created(&op))
+            .await
+            .unwrap();
         // Read-your-writes across replicas: visible through A once B acknowledged.
         assert_eq!(a.get(&op.id).await.unwrap(), Some(op.clone()));
         loop {
@@ -122,7 +136,10 @@ mod postgres_replicas {
 
         let mut op = sample(1);
         op.modified_at = opsd_core::Timestamp::from_unix_nanos(1_000);
-        other.insert(&op).await.unwrap();
+        other
+            .insert(&op, &opsd_store::conformance::created(&op))
+            .await
+            .unwrap();
         let mut finished = op.clone();
         finished.version = 2;
         finished.state = opsd_core::State::Done {
@@ -133,7 +150,13 @@ mod postgres_replicas {
             }),
             cancel_requested_at: None,
         };
-        other.compare_and_swap(&finished).await.unwrap();
+        other
+            .compare_and_swap(
+                &finished,
+                Some(&opsd_store::conformance::changed(&finished)),
+            )
+            .await
+            .unwrap();
         assert_eq!(cached.get(&op.id).await.unwrap(), Some(finished.clone()));
         assert_eq!(cached.cached(), 1, "a done operation read once is cached");
 
@@ -176,7 +199,12 @@ mod postgres_replicas {
             let store = Arc::clone(&store);
             let op = if n == 32 { bad.clone() } else { sample(n) };
             writes.push(tokio::spawn(async move {
-                (op.clone(), store.insert(&op).await)
+                (
+                    op.clone(),
+                    store
+                        .insert(&op, &opsd_store::conformance::created(&op))
+                        .await,
+                )
             }));
         }
         for write in writes {
@@ -219,10 +247,76 @@ mod postgres_replicas {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(versions, 2, "each migration applied exactly once");
+        assert_eq!(versions, 3, "each migration applied exactly once");
         for store in stores {
             store.close().await.unwrap();
         }
+    }
+
+    /// When the event of a change cannot be written, the change is rolled
+    /// back with it: on PostgreSQL, both are in one transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_whose_event_fails_is_not_written() {
+        use opsd_core::{EventKind, NewEvent};
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let store = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let (admin, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(
+                "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.actor = 'refused' THEN RAISE EXCEPTION 'injected event failure'; \
+                 END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse_events BEFORE INSERT ON events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_events();",
+            )
+            .await
+            .unwrap();
+        let op = sample(1);
+        assert!(
+            store
+                .insert(&op, &NewEvent::of(EventKind::Created, &op, "refused"))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            None,
+            "no operation without its event"
+        );
+        store
+            .insert(&op, &opsd_store::conformance::created(&op))
+            .await
+            .unwrap();
+        let mut next = op.clone();
+        next.version = 2;
+        next.description = "changed".into();
+        let neighbour = sample(2);
+        let neighbour_created = opsd_store::conformance::created(&neighbour);
+        let refused_change = NewEvent::of(EventKind::MetadataUpdated, &next, "refused");
+        let (refused, accepted) = tokio::join!(
+            store.compare_and_swap(&next, Some(&refused_change)),
+            store.insert(&neighbour, &neighbour_created),
+        );
+        assert!(refused.is_err());
+        assert_eq!(accepted.unwrap(), opsd_store::Inserted::Created);
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            Some(op.clone()),
+            "unchanged"
+        );
+        assert_eq!(store.list_events(&op.id, 0, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.list_events(&neighbour.id, 0, 10).await.unwrap().len(),
+            1
+        );
+        store.close().await.unwrap();
     }
 
     /// A database at schema version 1 (before reported failures) is upgraded
@@ -245,9 +339,10 @@ mod postgres_replicas {
         // Back to what version 1 left, with an operation written then.
         admin
             .batch_execute(
-                "ALTER TABLE operations DROP COLUMN reported_failure, \
+                "DROP TABLE events, feed_horizon; DROP SEQUENCE event_positions; \
+                 ALTER TABLE operations DROP COLUMN reported_failure, \
                    DROP COLUMN failure_reported_at; \
-                 DELETE FROM opsd_schema_migrations WHERE version = 2; \
+                 DELETE FROM opsd_schema_migrations WHERE version >= 2; \
                  INSERT INTO operations (id, version, description, created_at, created_by, \
                    modified_at, cancellation, state, exclusive, scope) \
                    VALUES ('tst00000000000000001', 1, 'old', 5, 'alice', 5, 0, 0, 0, 'folder-1')",
@@ -277,7 +372,10 @@ mod postgres_replicas {
             reported_at: opsd_core::Timestamp::from_unix_nanos(6),
         });
         assert_eq!(
-            store.compare_and_swap(&failing).await.unwrap(),
+            store
+                .compare_and_swap(&failing, Some(&opsd_store::conformance::changed(&failing)))
+                .await
+                .unwrap(),
             opsd_store::Swapped::Swapped
         );
         assert_eq!(store.get(&id).await.unwrap(), Some(failing));
@@ -286,7 +384,7 @@ mod postgres_replicas {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(versions, 2);
+        assert_eq!(versions, 3);
         store.close().await.unwrap();
     }
 
@@ -322,7 +420,10 @@ mod postgres_replicas {
         }
         // ...and hears changes again afterwards.
         let op = sample(2);
-        store.insert(&op).await.unwrap();
+        store
+            .insert(&op, &opsd_store::conformance::created(&op))
+            .await
+            .unwrap();
         loop {
             if let Change::Committed { id, .. } = next_change(&mut changes).await
                 && id == op.id

@@ -3,6 +3,7 @@
 pub mod cancel;
 pub mod complete;
 pub mod create;
+pub mod events;
 pub mod get;
 pub mod list;
 pub mod progress;
@@ -39,6 +40,7 @@ impl Request {
             Command::Wait(_)
             | Command::Watch(_)
             | Command::List(_)
+            | Command::Events(_)
             | Command::Completions { .. } => {
                 unreachable!("handled by run")
             }

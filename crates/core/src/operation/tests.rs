@@ -51,7 +51,7 @@ fn failure(code: i32) -> Outcome {
 
 fn changed(t: Result<Transition, Error>) -> Operation {
     match t {
-        Ok(Transition::Changed(op)) => op,
+        Ok(Transition::Changed(op, _)) => op,
         other => panic!("expected a change, got {other:?}"),
     }
 }
@@ -403,7 +403,25 @@ proptest! {
             let refused = result.is_err();
             let unchanged = matches!(result, Ok(Transition::Unchanged));
             match result {
-                Ok(Transition::Changed(next)) => {
+                Ok(Transition::Changed(next, kind)) => {
+                    // Every change makes one event, except renewing a held lease.
+                    let renewal = matches!(command, Command::Heartbeat(_)) && before.lease_expires_at.is_some();
+                    prop_assert_eq!(kind.is_none(), renewal, "{:?} made {:?}", command, kind);
+                    if let Some(kind) = kind {
+                        prop_assert_eq!(kind.completes() || (kind == crate::EventKind::Completed), next.is_done());
+                        let expected = match &command {
+                            Command::Cancel if next.is_done() => crate::EventKind::Completed,
+                            Command::Cancel => crate::EventKind::CancelRequested,
+                            Command::Complete(_) | Command::CompleteAsReported => crate::EventKind::Completed,
+                            Command::ReportFailure(_) => crate::EventKind::FailureReported,
+                            Command::UpdateMetadata(_) => crate::EventKind::MetadataUpdated,
+                            Command::Heartbeat(_) => crate::EventKind::LeaseTaken,
+                            Command::Expire if before.deadline.is_some_and(|d| d <= at(now)) => crate::EventKind::DeadlineExceeded,
+                            Command::Expire => crate::EventKind::LeaseLapsed,
+                            Command::Tick(_) => unreachable!("ticks change nothing"),
+                        };
+                        prop_assert_eq!(kind, expected);
+                    }
                     prop_assert_eq!(next.version, before.version + 1);
                     prop_assert!(next.modified_at > before.modified_at, "modified_at moves on every change");
                     prop_assert_eq!(&next.id, &before.id);
@@ -478,7 +496,7 @@ fn a_lapsed_lease_aborts_and_a_passed_deadline_exceeds_once() {
         Transition::Unchanged,
         "renewed in time"
     );
-    let Transition::Changed(aborted) = renewed.expire(at(1_000_004_000)) else {
+    let Transition::Changed(aborted, _) = renewed.expire(at(1_000_004_000)) else {
         panic!("expected the lease to lapse");
     };
     assert!(matches!(aborted.outcome(), Some(Outcome::Error(s)) if s.code == LEASE_LAPSED_CODE));
@@ -495,7 +513,7 @@ fn a_lapsed_lease_aborts_and_a_passed_deadline_exceeds_once() {
     let mut op = running(CancellationPolicy::Immediate);
     op.deadline = Some(at(3_000));
     op.lease_expires_at = Some(at(3_000));
-    let Transition::Changed(late) = op.expire(at(3_000)) else {
+    let Transition::Changed(late, _) = op.expire(at(3_000)) else {
         panic!("expected the deadline to pass");
     };
     assert!(matches!(late.outcome(), Some(Outcome::Error(s)) if s.code == DEADLINE_CODE));

@@ -91,9 +91,10 @@ enum Method {
     EndpointGet,
     EndpointList,
     ReportFailure,
+    ListEvents,
 }
 
-const METHODS: [(Method, &str); 13] = [
+const METHODS: [(Method, &str); 14] = [
     (
         Method::CloudGet,
         "/yandex.cloud.operation.OperationService/Get",
@@ -126,6 +127,7 @@ const METHODS: [(Method, &str); 13] = [
         Method::ReportFailure,
         "/opsd.v1.ProducerService/ReportFailure",
     ),
+    (Method::ListEvents, "/opsd.v1.OperationService/ListEvents"),
 ];
 
 /// `message` as one uncompressed gRPC frame.
@@ -282,7 +284,7 @@ fn transition(
     };
     match change(&op) {
         Ok(Transition::Unchanged) => Expected::Ok(op),
-        Ok(Transition::Changed(next)) => Expected::Ok(next),
+        Ok(Transition::Changed(next, _)) => Expected::Ok(next),
         Err(e) => Expected::Refused(e),
     }
 }
@@ -497,6 +499,32 @@ fn check_answer(
                     attempt().unwrap_or_else(Expected::Refused)
                 });
             check_transition(server, expected, answer, status);
+        }
+        Method::ListEvents => {
+            let request = decoded::<pb::ListEventsRequest>(message, status);
+            let expected = match &request {
+                None => Expected::Any,
+                Some(request) => match OperationId::parse("operation_id", &request.operation_id)
+                    .and_then(|id| translate::events_page(&id, request).map(|page| (id, page)))
+                {
+                    Err(e) => Expected::Refused(e),
+                    Ok((id, _)) => match server.fixture(id.as_str()) {
+                        None => Expected::Refused(Error::NotFound { id: id.to_string() }),
+                        Some(op) => Expected::Ok(op.clone()),
+                    },
+                },
+            };
+            expect_code(&expected, status);
+            if ok {
+                let got: pb::ListEventsResponse = reply(&answer.body);
+                check_json(&got);
+                if let Expected::Ok(op) = &expected {
+                    // Its own events only, in sequence order, none past its version.
+                    assert!(got.events.iter().all(|e| e.operation_id == op.id.as_str()));
+                    assert!(got.events.windows(2).all(|w| w[0].sequence < w[1].sequence));
+                    assert!(got.events.iter().all(|e| e.version as u64 <= op.version));
+                }
+            }
         }
         Method::ReportFailure => {
             let expected = decoded::<pb::ReportFailureRequest>(message, status).map(|request| {

@@ -120,7 +120,7 @@ fn operations() -> Vec<Operation> {
                 .expect("a running operation completes"),
             _ => Transition::Unchanged,
         };
-        if let Transition::Changed(next) = next {
+        if let Transition::Changed(next, _) = next {
             op = next;
         }
         ops.push(op);
@@ -153,9 +153,24 @@ fn with_fixture<R>(f: impl FnOnce(&Fixture) -> R) -> R {
                             modified_at: op.created_at,
                             ..op.clone()
                         };
-                        assert_eq!(store.insert(&first).await.unwrap(), Inserted::Created);
+                        assert_eq!(
+                            store
+                                .insert(&first, &opsd_store::conformance::created(&first))
+                                .await
+                                .unwrap(),
+                            Inserted::Created
+                        );
                         if op.version == 2 {
-                            assert_eq!(store.compare_and_swap(op).await.unwrap(), Swapped::Swapped);
+                            assert_eq!(
+                                store
+                                    .compare_and_swap(
+                                        op,
+                                        Some(&opsd_store::conformance::changed(op))
+                                    )
+                                    .await
+                                    .unwrap(),
+                                Swapped::Swapped
+                            );
                         }
                     }
                 }

@@ -142,6 +142,8 @@ pub struct OpsdOperations {
     pub options: GrpcOptions,
     /// Shared with the REST gateway: one count of open Waits and Watches.
     pub watchers: WatcherLimits,
+    /// Shared with the REST gateway: one count of open feed readers.
+    pub feed_readers: WatcherLimits,
 }
 
 impl OpsdOperations {
@@ -155,6 +157,7 @@ impl OpsdOperations {
 }
 
 type OperationStream = Pin<Box<dyn Stream<Item = Result<pb::Operation, Status>> + Send>>;
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::WatchOperationsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::operation_service_server::OperationService for OpsdOperations {
@@ -249,6 +252,76 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
                 }
             },
         );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let id = operation_id(&body.operation_id)?;
+        let (after, limit) = translate::events_page(&id, &body).map_err(to_status)?;
+        let events = self
+            .service
+            .list_events(&caller, &id, after, limit)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(translate::events_response(
+            &id, limit, &events,
+        )))
+    }
+
+    type WatchOperationsStream = FeedStream;
+
+    async fn watch_operations(
+        &self,
+        request: Request<pb::WatchOperationsRequest>,
+    ) -> Result<Response<Self::WatchOperationsStream>, Status> {
+        let caller = caller(&request)?;
+        let (filter, resume) = translate::feed_request(request.get_ref()).map_err(to_status)?;
+        let permit = self
+            .feed_readers
+            .admit(request.extensions().get::<ConnectionWatchers>())
+            .map_err(to_status)?;
+        let feed = self
+            .service
+            .feed(&caller, filter, resume)
+            .await
+            .map_err(to_status)?;
+        // First a bookmark (no event, the token of where the feed starts), so
+        // a reader holds a token before any event; then every event. Ends only
+        // on a store error or when the server drains (the client resumes
+        // elsewhere with its last token). The permit lives as long.
+        let bookmark = pb::WatchOperationsResponse {
+            event: None,
+            resume_token: opsd_core::event::encode_resume_token(feed.position()),
+        };
+        let draining = self.options.draining.clone();
+        let events = futures_util::stream::unfold(
+            (feed, permit, false),
+            move |(mut feed, permit, finished)| {
+                let draining = draining.clone();
+                async move {
+                    if finished {
+                        return None;
+                    }
+                    tokio::select! {
+                        next = feed.next() => match next {
+                            Ok(event) => Some((
+                                Ok(translate::feed_message(&event)),
+                                (feed, permit, false),
+                            )),
+                            Err(error) => Some((Err(to_status(error)), (feed, permit, true))),
+                        },
+                        () = drained(draining) => None,
+                    }
+                }
+            },
+        );
+        let stream =
+            futures_util::StreamExt::chain(futures_util::stream::iter([Ok(bookmark)]), events);
         Ok(Response::new(Box::pin(stream)))
     }
 }

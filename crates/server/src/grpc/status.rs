@@ -46,7 +46,9 @@ pub fn to_status(error: Error) -> tonic::Status {
                 "the running exclusive operation on this resource",
             ),
         ),
-        Error::PermissionDenied(_) | Error::Unauthenticated(_) => tonic::Status::new(code, message),
+        Error::PermissionDenied(_) | Error::Unauthenticated(_) | Error::OutOfRange(_) => {
+            tonic::Status::new(code, message)
+        }
         Error::ResourceExhausted(_) => {
             tracing::info!(error = %message, "request refused: a limit is reached");
             tonic::Status::new(code, message)

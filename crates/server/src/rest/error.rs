@@ -86,7 +86,7 @@ fn http_status(code: tonic::Code) -> StatusCode {
     if code == tonic::Code::Unimplemented {
         return StatusCode::NOT_IMPLEMENTED;
     }
-    const CODES: [Code; 12] = [
+    const CODES: [Code; 13] = [
         Code::Cancelled,
         Code::InvalidArgument,
         Code::DeadlineExceeded,
@@ -96,6 +96,7 @@ fn http_status(code: tonic::Code) -> StatusCode {
         Code::ResourceExhausted,
         Code::FailedPrecondition,
         Code::Aborted,
+        Code::OutOfRange,
         Code::Internal,
         Code::Unavailable,
         Code::Unauthenticated,

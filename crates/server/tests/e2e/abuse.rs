@@ -738,3 +738,110 @@ async fn payload_limits_hold_on_every_path() {
     assert!(!op.done && op.metadata.is_none());
     server.stop().await;
 }
+
+/// Feed readers have limits of their own, per connection and in total, over
+/// gRPC and SSE alike; a reader that goes away frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_readers_over_their_limits_are_resource_exhausted() {
+    use opsd_proto::opsd::v1::WatchOperationsRequest;
+    use opsd_proto::opsd::v1::operation_service_client::OperationServiceClient;
+    let mut server = serve(Limits {
+        max_feed_readers_per_connection: 2,
+        max_feed_readers: 3,
+        ..Limits::default()
+    })
+    .await;
+    let address = server.address;
+    let connect = || async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        OperationServiceClient::new(channel)
+    };
+    let mut first = connect().await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            first
+                .watch_operations(WatchOperationsRequest::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let refused = first
+        .watch_operations(WatchOperationsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("--max-feed-readers-per-connection"),
+        "{refused:?}"
+    );
+    // Watchers are counted apart: the connection may still watch operations.
+    let client = Client::connect(&address.to_string()).await.unwrap();
+    let id = client
+        .create(NewOperation::new("watched"))
+        .await
+        .unwrap()
+        .operation
+        .unwrap()
+        .id;
+    let _watch = client.watch(&id).await.unwrap();
+
+    let mut second = connect().await;
+    held.push(
+        second
+            .watch_operations(WatchOperationsRequest::default())
+            .await
+            .unwrap(),
+    );
+    let refused = second
+        .watch_operations(WatchOperationsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("(--max-feed-readers)"),
+        "{refused:?}"
+    );
+    // SSE readers count towards the same total.
+    let rest = reqwest::get(format!("http://{address}/v1/operations:watch"))
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 429);
+    let body: serde_json::Value = rest.json().await.unwrap();
+    assert_eq!(body["code"], 8);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-feed-readers"),
+        "{body}"
+    );
+
+    // A reader that goes away frees its place.
+    held.remove(0);
+    let admitted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match second
+                .watch_operations(WatchOperationsRequest::default())
+                .await
+            {
+                Ok(stream) => return stream,
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a freed place is taken again");
+    drop(admitted);
+    drop(held);
+    server.stop().await;
+}

@@ -226,9 +226,10 @@ enum Call {
     Heartbeat,
     Complete,
     ReportFailure,
+    ListEvents,
 }
 
-const CALLS: [Call; 11] = [
+const CALLS: [Call; 12] = [
     Call::CloudGet,
     Call::CloudCancel,
     Call::Get,
@@ -240,14 +241,18 @@ const CALLS: [Call; 11] = [
     Call::Heartbeat,
     Call::Complete,
     Call::ReportFailure,
+    Call::ListEvents,
 ];
 
 impl Call {
     fn action(self) -> opsd_core::Action {
         match self {
-            Call::CloudGet | Call::Get | Call::List | Call::Wait | Call::Watch => {
-                opsd_core::Action::Read
-            }
+            Call::CloudGet
+            | Call::Get
+            | Call::List
+            | Call::Wait
+            | Call::Watch
+            | Call::ListEvents => opsd_core::Action::Read,
             Call::CloudCancel => opsd_core::Action::Cancel,
             _ => opsd_core::Action::Produce,
         }
@@ -317,6 +322,16 @@ async fn grpc_call(server: &Server, call: Call, id: &str, authorization: Option<
         Call::List => done(
             opsd.list(with_auth(pb::ListOperationsRequest::default(), a))
                 .await,
+        ),
+        Call::ListEvents => done(
+            opsd.list_events(with_auth(
+                pb::ListEventsRequest {
+                    operation_id: id,
+                    ..Default::default()
+                },
+                a,
+            ))
+            .await,
         ),
         Call::Wait => done(
             opsd.wait(with_auth(
@@ -430,6 +445,7 @@ async fn rest_call(server: &Server, call: Call, id: &str, authorization: Option<
         Call::CloudCancel => ("POST", format!("/operations/{id}:cancel"), None),
         Call::Get => ("GET", format!("/v1/operations/{id}"), None),
         Call::List => ("GET", "/v1/operations".to_owned(), None),
+        Call::ListEvents => ("GET", format!("/v1/operations/{id}/events"), None),
         Call::Wait => (
             "GET",
             format!("/v1/operations/{id}:wait?timeout=0.001s"),
@@ -861,4 +877,80 @@ fn credentials_allow_listening_beyond_loopback() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(listening, "opsd listens on 0.0.0.0 once credentials exist");
+}
+
+/// The feed shows only what the caller may see: another tenant's events
+/// never reach it, even when it asks for that tenant's scope by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_shows_a_caller_only_its_scopes() {
+    let server = Server::start().await;
+    let mut opsd =
+        pb::operation_service_client::OperationServiceClient::new(server.channel().await);
+    let refused = opsd
+        .watch_operations(pb::WatchOperationsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    let stranger = Some(format!("Bearer {}", server.tokens.stranger));
+    let mut everything = opsd
+        .watch_operations(with_auth(
+            pb::WatchOperationsRequest::default(),
+            stranger.as_deref(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut asked_for_a = opsd
+        .watch_operations(with_auth(
+            pb::WatchOperationsRequest {
+                scope: "folder-a".into(),
+                ..Default::default()
+            },
+            stranger.as_deref(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Both open with a bookmark, which names no operation.
+    for stream in [&mut everything, &mut asked_for_a] {
+        let bookmark = stream.message().await.unwrap().unwrap();
+        assert_eq!(bookmark.event, None);
+    }
+    // folder-a's operation first, then one of the stranger's own.
+    server.target().await;
+    let mut producer =
+        pb::producer_service_client::ProducerServiceClient::new(server.channel().await);
+    let own = producer
+        .create(with_auth(
+            pb::CreateOperationRequest {
+                description: "the stranger's".into(),
+                scope: "folder-b".into(),
+                ..Default::default()
+            },
+            stranger.as_deref(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), everything.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let event = first.event.unwrap();
+    assert_eq!(
+        event.operation_id,
+        own.operation.unwrap().id,
+        "folder-a's was skipped"
+    );
+    assert_eq!(event.scope, "folder-b");
+    assert!(!format!("{event:?}").contains(PRIVATE));
+    let nothing =
+        tokio::time::timeout(std::time::Duration::from_millis(300), asked_for_a.message()).await;
+    assert!(
+        nothing.is_err(),
+        "no scope of the caller's was asked for: nothing arrives"
+    );
+    server.stop().await;
 }

@@ -16,6 +16,16 @@
 //! - known: every stored operation is one the ledger has, or one whose create
 //!   was in flight; and retrying that create with its key finds it again.
 //!
+//! Every change writes its event in the same transaction, so the timelines
+//! must agree with the operations after every crash: each stored operation's
+//! (read with ListEvents from the restarted server) starts with `created`,
+//! numbers its events 1..n, has one event per change (the storm renews no
+//! lease) with its last event being its last change, and ends with a
+//! completion exactly when it is done ([`timeline_problems`]). And the feed,
+//! read from its very beginning, holds exactly the events of the stored
+//! operations, each once, in order: no event of an operation that does not
+//! exist.
+//!
 //! On PostgreSQL the rounds take turns killing opsd, the database server (all
 //! its processes, SIGKILL, opsd stays up and must recover by itself), or both.
 //!
@@ -34,6 +44,7 @@ use opsd_proto::opsd::v1::OperationState;
 use opsd_proto::yandex::cloud::operation::operation::Result as WireOutcome;
 use rand::Rng;
 
+use crate::feed_history::{connect_opsd, list_many_events, position, timeline_problems};
 use crate::history::checker::cloud_view;
 use crate::process::Process;
 use crate::support::env_size;
@@ -79,6 +90,12 @@ struct Figures {
     ambiguous_not_applied: usize,
     creates_in_flight_found: usize,
     creates_in_flight_absent: usize,
+    /// Timelines read back and held against their operations, summed over the checks.
+    timelines_checked: usize,
+    /// Events in those timelines.
+    events_checked: usize,
+    /// Events read from the feed (from its beginning) and matched with them.
+    feed_events_checked: usize,
 }
 
 fn is_full(op: &OpsdOperation) -> bool {
@@ -559,7 +576,7 @@ fn report(backend: &str, figures: &Figures, ledger: &Ledger, elapsed: Duration) 
     eprintln!(
         "crash {backend}: {} rounds survived, {} acknowledged writes, {} operations stored, \
          {} operation checks, ambiguous writes {} applied / {} not, creates in flight {} stored / {} not, \
-         {:.1} s",
+         {} timeline checks ({} events, {} in the feed), {:.1} s",
         figures.rounds,
         figures.acknowledged_writes,
         ledger.operations.len(),
@@ -568,8 +585,133 @@ fn report(backend: &str, figures: &Figures, ledger: &Ledger, elapsed: Duration) 
         figures.ambiguous_not_applied,
         figures.creates_in_flight_found,
         figures.creates_in_flight_absent,
+        figures.timelines_checked,
+        figures.events_checked,
+        figures.feed_events_checked,
         elapsed.as_secs_f64()
     );
+}
+
+/// Holds every timeline against its operation, and the whole feed against
+/// the timelines; returns the problems. Runs after [`verify`], once the
+/// ledger knows every stored operation. A sentinel operation created first
+/// marks the feed's end (it is tracked like any other from then on).
+async fn verify_timelines(
+    client: &Client,
+    endpoint: &str,
+    ledger: &mut Ledger,
+    round: usize,
+    figures: &mut Figures,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sentinel = client
+        .create(NewOperation::new(format!(
+            "storm sentinel after round {round}"
+        )))
+        .await
+        .expect("create the sentinel");
+    let sentinel_id = sentinel.operation.as_ref().unwrap().id.clone();
+    ledger.operations.insert(
+        sentinel_id.clone(),
+        Tracked {
+            acked: sentinel,
+            pending: None,
+            policy: CancellationPolicy::default(),
+        },
+    );
+
+    let stored: HashMap<String, OpsdOperation> = list_all(client)
+        .await
+        .expect("list after restart")
+        .into_iter()
+        .map(|op| (op.operation.as_ref().unwrap().id.clone(), op))
+        .collect();
+    let opsd = connect_opsd(endpoint).await;
+    let ids: std::collections::BTreeSet<String> = stored
+        .keys()
+        .chain(ledger.operations.keys())
+        .cloned()
+        .collect();
+    let mut timelines: HashMap<String, Vec<opsd_proto::opsd::v1::Event>> = HashMap::new();
+    for (id, timeline) in list_many_events(&opsd, ids).await {
+        match (stored.get(&id), timeline) {
+            (Some(op), Ok(events)) => {
+                problems.extend(timeline_problems(op, &events, true));
+                figures.timelines_checked += 1;
+                figures.events_checked += events.len();
+                timelines.insert(id, events);
+            }
+            (Some(_), Err(status)) => problems.push(format!("list events of {id}: {status:?}")),
+            // Lost (reported by `verify`): it must have no timeline either.
+            (None, Err(status)) if status.code() == tonic::Code::NotFound => {}
+            (None, other) => problems.push(format!(
+                "{id} is not stored, but list events answers {other:?}"
+            )),
+        }
+    }
+
+    // The feed from its beginning to the sentinel: exactly these events.
+    let mut feed = opsd
+        .clone()
+        .watch_operations(opsd_proto::opsd::v1::WatchOperationsRequest {
+            resume_token: opsd_core::event::encode_resume_token(0),
+            ..Default::default()
+        })
+        .await
+        .expect("follow the feed from its beginning")
+        .into_inner();
+    let mut found: HashMap<(String, i64), usize> = HashMap::new();
+    let mut last_position = 0;
+    for _ in 0..10_000_000 {
+        let message = tokio::time::timeout(Duration::from_secs(60), feed.message())
+            .await
+            .expect("the feed reached the sentinel within 60 s")
+            .expect("the feed did not fail")
+            .expect("the feed did not end");
+        // The opening bookmark carries only the starting position.
+        let Some(event) = message.event else {
+            continue;
+        };
+        let at = position(&message.resume_token);
+        if at <= last_position {
+            problems.push(format!("feed position {at} after {last_position}"));
+        }
+        last_position = at;
+        figures.feed_events_checked += 1;
+        let id = event.operation_id.clone();
+        let stored_event = timelines
+            .get(&id)
+            .and_then(|events| events.get(usize::try_from(event.sequence - 1).ok()?));
+        if !stored.contains_key(&id) {
+            problems.push(format!(
+                "the feed has an event of {id}, which does not exist: {event:?}"
+            ));
+        } else if stored_event != Some(&event) {
+            problems.push(format!(
+                "the feed has {id} event {} as {event:?}, its timeline as {stored_event:?}",
+                event.sequence
+            ));
+        }
+        let times = found.entry((id.clone(), event.sequence)).or_default();
+        *times += 1;
+        if *times > 1 {
+            problems.push(format!("the feed has {id} event {} twice", event.sequence));
+        }
+        if id == sentinel_id {
+            break;
+        }
+    }
+    for (id, events) in &timelines {
+        for event in events {
+            if !found.contains_key(&(id.clone(), event.sequence)) {
+                problems.push(format!(
+                    "{id} event {} is not in the feed: {event:?}",
+                    event.sequence
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Waits until no opsd session is left in the database (opsd names its
@@ -614,7 +756,8 @@ async fn check_round(
     // The producers are done: the ledger is ours until the next storm.
     let mut taken = std::mem::take(&mut *ledger.lock().unwrap());
     figures.acknowledged_writes = taken.acknowledged_writes;
-    let problems = verify(client, &mut taken, figures).await;
+    let mut problems = verify(client, &mut taken, figures).await;
+    problems.extend(verify_timelines(client, &server.endpoint, &mut taken, round, figures).await);
     *ledger.lock().unwrap() = taken;
     assert!(
         problems.is_empty(),

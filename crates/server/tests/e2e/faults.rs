@@ -368,13 +368,18 @@ async fn watchers_catch_up_within_2_s_once_reads_recover() {
         type_url: "type.googleapis.com/google.protobuf.Struct".into(),
         value: vec![],
     });
-    let opsd_core::Transition::Changed(next) = current
+    let opsd_core::Transition::Changed(next, kind) = current
         .complete(outcome, opsd_core::Clock::now(&SystemClock))
         .unwrap()
     else {
         panic!("a running operation completes");
     };
-    server.store.compare_and_swap(&next).await.unwrap();
+    let event = kind.map(|kind| opsd_core::NewEvent::of(kind, &next, "anonymous"));
+    server
+        .store
+        .compare_and_swap(&next, event.as_ref())
+        .await
+        .unwrap();
     let missed = tokio::time::timeout(outage, watch.message()).await;
     assert!(missed.is_err(), "nothing can be read, so nothing is told");
     server.faults.clear();

@@ -606,10 +606,11 @@ impl OperationStore for GatedStore {
     async fn insert(
         &self,
         operation: &opsd_core::Operation,
+        event: &opsd_core::NewEvent,
     ) -> Result<opsd_store::Inserted, opsd_store::StoreError> {
         let _ = self.entered.send(());
         self.gate.acquire().await.unwrap().forget();
-        self.inner.insert(operation).await
+        self.inner.insert(operation, event).await
     }
     async fn get(
         &self,
@@ -620,8 +621,28 @@ impl OperationStore for GatedStore {
     async fn compare_and_swap(
         &self,
         next: &opsd_core::Operation,
+        event: Option<&opsd_core::NewEvent>,
     ) -> Result<opsd_store::Swapped, opsd_store::StoreError> {
-        self.inner.compare_and_swap(next).await
+        self.inner.compare_and_swap(next, event).await
+    }
+    async fn list_events(
+        &self,
+        id: &opsd_core::OperationId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<opsd_core::Event>, opsd_store::StoreError> {
+        self.inner.list_events(id, after, limit).await
+    }
+    async fn read_feed(
+        &self,
+        after: u64,
+        filter: &opsd_core::EventFilter,
+        limit: usize,
+    ) -> Result<Vec<opsd_core::Event>, opsd_store::StoreError> {
+        self.inner.read_feed(after, filter, limit).await
+    }
+    async fn feed_bounds(&self) -> Result<opsd_store::FeedBounds, opsd_store::StoreError> {
+        self.inner.feed_bounds().await
     }
     async fn list(
         &self,
@@ -910,6 +931,10 @@ on_every_backend!(
     a_reported_failure_shows_everywhere_while_running,
     a_failing_operation_ends_with_the_error_that_ends_it,
     malformed_failure_reports_are_refused_with_their_field,
+    the_timeline_records_every_change_with_its_actor,
+    the_feed_resumes_exactly_after_its_token,
+    a_token_older_than_retention_is_out_of_range,
+    a_feed_opens_with_a_bookmark_of_where_it_starts,
 );
 
 /// On PostgreSQL the replicas have separate stores: the change crosses the
@@ -1861,6 +1886,206 @@ async fn the_client_waits_across_a_server_restart() {
     second.terminate().await;
 }
 
+/// Three events of one operation, written through `client`: created,
+/// metadata_updated (progress), completed. Returns its id.
+async fn three_events(client: &Client, description: &str) -> String {
+    let id = client
+        .create(NewOperation::new(description))
+        .await
+        .unwrap()
+        .operation
+        .unwrap()
+        .id;
+    let progress = opsd_client::Progress {
+        work_done: 1,
+        work_total: 2,
+        message: "halfway".into(),
+        steps: Vec::new(),
+    };
+    client.update(&id, None, Some(progress)).await.unwrap();
+    client
+        .complete(&id, struct_response(description))
+        .await
+        .unwrap();
+    id
+}
+
+/// The client's feed follower rides out a crash (kill -9) and a graceful
+/// restart (the server drains its feeds): every event arrives in commit
+/// order, once, including those committed while it was cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_follower_resumes_across_restarts_without_a_gap_or_a_duplicate() {
+    use opsd_client::{FeedFilter, FeedNotice, FollowOptions};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let first = Process::start(dir.path());
+    let endpoint = first.endpoint.clone();
+    let restart = || Process::start_with(&["--listen", &endpoint, "--data-dir", &data]);
+
+    let (interrupted, resumed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let options = FollowOptions {
+        max_backoff: std::time::Duration::from_millis(500),
+        notify: Some({
+            let (interrupted, resumed) = (Arc::clone(&interrupted), Arc::clone(&resumed));
+            Arc::new(move |notice: FeedNotice<'_>| {
+                let counter = match notice {
+                    FeedNotice::Interrupted(_) => &interrupted,
+                    FeedNotice::Resumed => &resumed,
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+            })
+        }),
+    };
+    let follower = Client::connect(&endpoint).await.unwrap();
+    // Open once this returns: every later commit reaches it.
+    let mut feed = follower
+        .follow_operations(FeedFilter::default(), None, options)
+        .await
+        .unwrap();
+    let mut expected: Vec<(String, i64)> = Vec::new();
+    let mut seen = Vec::new();
+    // Reads until as many events arrived as were written. Between reads
+    // nothing reads the feed, so a broken stream is noticed, and the feed
+    // resumed, only here: after the events written meanwhile were committed.
+    macro_rules! collect {
+        () => {
+            while seen.len() < expected.len() {
+                let item = tokio::time::timeout(std::time::Duration::from_secs(30), feed.next())
+                    .await
+                    .expect("the follower delivers within 30s")
+                    .expect("a follower rides out failures")
+                    .expect("a follower's feed never ends");
+                seen.push(item);
+            }
+        };
+    }
+    let write = async |client: &Client, name: &str, expected: &mut Vec<(String, i64)>| {
+        let id = three_events(client, name).await;
+        expected.extend((1..=3).map(|sequence| (id.clone(), sequence)));
+    };
+
+    let producer = Client::connect(&endpoint).await.unwrap();
+    write(&producer, "before the crash", &mut expected).await;
+    collect!();
+    first.kill_9().await;
+
+    let second = restart();
+    let producer = Client::connect(&second.endpoint).await.unwrap();
+    write(&producer, "after the crash", &mut expected).await;
+    collect!();
+    second.terminate().await;
+
+    let third = restart();
+    let producer = Client::connect(&third.endpoint).await.unwrap();
+    write(&producer, "after the drain", &mut expected).await;
+    // One more: had anything come twice, it would arrive before this.
+    let last = producer
+        .create(NewOperation::new("the last"))
+        .await
+        .unwrap()
+        .operation
+        .unwrap()
+        .id;
+    expected.push((last, 1));
+    collect!();
+
+    let delivered: Vec<(String, i64)> = seen
+        .iter()
+        .map(|item| (item.event.operation_id.clone(), item.event.sequence))
+        .collect();
+    assert_eq!(delivered, expected, "in commit order, each once");
+    let kinds: Vec<_> = seen
+        .iter()
+        .map(|item| item.event.kind().as_str_name())
+        .collect();
+    assert_eq!(
+        &kinds[..3],
+        [
+            "EVENT_KIND_CREATED",
+            "EVENT_KIND_METADATA_UPDATED",
+            "EVENT_KIND_COMPLETED"
+        ]
+    );
+    let tokens: std::collections::BTreeSet<_> = seen.iter().map(|i| &i.resume_token).collect();
+    assert_eq!(tokens.len(), seen.len(), "a token per event");
+    assert!(
+        interrupted.load(Ordering::SeqCst) >= 2,
+        "it was cut off twice"
+    );
+    assert!(resumed.load(Ordering::SeqCst) >= 2, "and came back twice");
+    assert_eq!(
+        feed.resume_token(),
+        Some(seen.last().unwrap().resume_token.as_str())
+    );
+    drop(feed);
+    third.terminate().await;
+}
+
+/// A resume token older than what retention kept is FeedTooOld (OUT_OF_RANGE),
+/// for a single watch and for a follower alike: no resuming past lost events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_token_older_than_retention_kept_is_feed_too_old() {
+    use opsd_client::{FeedFilter, FollowOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Process::start_with(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--retention",
+        "1s",
+        "--retention-interval",
+        "100ms",
+    ]);
+    let client = Client::connect(&server.endpoint).await.unwrap();
+    let mut feed = client
+        .watch_operations(FeedFilter::default(), None)
+        .await
+        .unwrap();
+    let id = three_events(&client, "soon gone").await;
+    let first = feed.next().await.unwrap().expect("the created event");
+    assert_eq!(first.event.operation_id, id);
+    assert_eq!(feed.resume_token(), Some(first.resume_token.as_str()));
+    // Retention takes the operation, and its events, about a second after it is done.
+    let mut gone = false;
+    for _ in 0..100 {
+        if client
+            .get(&id)
+            .await
+            .is_err_and(|e| e.status().is_some_and(|s| s.code() == Code::NotFound))
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "retention collected the operation");
+    let refused = client
+        .watch_operations(FeedFilter::default(), Some(first.resume_token.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClientError::FeedTooOld { .. }),
+        "{refused}"
+    );
+    let refused = client
+        .follow_operations(
+            FeedFilter::default(),
+            Some(first.resume_token),
+            FollowOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClientError::FeedTooOld { .. }),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().starts_with("OUT_OF_RANGE: "),
+        "{refused}"
+    );
+    server.terminate().await;
+}
+
 /// The producer helper keeps the lease alive while work runs, tells the work
 /// of a cancel request at once, and fails an operation it was dropped with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2261,4 +2486,383 @@ async fn the_client_waits_past_a_reported_failure_unless_asked_to_stop() {
         other => panic!("expected OperationFailed, got {other:?}"),
     }
     server.stop().await;
+}
+
+fn opsd_channel(
+    address: SocketAddr,
+) -> opsd_proto::opsd::v1::operation_service_client::OperationServiceClient<tonic::transport::Channel>
+{
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
+    opsd_proto::opsd::v1::operation_service_client::OperationServiceClient::new(channel)
+}
+
+async fn all_events(
+    client: &mut opsd_proto::opsd::v1::operation_service_client::OperationServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+    page_size: i32,
+) -> Vec<opsd_proto::opsd::v1::Event> {
+    let mut events = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+                operation_id: id.to_owned(),
+                page_size,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Every change that matters makes one event, with who made it; a lease
+/// renewal makes none; the reaper's changes are opsd's.
+async fn the_timeline_records_every_change_with_its_actor(backend: Backend) {
+    use opsd_proto::opsd::v1::EventKind as Kind;
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut events = opsd_channel(deployment.replicas[0].address);
+    let op = create(
+        &TestServerRef(client),
+        policy(CancellationPolicy::Cooperative),
+    )
+    .await;
+    client.heartbeat(&op.id, None).await.unwrap();
+    client.heartbeat(&op.id, None).await.unwrap();
+    let progress = opsd_client::Progress {
+        work_done: 3,
+        work_total: 10,
+        message: "copying".into(),
+        steps: vec![],
+    };
+    client
+        .update(&op.id, None, Some(progress.clone()))
+        .await
+        .unwrap();
+    client
+        .report_failure(&op.id, rpc_status(8, "quota exceeded"))
+        .await
+        .unwrap();
+    client.cancel(&op.id).await.unwrap();
+    let done = client
+        .complete(&op.id, Completion::ReportedFailure)
+        .await
+        .unwrap();
+
+    let timeline = all_events(&mut events, &op.id, 2).await;
+    let kinds: Vec<Kind> = timeline.iter().map(|e| e.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Created,
+            Kind::LeaseTaken,
+            Kind::MetadataUpdated,
+            Kind::FailureReported,
+            Kind::CancelRequested,
+            Kind::Completed,
+        ],
+        "the renewal made no event"
+    );
+    let sequences: Vec<i64> = timeline.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(timeline[0].version, 1);
+    assert_eq!(timeline[2].version, 4, "the renewal was version 3");
+    assert_eq!(timeline[5].version, 7);
+    assert!(
+        timeline
+            .iter()
+            .all(|e| e.actor == "anonymous" && e.operation_id == op.id)
+    );
+    assert_eq!(timeline[0].description, "create instance");
+    assert_eq!(timeline[2].progress, Some(progress));
+    assert_eq!(timeline[3].error, Some(rpc_status(8, "quota exceeded")));
+    assert_eq!(timeline[5].error, Some(rpc_status(8, "quota exceeded")));
+    assert_eq!(
+        timeline[5].time,
+        done.operation.as_ref().unwrap().modified_at,
+        "an event has the time of its change"
+    );
+
+    // The reaper is the actor of what it does.
+    let mut leased = NewOperation::new("leased");
+    leased.lease_duration = Some(std::time::Duration::from_secs(10));
+    let leased = create(&TestServerRef(client), leased).await;
+    deployment.clock.advance(std::time::Duration::from_secs(11));
+    deployment.replicas[0].service.expire_due().await.unwrap();
+    let lapsed = all_events(&mut events, &leased.id, 100).await;
+    assert_eq!(lapsed.last().unwrap().kind(), Kind::LeaseLapsed);
+    assert_eq!(lapsed.last().unwrap().actor, "opsd");
+    assert_eq!(
+        lapsed.last().unwrap().error.as_ref().unwrap().code,
+        Code::Aborted as i32
+    );
+
+    // Unknown and malformed: as for Get.
+    let unknown = events
+        .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+            operation_id: "zzz00000000000000000".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let bad_token = events
+        .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+            operation_id: op.id.clone(),
+            page_size: 1,
+            page_token: "not-a-token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_token.code(), Code::InvalidArgument);
+    // A token of another operation's events is refused.
+    let page = events
+        .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+            operation_id: op.id.clone(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let foreign = events
+        .list_events(opsd_proto::opsd::v1::ListEventsRequest {
+            operation_id: leased.id.clone(),
+            page_size: 1,
+            page_token: page.next_page_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::InvalidArgument);
+    deployment.stop().await;
+}
+
+/// The next message that carries an event (past the opening bookmark).
+async fn next_event(
+    stream: &mut tonic::Streaming<opsd_proto::opsd::v1::WatchOperationsResponse>,
+) -> opsd_proto::opsd::v1::WatchOperationsResponse {
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the feed does not end");
+        if message.event.is_some() {
+            return message;
+        }
+    }
+}
+
+/// A feed opens with a bookmark: no event, the token of where it starts, so
+/// a reader that drops before the first event resumes without a gap.
+async fn a_feed_opens_with_a_bookmark_of_where_it_starts(backend: Backend) {
+    use opsd_proto::opsd::v1::WatchOperationsRequest;
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut feed = opsd_channel(deployment.replicas[0].address);
+    let mut stream = feed
+        .watch_operations(WatchOperationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let bookmark = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(bookmark.event, None);
+    assert!(!bookmark.resume_token.is_empty());
+    drop(stream);
+    // Committed while no reader was connected: found from the bookmark.
+    let op = create(&TestServerRef(client), NewOperation::new("while away")).await;
+    let mut resumed = feed
+        .watch_operations(WatchOperationsRequest {
+            resume_token: bookmark.resume_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_event(&mut resumed).await;
+    assert_eq!(first.event.unwrap().operation_id, op.id);
+    deployment.stop().await;
+}
+
+/// From now, through both replicas: every matching event once, in commit
+/// order; a reader that reconnects with a token gets exactly the rest.
+async fn the_feed_resumes_exactly_after_its_token(backend: Backend) {
+    use opsd_proto::opsd::v1::{EventKind as Kind, WatchOperationsRequest};
+    let Some(deployment) = Deployment::start(backend, 2).await else {
+        return;
+    };
+    let (a, b) = (
+        &deployment.replicas[0].client,
+        &deployment.replicas[1].client,
+    );
+    // Before the reader starts: not in a feed that starts at now.
+    let before = create(&TestServerRef(a), NewOperation::new("before")).await;
+    let mut feed_b = opsd_channel(deployment.replicas[1].address);
+    let on_disk = WatchOperationsRequest {
+        resource_id: "disk-1".into(),
+        ..Default::default()
+    };
+    let mut stream = feed_b
+        .watch_operations(on_disk.clone())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut expected = Vec::new();
+    for n in 0..3 {
+        let mut new = NewOperation::new(format!("snapshot {n}"));
+        new.resource_id = Some("disk-1".into());
+        let op = create(&TestServerRef(if n % 2 == 0 { a } else { b }), new).await;
+        // Another resource's operation, filtered out.
+        create(&TestServerRef(a), NewOperation::new("elsewhere")).await;
+        a.complete(&op.id, struct_response("snap")).await.unwrap();
+        expected.push((op.id.clone(), Kind::Created));
+        expected.push((op.id, Kind::Completed));
+    }
+    client_complete_quietly(a, &before.id).await;
+    let mut seen = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in 0..expected.len() {
+        let message = next_event(&mut stream).await;
+        let event = message.event.unwrap();
+        let kind = event.kind();
+        seen.push((event.operation_id, kind));
+        tokens.push(message.resume_token);
+    }
+    assert_eq!(seen, expected, "every matching event once, in commit order");
+    drop(stream);
+
+    // Resume from the middle, on the other replica: exactly the rest.
+    let mut feed_a = opsd_channel(deployment.replicas[0].address);
+    let mut resumed = feed_a
+        .watch_operations(WatchOperationsRequest {
+            resume_token: tokens[2].clone(),
+            ..on_disk.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for want in &expected[3..] {
+        let event = next_event(&mut resumed).await.event.unwrap();
+        let kind = event.kind();
+        assert_eq!(&(event.operation_id, kind), want);
+    }
+    // Only completions, from the start of what this reader saw.
+    let mut completions = feed_a
+        .watch_operations(WatchOperationsRequest {
+            resume_token: tokens[0].clone(),
+            kinds: vec![Kind::Completed as i32],
+            ..on_disk
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for want in expected.iter().filter(|(_, kind)| *kind == Kind::Completed) {
+        let event = next_event(&mut completions).await.event.unwrap();
+        let kind = event.kind();
+        assert_eq!(&(event.operation_id, kind), want);
+    }
+    for (request, field) in [
+        (
+            WatchOperationsRequest {
+                resume_token: "junk".into(),
+                ..Default::default()
+            },
+            "resume_token",
+        ),
+        (
+            WatchOperationsRequest {
+                kinds: vec![99],
+                ..Default::default()
+            },
+            "kinds[0]",
+        ),
+        (
+            WatchOperationsRequest {
+                id_prefix: "ABC".into(),
+                ..Default::default()
+            },
+            "id_prefix",
+        ),
+    ] {
+        let refused = feed_a.watch_operations(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert_eq!(
+            refused
+                .get_error_details()
+                .bad_request()
+                .unwrap()
+                .field_violations[0]
+                .field,
+            field
+        );
+    }
+    deployment.stop().await;
+}
+
+async fn client_complete_quietly(client: &Client, id: &str) {
+    client.complete(id, struct_response("x")).await.unwrap();
+}
+
+/// A token from before what retention deleted is OUT_OF_RANGE, saying to re-list.
+async fn a_token_older_than_retention_is_out_of_range(backend: Backend) {
+    use opsd_proto::opsd::v1::WatchOperationsRequest;
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut feed = opsd_channel(deployment.replicas[0].address);
+    let mut stream = feed
+        .watch_operations(WatchOperationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let op = create(&TestServerRef(client), NewOperation::new("old")).await;
+    let first = next_event(&mut stream).await;
+    client.complete(&op.id, struct_response("x")).await.unwrap();
+    next_event(&mut stream).await;
+    // The token after the last event is still good; the first one is not, once
+    // retention has taken the events after it.
+    deployment
+        .clock
+        .advance(ServiceConfig::default().retention + std::time::Duration::from_secs(1));
+    assert_eq!(
+        deployment.replicas[0]
+            .service
+            .collect_garbage()
+            .await
+            .unwrap(),
+        1
+    );
+    let refused = feed
+        .watch_operations(WatchOperationsRequest {
+            resume_token: first.resume_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange);
+    assert!(
+        refused.message().contains("list the operations again"),
+        "{refused:?}"
+    );
+    deployment.stop().await;
 }

@@ -4,6 +4,7 @@ mod abuse;
 mod auth;
 mod crash;
 mod faults;
+mod feed_history;
 mod grpc;
 mod history;
 mod iam;

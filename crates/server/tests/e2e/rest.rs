@@ -1119,3 +1119,164 @@ async fn a_failure_reported_over_rest_shows_while_running_and_ends_the_operation
     assert_eq!(empty.fields, ["result"]);
     server.stop().await;
 }
+
+/// Reads SSE frames from a streaming response until `count` events arrived:
+/// (id, event, data) of each.
+async fn sse_events(
+    response: &mut reqwest::Response,
+    count: usize,
+) -> Vec<(String, String, String)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream goes on");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|line| line.strip_prefix(&format!("{name}:")))
+                    .map(|v| v.trim_start().to_owned())
+            };
+            // Keep-alive comments have no event.
+            if let Some(data) = field("data") {
+                events.push((
+                    field("id").unwrap_or_default(),
+                    field("event").unwrap_or_default(),
+                    data,
+                ));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_timeline_and_the_feed_over_rest() {
+    let server = Server::start().await;
+    // The feed, from now, of one resource's operations.
+    let mut feed = server
+        .http
+        .get(server.url("/v1/operations:watch?resourceId=disk-9&kinds=created,completed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), StatusCode::OK);
+    assert_eq!(feed.headers()["content-type"], "text/event-stream");
+
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let op: pb::Operation = server
+            .post_ok(
+                "/v1/operations",
+                &format!(r#"{{"description":"snap {n}","resourceId":"disk-9"}}"#),
+            )
+            .await;
+        let id = id_of(&op);
+        let _: pb::Operation = server
+            .post_ok(
+                &format!("/v1/operations/{id}:updateMetadata"),
+                r#"{"progress":{"workDone":"1","workTotal":"2"}}"#,
+            )
+            .await;
+        let _: pb::Operation = server
+            .post_ok(
+                &format!("/v1/operations/{id}:complete"),
+                r#"{"error":{"code":9,"message":"no"}}"#,
+            )
+            .await;
+        ids.push(id);
+    }
+    create_running(&server, "another resource").await;
+    let events = sse_events(&mut feed, 4).await;
+    let kinds: Vec<&str> = events.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["created", "completed", "created", "completed"]);
+    let first: pb::Event = from_json(&events[0].2).unwrap();
+    assert_eq!(first.operation_id, ids[0]);
+    assert_eq!(first.description, "snap 0");
+    drop(feed);
+
+    // Last-Event-ID resumes right after that event.
+    let mut resumed = server
+        .http
+        .get(server.url("/v1/operations:watch?resourceId=disk-9&kinds=created,completed"))
+        .header("last-event-id", &events[1].0)
+        .send()
+        .await
+        .unwrap();
+    let rest = sse_events(&mut resumed, 2).await;
+    assert_eq!(rest, events[2..]);
+    drop(resumed);
+
+    // The timeline of one operation, paged.
+    let page: pb::ListEventsResponse = server
+        .get_ok(&format!("/v1/operations/{}/events?pageSize=2", ids[0]))
+        .await;
+    assert_eq!(page.events.len(), 2);
+    let last: pb::ListEventsResponse = server
+        .get_ok(&format!(
+            "/v1/operations/{}/events?pageToken={}",
+            ids[0], page.next_page_token
+        ))
+        .await;
+    let kinds: Vec<pb::EventKind> = page
+        .events
+        .iter()
+        .chain(&last.events)
+        .map(|e| e.kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            pb::EventKind::Created,
+            pb::EventKind::MetadataUpdated,
+            pb::EventKind::Completed
+        ]
+    );
+    assert!(last.next_page_token.is_empty());
+
+    // Refusals name their field.
+    let bad = error(
+        server.get("/v1/operations:watch?kinds=exploded").await,
+        400,
+        3,
+    )
+    .await;
+    assert_eq!(bad.fields, ["kinds"]);
+    let bad = error(
+        server
+            .http
+            .get(server.url("/v1/operations:watch"))
+            .header("last-event-id", "nonsense")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        3,
+    )
+    .await;
+    assert_eq!(bad.fields, ["last-event-id"]);
+    error(
+        server
+            .get("/v1/operations/ops00000000000000000/events")
+            .await,
+        404,
+        5,
+    )
+    .await;
+    let bad = error(
+        server
+            .get(&format!("/v1/operations/{}/events?pageToken=x", ids[0]))
+            .await,
+        400,
+        3,
+    )
+    .await;
+    assert_eq!(bad.fields, ["pageToken"]);
+    server.stop().await;
+}

@@ -11,6 +11,14 @@
 //! batches lock rows in the same order and cannot deadlock. If any statement
 //! fails, the batch is rolled back and every change runs on its own, so one
 //! bad change never fails its neighbours.
+//!
+//! Each change that wrote its row also writes its event, in the same
+//! transaction, after all of the batch's row changes: the events take their
+//! feed positions from a sequence under one advisory lock held until commit,
+//! so positions grow in commit order across every replica (a reader that has
+//! seen position N can never later find a smaller one committed). The lock
+//! is taken only once the batch holds all of its rows, so it cannot close a
+//! cycle with row locks.
 
 use std::sync::Arc;
 
@@ -18,23 +26,34 @@ use deadpool_postgres::Pool;
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{classify, insert_statement, swap_statement};
+use opsd_core::EventKind;
+use opsd_core::event::{Placement, placement};
+
+use super::{FEED_LOCK, classify, insert_statement, swap_statement};
 use crate::StoreError;
-use crate::record::Record;
+use crate::record::{EventRecord, Record};
 
 /// The most changes one transaction carries.
 const MAX_BATCH: usize = 256;
 
-/// A change's statement: insert a new operation, or swap in its next version.
+/// A change's statement: insert a new operation, or swap in its next
+/// version; with the event it makes (its sequence and position to be found).
 pub(super) enum Change {
-    Insert(Record),
-    Swap(Record),
+    Insert(Record, EventRecord),
+    Swap(Record, Option<EventRecord>),
 }
 
 impl Change {
     fn id(&self) -> &str {
         match self {
-            Change::Insert(r) | Change::Swap(r) => &r.id,
+            Change::Insert(r, _) | Change::Swap(r, _) => &r.id,
+        }
+    }
+
+    fn event(&self) -> Option<&EventRecord> {
+        match self {
+            Change::Insert(_, event) => Some(event),
+            Change::Swap(_, event) => event.as_ref(),
         }
     }
 }
@@ -51,12 +70,13 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    /// `lanes` transactions may be open at once, each on a pool connection.
-    pub(super) fn start(pool: Pool, lanes: usize) -> Self {
+    /// `lanes` transactions may be open at once, each on a pool connection;
+    /// past `max_events` events of an operation, metadata updates fold.
+    pub(super) fn start(pool: Pool, lanes: usize, max_events: u64) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
         let waiting = Arc::new(Mutex::new(waiting));
         let lanes = (0..lanes.max(1))
-            .map(|_| tokio::spawn(run_lane(pool.clone(), Arc::clone(&waiting))))
+            .map(|_| tokio::spawn(run_lane(pool.clone(), Arc::clone(&waiting), max_events)))
             .collect();
         Self { queue, lanes }
     }
@@ -81,7 +101,11 @@ impl Drop for Batcher {
     }
 }
 
-async fn run_lane(pool: Pool, waiting: Arc<Mutex<mpsc::UnboundedReceiver<Queued>>>) {
+async fn run_lane(
+    pool: Pool,
+    waiting: Arc<Mutex<mpsc::UnboundedReceiver<Queued>>>,
+    max_events: u64,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -98,7 +122,7 @@ async fn run_lane(pool: Pool, waiting: Arc<Mutex<mpsc::UnboundedReceiver<Queued>
             }
         }
         batch.sort_by(|a, b| a.change.id().cmp(b.change.id()));
-        let results = commit(&pool, &batch).await;
+        let results = commit(&pool, &batch, max_events).await;
         for (queued, result) in batch.drain(..).zip(results) {
             // The caller may have gone (its deadline passed); the result stands.
             let _ = queued.reply.send(result);
@@ -106,7 +130,7 @@ async fn run_lane(pool: Pool, waiting: Arc<Mutex<mpsc::UnboundedReceiver<Queued>
     }
 }
 
-async fn commit(pool: &Pool, batch: &[Queued]) -> Vec<Result<u64, StoreError>> {
+async fn commit(pool: &Pool, batch: &[Queued], max_events: u64) -> Vec<Result<u64, StoreError>> {
     let fail_all = |error: StoreError| batch.iter().map(|_| Err(error.clone())).collect();
     let mut client = match pool.get().await {
         Ok(client) => client,
@@ -117,25 +141,34 @@ async fn commit(pool: &Pool, batch: &[Queued]) -> Vec<Result<u64, StoreError>> {
             )));
         }
     };
+    let changes: Vec<&Change> = batch.iter().map(|q| &q.change).collect();
     if batch.len() == 1 {
-        return vec![execute(&client, &batch[0].change).await];
+        return vec![
+            alone(&mut client, changes[0], max_events)
+                .await
+                .map(|rows| rows[0]),
+        ];
     }
     let together = async {
         let transaction = client.transaction().await.map_err(classify)?;
-        let results = join_all(batch.iter().map(|q| execute(&transaction, &q.change))).await;
-        if results.iter().any(Result::is_err) {
+        let results = write_all(&transaction, &changes, max_events).await;
+        let Ok(results) = results else {
             // Rolled back when dropped; each change is tried on its own below.
             return Ok(None);
-        }
+        };
         transaction.commit().await.map_err(classify)?;
         Ok::<_, StoreError>(Some(results))
     };
     match together.await {
-        Ok(Some(results)) => results,
+        Ok(Some(results)) => results.into_iter().map(Ok).collect(),
         Ok(None) => {
             let mut results = Vec::with_capacity(batch.len());
-            for queued in batch {
-                results.push(execute(&client, &queued.change).await);
+            for change in changes {
+                results.push(
+                    alone(&mut client, change, max_events)
+                        .await
+                        .map(|rows| rows[0]),
+                );
             }
             results
         }
@@ -145,12 +178,156 @@ async fn commit(pool: &Pool, batch: &[Queued]) -> Vec<Result<u64, StoreError>> {
     }
 }
 
+/// One change and its event in a transaction of their own.
+async fn alone(
+    client: &mut deadpool_postgres::Object,
+    change: &Change,
+    max_events: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let transaction = client.transaction().await.map_err(classify)?;
+    let rows = write_all(&transaction, &[change], max_events).await?;
+    transaction.commit().await.map_err(classify)?;
+    Ok(rows)
+}
+
+/// The row changes (pipelined), then the events of those that wrote a row;
+/// the rows each statement changed (0 or 1). Any failure fails the whole.
+async fn write_all(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    changes: &[&Change],
+    max_events: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let rows = join_all(changes.iter().map(|change| execute(transaction, change)))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<u64>, StoreError>>()?;
+    let events: Vec<&EventRecord> = changes
+        .iter()
+        .zip(&rows)
+        .filter(|(_, rows)| **rows == 1)
+        .filter_map(|(change, _)| change.event())
+        .collect();
+    if !events.is_empty() {
+        record_events(transaction, &events, max_events).await?;
+    }
+    Ok(rows)
+}
+
+/// Appends (or folds) each event into its operation's timeline. The last
+/// event of every operation is read first (the batch holds their rows, so
+/// nobody else writes those timelines), then the feed lock is taken and the
+/// events get their positions.
+async fn record_events(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    events: &[&EventRecord],
+    max_events: u64,
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = events.iter().map(|e| e.operation_id.as_str()).collect();
+    let last = transaction
+        .prepare_cached(
+            "SELECT DISTINCT ON (operation_id) operation_id, sequence, kind, folded, position \
+             FROM events WHERE operation_id = ANY($1) ORDER BY operation_id, sequence DESC",
+        )
+        .await
+        .map_err(classify)?;
+    let last: std::collections::HashMap<String, (i64, i64, i64, i64)> = transaction
+        .query(&last, &[&ids])
+        .await
+        .map_err(classify)?
+        .into_iter()
+        .map(|row| {
+            (
+                row.get::<_, String>(0),
+                (row.get(1), row.get(2), row.get(3), row.get(4)),
+            )
+        })
+        .collect();
+    let lock = transaction
+        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+        .await
+        .map_err(classify)?;
+    transaction
+        .execute(&lock, &[&FEED_LOCK])
+        .await
+        .map_err(classify)?;
+    let insert = transaction
+        .prepare_cached(
+            "INSERT INTO events (position, operation_id, sequence, kind, at, actor, version, \
+             details, folded, scope, resource_id, created_by) VALUES \
+             (nextval('event_positions'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .await
+        .map_err(classify)?;
+    let fold = transaction
+        .prepare_cached(
+            "UPDATE events SET position = nextval('event_positions'), at = $2, actor = $3, \
+             version = $4, details = $5, folded = $6 WHERE position = $1",
+        )
+        .await
+        .map_err(classify)?;
+    // A batch changes an operation at most once (a second change of it is
+    // computed only after the first is acknowledged), so its events are
+    // independent of each other and go out pipelined.
+    let writes = events.iter().map(|event| {
+        let previous = last.get(&event.operation_id).copied();
+        let count = previous.map_or(0, |(sequence, ..)| sequence.max(0) as u64);
+        let last_kind = previous.and_then(|(_, kind, ..)| EventKind::from_number(kind as i32));
+        let kind = EventKind::from_number(event.kind as i32).unwrap_or(EventKind::Created);
+        let (insert, fold) = (&insert, &fold);
+        async move {
+            match placement(kind, count, last_kind, max_events) {
+                Placement::FoldIntoLast => {
+                    let (_, _, folded, position) = previous.expect("folding needs a last event");
+                    transaction
+                        .execute(
+                            fold,
+                            &[
+                                &position,
+                                &event.at,
+                                &event.actor,
+                                &event.version,
+                                &event.details,
+                                &(folded + 1),
+                            ],
+                        )
+                        .await
+                }
+                Placement::Append => {
+                    let sequence = i64::try_from(count + 1).unwrap_or(i64::MAX);
+                    transaction
+                        .execute(
+                            insert,
+                            &[
+                                &event.operation_id,
+                                &sequence,
+                                &event.kind,
+                                &event.at,
+                                &event.actor,
+                                &event.version,
+                                &event.details,
+                                &0i64,
+                                &event.scope,
+                                &event.resource_id,
+                                &event.created_by,
+                            ],
+                        )
+                        .await
+                }
+            }
+        }
+    });
+    for written in join_all(writes).await {
+        written.map_err(classify)?;
+    }
+    Ok(())
+}
+
 async fn execute<C: deadpool_postgres::GenericClient>(
     client: &C,
     change: &Change,
 ) -> Result<u64, StoreError> {
     match change {
-        Change::Insert(r) => {
+        Change::Insert(r, _) => {
             let statement = client
                 .prepare_cached(&insert_statement())
                 .await
@@ -191,7 +368,7 @@ async fn execute<C: deadpool_postgres::GenericClient>(
                 .await
                 .map_err(classify)
         }
-        Change::Swap(r) => {
+        Change::Swap(r, _) => {
             let statement = client
                 .prepare_cached(&swap_statement())
                 .await
