@@ -208,11 +208,8 @@ impl PostgresStore {
         })
     }
 
-    async fn select_many(
-        &self,
-        statement: &str,
-        params: &[Param],
-    ) -> Result<Vec<Operation>, StoreError> {
+    /// The rows of a generated statement.
+    async fn query(&self, statement: &str, params: &[Param]) -> Result<Vec<Row>, StoreError> {
         let client = self.client().await?;
         let statement = client.prepare_cached(statement).await.map_err(classify)?;
         let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
@@ -228,8 +225,31 @@ impl PostgresStore {
             .iter()
             .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
-        let rows = client.query(&statement, &refs).await.map_err(classify)?;
-        rows.iter().map(read_row).collect()
+        client.query(&statement, &refs).await.map_err(classify)
+    }
+
+    async fn select_many(
+        &self,
+        statement: &str,
+        params: &[Param],
+    ) -> Result<Vec<Operation>, StoreError> {
+        self.query(statement, params)
+            .await?
+            .iter()
+            .map(read_row)
+            .collect()
+    }
+
+    async fn select_events(
+        &self,
+        statement: &str,
+        params: &[Param],
+    ) -> Result<Vec<Event>, StoreError> {
+        self.query(statement, params)
+            .await?
+            .iter()
+            .map(read_event_row)
+            .collect()
     }
 
     /// Ends `call` with UNAVAILABLE after the store timeout. The server's
@@ -491,30 +511,6 @@ impl PostgresStore {
             Some(current) => Swapped::Stale(current),
             None => Swapped::Missing,
         })
-    }
-
-    async fn select_events(
-        &self,
-        statement: &str,
-        params: &[Param],
-    ) -> Result<Vec<Event>, StoreError> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(statement).await.map_err(classify)?;
-        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
-            .iter()
-            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-                match p {
-                    Param::Text(text) => Box::new(text.clone()),
-                    Param::Int(n) => Box::new(*n),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
-            .iter()
-            .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        let rows = client.query(&statement, &refs).await.map_err(classify)?;
-        rows.iter().map(read_event_row).collect()
     }
 
     async fn list_events_unbounded(

@@ -11,6 +11,15 @@ pub enum Param {
     Int(i64),
 }
 
+/// `column IN (values)`; no value at all matches nothing (`IN ()` is not valid SQL).
+fn one_of(column: &str, values: &[String]) -> String {
+    if values.is_empty() {
+        "FALSE".to_owned()
+    } else {
+        format!("{column} IN ({})", values.join(", "))
+    }
+}
+
 /// `SELECT` for one page of a listing. Only the filters present appear in the
 /// statement, so each combination is a plain indexed range scan: by
 /// (created_at, id), or (resource_id, created_at, id), or (created_by, created_at, id).
@@ -40,12 +49,7 @@ pub fn list(query: &ListQuery, placeholder: impl Fn(usize) -> String) -> (String
             .iter()
             .map(|scope| bind(Param::Text(scope.clone()), &mut params))
             .collect();
-        // No scope at all matches nothing; `IN ()` is not valid SQL.
-        if placeholders.is_empty() {
-            conditions.push("FALSE".to_owned());
-        } else {
-            conditions.push(format!("scope IN ({})", placeholders.join(", ")));
-        }
+        conditions.push(one_of("scope", &placeholders));
     }
     if let Some(after) = filter.created_after {
         let p = bind(Param::Int(after.unix_nanos()), &mut params);
@@ -108,11 +112,7 @@ pub fn feed(
             .iter()
             .map(|scope| bind(Param::Text(scope.clone()), &mut params))
             .collect();
-        if placeholders.is_empty() {
-            conditions.push("FALSE".to_owned());
-        } else {
-            conditions.push(format!("scope IN ({})", placeholders.join(", ")));
-        }
+        conditions.push(one_of("scope", &placeholders));
     }
     if let Some(resource_id) = &filter.resource_id {
         let p = bind(Param::Text(resource_id.clone()), &mut params);
@@ -130,11 +130,7 @@ pub fn feed(
     }
     if let Some(kinds) = &filter.kinds {
         let numbers: Vec<String> = kinds.iter().map(|k| k.number().to_string()).collect();
-        if numbers.is_empty() {
-            conditions.push("FALSE".to_owned());
-        } else {
-            conditions.push(format!("kind IN ({})", numbers.join(", ")));
-        }
+        conditions.push(one_of("kind", &numbers));
     }
     let limit = bind(
         Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)),

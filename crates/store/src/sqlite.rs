@@ -690,11 +690,13 @@ fn delete_done_before(
     Ok(deleted.len())
 }
 
-fn select_many(
+/// The rows of a generated statement, each read by `read`.
+fn query<T>(
     conn: &Connection,
     statement: &str,
     params: &[Param],
-) -> Result<Vec<Operation>, StoreError> {
+    read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
     let values: Vec<rusqlite::types::Value> = params
         .iter()
         .map(|p| match p {
@@ -703,11 +705,20 @@ fn select_many(
         })
         .collect();
     let mut stmt = conn.prepare_cached(statement).map_err(classify)?;
-    let records = stmt
-        .query_map(rusqlite::params_from_iter(values), read_record)
+    stmt.query_map(rusqlite::params_from_iter(values), read)
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-        .map_err(classify)?;
-    records.into_iter().map(Operation::try_from).collect()
+        .map_err(classify)
+}
+
+fn select_many(
+    conn: &Connection,
+    statement: &str,
+    params: &[Param],
+) -> Result<Vec<Operation>, StoreError> {
+    query(conn, statement, params, read_record)?
+        .into_iter()
+        .map(Operation::try_from)
+        .collect()
 }
 
 fn swap(
@@ -823,34 +834,26 @@ fn select_events(
     statement: &str,
     params: &[Param],
 ) -> Result<Vec<Event>, StoreError> {
-    let values: Vec<rusqlite::types::Value> = params
-        .iter()
-        .map(|p| match p {
-            Param::Text(text) => rusqlite::types::Value::Text(text.clone()),
-            Param::Int(n) => rusqlite::types::Value::Integer(*n),
+    let read = |row: &rusqlite::Row<'_>| {
+        Ok(EventRecord {
+            position: row.get(0)?,
+            operation_id: row.get(1)?,
+            sequence: row.get(2)?,
+            kind: row.get(3)?,
+            at: row.get(4)?,
+            actor: row.get(5)?,
+            version: row.get(6)?,
+            details: row.get(7)?,
+            folded: row.get(8)?,
+            scope: row.get(9)?,
+            resource_id: row.get(10)?,
+            created_by: row.get(11)?,
         })
-        .collect();
-    let mut stmt = conn.prepare_cached(statement).map_err(classify)?;
-    let records = stmt
-        .query_map(rusqlite::params_from_iter(values), |row| {
-            Ok(EventRecord {
-                position: row.get(0)?,
-                operation_id: row.get(1)?,
-                sequence: row.get(2)?,
-                kind: row.get(3)?,
-                at: row.get(4)?,
-                actor: row.get(5)?,
-                version: row.get(6)?,
-                details: row.get(7)?,
-                folded: row.get(8)?,
-                scope: row.get(9)?,
-                resource_id: row.get(10)?,
-                created_by: row.get(11)?,
-            })
-        })
-        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-        .map_err(classify)?;
-    records.into_iter().map(Event::try_from).collect()
+    };
+    query(conn, statement, params, read)?
+        .into_iter()
+        .map(Event::try_from)
+        .collect()
 }
 
 fn select_by_id(conn: &Connection, id: &str) -> Result<Option<Operation>, StoreError> {
