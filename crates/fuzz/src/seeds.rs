@@ -741,6 +741,14 @@ fn rest_seeds() -> Vec<(String, Vec<u8>)> {
             ),
         ),
         (
+            "raw-feed",
+            call(
+                10,
+                0,
+                "GET /v1/operations:watch?kinds=completed&resourceId=disk-1\n",
+            ),
+        ),
+        (
             "raw-feed-bad-token",
             call(
                 10,
