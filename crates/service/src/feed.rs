@@ -97,10 +97,11 @@ impl Feed {
 
 fn check_kept(position: u64, horizon: u64) -> Result<(), Error> {
     if position < horizon {
-        return Err(Error::OutOfRange(format!(
+        return Err(Error::OutOfRange(
             "the resume token is older than the events still kept (retention deleted events \
              after it): list the operations again, then follow the feed from now"
-        )));
+                .into(),
+        ));
     }
     Ok(())
 }

@@ -85,47 +85,6 @@ pub fn running_exclusive(placeholder: &str) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use opsd_core::{Cursor, ListFilter, OperationId, Timestamp};
-
-    #[test]
-    fn only_present_filters_are_bound() {
-        let query = ListQuery {
-            filter: ListFilter::default(),
-            after: None,
-            limit: 10,
-        };
-        let (sql, params) = list(&query, |n| format!("${n}"));
-        assert!(
-            sql.ends_with("ORDER BY created_at DESC, id DESC LIMIT $1"),
-            "{sql}"
-        );
-        assert!(!sql.contains("WHERE"));
-        assert_eq!(params, [Param::Int(10)]);
-
-        let query = ListQuery {
-            filter: ListFilter {
-                resource_id: Some("disk-1".into()),
-                state: StateFilter::Running,
-                ..ListFilter::default()
-            },
-            after: Some(Cursor {
-                created_at: Timestamp::from_unix_nanos(5),
-                id: OperationId::parse("id", "ops00000000000000001").unwrap(),
-            }),
-            limit: 2,
-        };
-        let (sql, params) = list(&query, |n| format!("?{n}"));
-        assert!(
-            sql.contains("WHERE resource_id = ?1 AND state != 2 AND (created_at, id) < (?2, ?3)"),
-            "{sql}"
-        );
-        assert_eq!(params.len(), 4);
-    }
-}
-
 /// `SELECT` for a page of the change feed after a position.
 pub fn feed(
     after: u64,
@@ -189,4 +148,45 @@ pub fn feed(
         ),
         params,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opsd_core::{Cursor, ListFilter, OperationId, Timestamp};
+
+    #[test]
+    fn only_present_filters_are_bound() {
+        let query = ListQuery {
+            filter: ListFilter::default(),
+            after: None,
+            limit: 10,
+        };
+        let (sql, params) = list(&query, |n| format!("${n}"));
+        assert!(
+            sql.ends_with("ORDER BY created_at DESC, id DESC LIMIT $1"),
+            "{sql}"
+        );
+        assert!(!sql.contains("WHERE"));
+        assert_eq!(params, [Param::Int(10)]);
+
+        let query = ListQuery {
+            filter: ListFilter {
+                resource_id: Some("disk-1".into()),
+                state: StateFilter::Running,
+                ..ListFilter::default()
+            },
+            after: Some(Cursor {
+                created_at: Timestamp::from_unix_nanos(5),
+                id: OperationId::parse("id", "ops00000000000000001").unwrap(),
+            }),
+            limit: 2,
+        };
+        let (sql, params) = list(&query, |n| format!("?{n}"));
+        assert!(
+            sql.contains("WHERE resource_id = ?1 AND state != 2 AND (created_at, id) < (?2, ?3)"),
+            "{sql}"
+        );
+        assert_eq!(params.len(), 4);
+    }
 }

@@ -2012,7 +2012,7 @@ async fn a_reported_failure_shows_everywhere_while_running(backend: Backend) {
     assert_eq!(error_of(&got), Some(&quota));
     assert_eq!(b.get_details(&op.id).await.unwrap(), reported);
     let listed = b.list(Default::default()).await.unwrap();
-    assert_eq!(listed.operations, [reported.clone()]);
+    assert_eq!(listed.operations, std::slice::from_ref(&reported));
     let waited = b
         .wait(&op.id, Some(std::time::Duration::from_millis(10)))
         .await
