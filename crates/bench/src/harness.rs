@@ -73,14 +73,20 @@ impl Server {
 
     /// One counter or gauge from `/metrics` (the sum over its label sets).
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        self.metric_where(name, "").await
+    }
+
+    /// One counter or gauge from `/metrics`, summed over the label sets that
+    /// contain `label` (`operation="read_feed"`; empty for all of them).
+    pub async fn metric_where(&self, name: &str, label: &str) -> anyhow::Result<f64> {
         let text = http_get(&self.endpoint, "/metrics").await?;
         Ok(text
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| {
                 let (series, value) = l.rsplit_once(' ')?;
-                let metric = series.split('{').next()?;
-                (metric == name).then(|| value.parse::<f64>().ok())?
+                let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
+                (metric == name && labels.contains(label)).then(|| value.parse::<f64>().ok())?
             })
             .sum())
     }

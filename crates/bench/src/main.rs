@@ -9,8 +9,10 @@
 //!
 //! Scenarios: `get` (embedded), `get-postgres` (with `pgbench -S`), `write`
 //! (Create + Complete, group commit against one commit per write), `watch`
-//! (fan-out memory and latency), `scale` (large store, retention under load).
+//! (fan-out memory and latency), `scale` (large store, retention under load),
+//! `feed` (change feed delivery and latency, and the timeline's cost on writes).
 
+mod feed;
 mod get;
 mod harness;
 mod scale;
@@ -33,6 +35,7 @@ enum Scenario {
     Write,
     Watch,
     Scale,
+    Feed,
 }
 
 #[derive(Debug, Parser)]
@@ -78,6 +81,12 @@ struct Args {
     /// Expired operations retention deletes in the scale scenario.
     #[arg(long, default_value_t = 1_000_000)]
     expired: usize,
+    /// Feed reader counts of the feed scenario (WatchOperations streams).
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    feed_readers: Vec<usize>,
+    /// Operations per second of the feed scenario's latency runs.
+    #[arg(long, default_value_t = 500.0, value_name = "PER_SECOND")]
+    feed_rate: f64,
     /// Seconds-long runs on tiny data: checks the harness, measures nothing.
     #[arg(long)]
     quick: bool,
@@ -127,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Write,
             Scenario::Watch,
             Scenario::Scale,
+            Scenario::Feed,
         ]
     } else {
         args.scenarios.clone()
@@ -206,6 +216,17 @@ async fn main() -> anyhow::Result<()> {
                     }
                 };
                 ("scale", scale::run(&plan, &sizes, &bins, pinning).await?)
+            }
+            Scenario::Feed => {
+                let shape = feed::Shape {
+                    readers: args.feed_readers.clone(),
+                    rate: if args.quick {
+                        args.feed_rate.min(200.0)
+                    } else {
+                        args.feed_rate
+                    },
+                };
+                ("feed", feed::run(&plan, &shape, &bins, pinning).await?)
             }
         };
         let report = json!({

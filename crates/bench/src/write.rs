@@ -137,7 +137,7 @@ pub async fn run(
 
 /// One operation's life: Create, then Complete with a response. Both calls
 /// must succeed and the completion must be the one stored.
-async fn create_and_complete(
+pub async fn create_and_complete(
     client: &mut pb::producer_service_client::ProducerServiceClient<tonic::transport::Channel>,
 ) -> anyhow::Result<()> {
     let created = client

@@ -103,4 +103,40 @@ fn a_quick_run_of_every_scenario_writes_well_formed_results() {
     }
     let retention = &scale["results"]["retention"];
     assert!(retention["deleted"].as_f64().unwrap() >= retention["expired"].as_f64().unwrap());
+
+    // Every reader received every event exactly once, or the run would have
+    // failed; here only the shape of what it wrote (rates in a 300 ms window
+    // on a busy machine may be zero).
+    let feed = read("feed");
+    let rows = feed["results"]["delivery"]["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        6,
+        "no readers, 1 and 100, flat out and at a fixed rate: {rows:?}"
+    );
+    for row in rows {
+        let events = row["events"].as_u64().unwrap();
+        let readers = row["readers"].as_u64().unwrap();
+        assert!(events > 0, "{row}");
+        assert_eq!(row["delivered_events"].as_u64().unwrap(), events * readers);
+        for key in [
+            "committed_events_per_second",
+            "per_reader_events_per_second",
+            "p99_us",
+            "store_reads_per_event_per_reader",
+        ] {
+            let value = row[key].as_f64().expect("a number");
+            assert!(value.is_finite() && value >= 0.0, "{key}: {row}");
+        }
+    }
+    let cost = &feed["results"]["write_cost"];
+    let rows = cost["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "with events and without: {rows:?}");
+    for row in rows {
+        positive(&row["per_second"], "operations per second");
+    }
+    positive(
+        &cost["throughput_ratio_with_to_without"],
+        "throughput ratio",
+    );
 }

@@ -178,6 +178,10 @@ impl Config {
             "sqlite_max_batch",
             toml::Value::Integer(i64::try_from(self.sqlite_max_batch).unwrap_or(i64::MAX)),
         );
+        // Printed only when turned off: the knob is for benchmarks.
+        if !self.sqlite_record_events {
+            put("sqlite_record_events", text("false".into()));
+        }
         put(
             "postgres_max_connections",
             toml::Value::Integer(i64::try_from(self.postgres_max_connections).unwrap_or(i64::MAX)),
@@ -575,6 +579,14 @@ pub struct Config {
     /// commits every write on its own.
     #[arg(long, env = "OPSD_SQLITE_MAX_BATCH", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub sqlite_max_batch: u64,
+
+    /// A benchmark knob, hidden from `--help`: `false` makes the SQLite store
+    /// write no events, to measure what the timeline costs a write
+    /// (`opsd-bench --scenario feed`). ListEvents and WatchOperations then fail
+    /// with INTERNAL; only a new data directory can be written so, and its
+    /// database is refused later by an opsd that records events.
+    #[arg(long, hide = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub sqlite_record_events: bool,
 
     /// Most PostgreSQL connections one replica opens for requests.
     #[arg(long, env = "OPSD_POSTGRES_MAX_CONNECTIONS", default_value_t = 16)]
@@ -974,6 +986,23 @@ mod tests {
         assert!(Config::load_from(["opsd"]).unwrap().validate().is_ok());
     }
 
+    /// The benchmark knob that turns events off is not offered in `--help`,
+    /// is printed only when it is in effect, and reads back from the file.
+    #[test]
+    fn recording_no_events_is_a_hidden_benchmark_knob() {
+        let help = Config::command().render_long_help().to_string();
+        assert!(!help.contains("record-events"), "{help}");
+        let default = Config::load_from(["opsd"]).unwrap();
+        assert!(default.sqlite_record_events);
+        assert!(!default.to_toml().contains("record_events"));
+
+        let off = Config::load_from(["opsd", "--sqlite-record-events=false"]).unwrap();
+        assert!(!off.sqlite_record_events);
+        let file = write(&off.to_toml());
+        let again = Config::load_from(["opsd", "--config", file.path().to_str().unwrap()]).unwrap();
+        assert!(!again.sqlite_record_events);
+    }
+
     proptest! {
         #[test]
         fn formatted_durations_parse_back(millis in 0u64..10_000_000_000) {
@@ -995,6 +1024,5 @@ mod tests {
         fn parse_duration_never_panics(raw in "\\PC{0,24}") {
             let _ = parse_duration(&raw);
         }
-
     }
 }

@@ -66,6 +66,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Held until exit: a second opsd on the same data directory would corrupt nothing
     // (SQLite locks) but would confuse everyone, so it is refused up front.
     let mut _data_dir_lock = None;
+    if !config.sqlite_record_events && !matches!(config.store, StoreKind::Sqlite) {
+        anyhow::bail!("--sqlite-record-events applies to the sqlite store only");
+    }
     let store: Arc<dyn OperationStore> = match &config.store {
         StoreKind::Memory => Arc::new(
             MemoryStore::new().with_max_events_per_operation(config.max_events_per_operation),
@@ -96,9 +99,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             _data_dir_lock = Some(lock);
             let path = config.data_dir.join("opsd.db");
             tracing::info!(path = %path.display(), "opening sqlite store");
+            if !config.sqlite_record_events {
+                tracing::warn!(
+                    "sqlite store records no events (a benchmark setting): \
+                     ListEvents and WatchOperations fail"
+                );
+            }
             Arc::new(SqliteStore::open(SqliteOptions {
                 max_batch: usize::try_from(config.sqlite_max_batch).unwrap_or(usize::MAX),
                 max_events_per_operation: config.max_events_per_operation,
+                record_events: config.sqlite_record_events,
                 ..SqliteOptions::new(path)
             })?)
         }

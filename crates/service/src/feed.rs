@@ -27,6 +27,9 @@ pub struct Feed {
     changes: broadcast::Receiver<Change>,
     /// Read events not yet handed out, oldest first.
     pending: std::collections::VecDeque<Event>,
+    /// The last read reached the end of the feed as it stood then: only a
+    /// change announced since can bring more.
+    at_end: bool,
 }
 
 impl Feed {
@@ -53,6 +56,7 @@ impl Feed {
             position,
             changes,
             pending: Default::default(),
+            at_end: false,
         })
     }
 
@@ -68,31 +72,47 @@ impl Feed {
                 self.position = event.position;
                 return Ok(event);
             }
+            if self.at_end {
+                self.wait_for_a_change().await?;
+            }
             let events = self
                 .store
                 .read_feed(self.position, &self.filter, FEED_PAGE)
                 .await?;
-            if !events.is_empty() {
-                self.pending.extend(events);
-                continue;
-            }
-            self.wait_for_a_change().await?;
+            self.at_end = events.len() < FEED_PAGE;
+            self.pending.extend(events);
         }
     }
 
+    /// Waits for one change, then takes every change already announced as
+    /// well: each was committed before it was announced, so the one read that
+    /// follows sees them all. (Reading once per announcement made a reader
+    /// read the store once per event of a group commit.)
     async fn wait_for_a_change(&mut self) -> Result<(), Error> {
-        match tokio::time::timeout(QUIET_READ, self.changes.recv()).await {
-            // Retention may have taken events this reader has not read yet.
-            Ok(Ok(Change::Purged { .. })) => {
-                let bounds = self.store.feed_bounds().await?;
-                check_kept(self.position, bounds.horizon)
+        let mut purged = match tokio::time::timeout(QUIET_READ, self.changes.recv()).await {
+            Ok(Ok(change)) => matches!(change, Change::Purged { .. }),
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => false,
+            Ok(Err(broadcast::error::RecvError::Closed)) => return Err(stopped()),
+        };
+        loop {
+            match self.changes.try_recv() {
+                Ok(change) => purged |= matches!(change, Change::Purged { .. }),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Closed) => return Err(stopped()),
             }
-            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => Ok(()),
-            Ok(Err(broadcast::error::RecvError::Closed)) => Err(Error::Unavailable(
-                "the store stopped announcing changes".into(),
-            )),
         }
+        if purged {
+            // Retention may have taken events this reader has not read yet.
+            let bounds = self.store.feed_bounds().await?;
+            check_kept(self.position, bounds.horizon)?;
+        }
+        Ok(())
     }
+}
+
+fn stopped() -> Error {
+    Error::Unavailable("the store stopped announcing changes".into())
 }
 
 fn check_kept(position: u64, horizon: u64) -> Result<(), Error> {

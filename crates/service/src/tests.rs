@@ -514,3 +514,55 @@ async fn an_idempotency_key_never_hands_over_another_scopes_operation() {
     assert_eq!(error.code(), Code::FailedPrecondition);
     assert!(!error.to_string().contains(first.id.as_str()), "{error}");
 }
+
+/// How often the service has read the feed from the store.
+fn feed_reads(service: &OperationService) -> u64 {
+    service
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("opsd_store_duration_seconds_count{operation=\"read_feed\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// A group commit announces each of its writes. A reader woken by the first
+/// announcement reads once for all of them, and then waits: it does not read
+/// the store again for every announcement that was already queued.
+#[tokio::test(start_paused = true)]
+async fn a_feed_reader_reads_once_per_wake_up_not_once_per_announced_change() {
+    let (service, _) = service();
+    let mut feed = service
+        .feed(&alice(), opsd_core::EventFilter::default(), None)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let op = service
+            .create(&alice(), request(CancellationPolicy::Immediate))
+            .await
+            .unwrap();
+        ids.push(op.id);
+    }
+    for id in &ids {
+        assert_eq!(feed.next().await.unwrap().operation_id, *id);
+    }
+    let before = feed_reads(&service);
+    // Fifty announcements are queued; one more change comes.
+    let last = service
+        .create(&alice(), request(CancellationPolicy::Immediate))
+        .await
+        .unwrap();
+    assert_eq!(feed.next().await.unwrap().operation_id, last.id);
+    // Nothing else was committed: the reader waits (time is paused, so the
+    // timeout passes as soon as the reader has nothing left to do).
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), feed.next())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        feed_reads(&service) - before,
+        1,
+        "one read for the queued announcements and the new change together"
+    );
+}

@@ -83,6 +83,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store is closed")]
     Closed,
+    /// The store was set up not to record events (a benchmark setting, see
+    /// [`SqliteOptions::record_events`]): it has no timeline to read, or
+    /// refuses a database whose timelines are incomplete.
+    #[error("events are not recorded: {0}")]
+    EventsNotRecorded(String),
 }
 
 impl From<StoreError> for opsd_core::Error {
@@ -91,7 +96,9 @@ impl From<StoreError> for opsd_core::Error {
             StoreError::Unavailable(_) | StoreError::Closed => {
                 opsd_core::Error::Unavailable(e.to_string())
             }
-            StoreError::Corrupt(_) => opsd_core::Error::Internal(e.to_string()),
+            StoreError::Corrupt(_) | StoreError::EventsNotRecorded(_) => {
+                opsd_core::Error::Internal(e.to_string())
+            }
         }
     }
 }

@@ -117,6 +117,16 @@ pub struct SqliteOptions {
     pub max_page_count: Option<u64>,
     /// Past this many events of one operation, `metadata_updated` events fold.
     pub max_events_per_operation: u64,
+    /// Whether writes append to the timeline (`true` unless set otherwise).
+    /// Exists only to measure what the timeline costs a write (the `feed`
+    /// scenario of `opsd-bench`); nothing else should turn it off. Without
+    /// events the store never pretends to have a timeline: `list_events`,
+    /// `read_feed` and `feed_bounds` fail with
+    /// [`StoreError::EventsNotRecorded`]. Only a new, empty database can be
+    /// opened so; it is marked (table `events_not_recorded`) and is refused
+    /// afterwards by a store that records events, whose timelines would miss
+    /// what was written before.
+    pub record_events: bool,
 }
 
 impl SqliteOptions {
@@ -128,6 +138,7 @@ impl SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             max_page_count: None,
             max_events_per_operation: opsd_core::event::DEFAULT_MAX_EVENTS_PER_OPERATION,
+            record_events: true,
         }
     }
 }
@@ -156,6 +167,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Readers>,
+    record_events: bool,
 }
 
 impl SqliteStore {
@@ -182,6 +194,7 @@ impl SqliteStore {
         conn.execute_batch(&format!("PRAGMA cache_size = -{}", WRITER_CACHE_KIB))
             .map_err(classify)?;
         migrate(&mut conn)?;
+        check_events_recorded(&mut conn, &options.path, options.record_events)?;
         if let Some(pages) = options.max_page_count {
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
                 .map_err(classify)?;
@@ -191,6 +204,7 @@ impl SqliteStore {
         let limits = WriterLimits {
             max_batch: options.max_batch.max(1),
             max_events: options.max_events_per_operation,
+            record_events: options.record_events,
         };
         let changes = broadcast::channel(CHANGE_BUFFER).0;
         let committed = changes.clone();
@@ -210,7 +224,20 @@ impl SqliteStore {
                 permits: Semaphore::new(options.readers.max(1)),
                 closed: AtomicBool::new(false),
             }),
+            record_events: options.record_events,
         })
+    }
+
+    /// Refuses reads of a timeline this store does not write.
+    fn events_recorded(&self) -> Result<(), StoreError> {
+        if self.record_events {
+            Ok(())
+        } else {
+            Err(StoreError::EventsNotRecorded(
+                "the sqlite store was opened with record_events = false (a benchmark setting)"
+                    .into(),
+            ))
+        }
     }
 
     /// Stores many new operations in one transaction and one sync: the fast
@@ -282,6 +309,7 @@ impl OperationStore for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        self.events_recorded()?;
         let statement = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE operation_id = ?1 AND sequence > ?2 \
              ORDER BY sequence LIMIT ?3"
@@ -302,6 +330,7 @@ impl OperationStore for SqliteStore {
         filter: &EventFilter,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        self.events_recorded()?;
         let (statement, params) = sql::feed(after, filter, limit, |n| format!("?{n}"));
         self.readers
             .run(move |conn| select_events(conn, &statement, &params))
@@ -309,6 +338,7 @@ impl OperationStore for SqliteStore {
     }
 
     async fn feed_bounds(&self) -> Result<FeedBounds, StoreError> {
+        self.events_recorded()?;
         self.readers
             .run(|conn| {
                 conn.prepare_cached(
@@ -443,10 +473,66 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(classify)
 }
 
+/// A database written without events says so, so that no store ever serves
+/// its incomplete timelines; see [`SqliteOptions::record_events`].
+const NO_EVENTS_MARK: &str = "events_not_recorded";
+
+/// Without events: only a new database (or one already written so), which is
+/// marked. With events: never a marked one.
+fn check_events_recorded(
+    conn: &mut Connection,
+    path: &Path,
+    record_events: bool,
+) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(classify)?;
+    let marked: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [NO_EVENTS_MARK],
+            |row| row.get(0),
+        )
+        .map_err(classify)?;
+    match (record_events, marked) {
+        (true, false) | (false, true) => return Ok(()),
+        (true, true) => {
+            return Err(StoreError::EventsNotRecorded(format!(
+                "database {} was written with record_events = false (a benchmark setting): \
+                 its timelines are incomplete, so it cannot be opened with events",
+                path.display()
+            )));
+        }
+        (false, false) => {}
+    }
+    let empty: bool = tx
+        .query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM operations) AND NOT EXISTS (SELECT 1 FROM events)",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(classify)?;
+    if !empty {
+        return Err(StoreError::EventsNotRecorded(format!(
+            "database {} holds operations: only a new database can be written with \
+             record_events = false (a benchmark setting)",
+            path.display()
+        )));
+    }
+    tx.execute_batch(&format!(
+        "CREATE TABLE {NO_EVENTS_MARK} (note TEXT NOT NULL) STRICT; \
+         INSERT INTO {NO_EVENTS_MARK} (note) VALUES ('written with record_events = false \
+         to measure the cost of the timeline: operations have no events');"
+    ))
+    .map_err(classify)?;
+    tx.commit().map_err(classify)
+}
+
 #[derive(Clone, Copy)]
 struct WriterLimits {
     max_batch: usize,
     max_events: u64,
+    record_events: bool,
 }
 
 fn run_writer(
@@ -465,7 +551,7 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        let results = commit_batch(&mut conn, &batch, limits.max_events);
+        let results = commit_batch(&mut conn, &batch, limits);
         for (request, result) in batch.iter().zip(&results) {
             let change = match (&request.write, result) {
                 (Write::Insert(op, _), Ok(Written::Inserted(Inserted::Created)))
@@ -497,7 +583,7 @@ fn run_writer(
 fn commit_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
-    max_events: u64,
+    limits: WriterLimits,
 ) -> Vec<Result<Written, StoreError>> {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -508,7 +594,7 @@ fn commit_batch(
     };
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
-        let result = apply_in_savepoint(&mut tx, &request.write, max_events);
+        let result = apply_in_savepoint(&mut tx, &request.write, limits);
         if tx.is_autocommit() {
             // SQLite rolled back the whole transaction, not just this write (it
             // may on a full disk or an I/O error): nothing of the batch is
@@ -533,13 +619,11 @@ fn commit_batch(
 fn apply_in_savepoint(
     tx: &mut Transaction<'_>,
     write: &Write,
-    max_events: u64,
+    limits: WriterLimits,
 ) -> Result<Written, StoreError> {
     let savepoint = tx.savepoint().map_err(classify)?;
     let result = match write {
-        Write::Insert(op, event) => {
-            insert(&savepoint, op, event, max_events).map(Written::Inserted)
-        }
+        Write::Insert(op, event) => insert(&savepoint, op, event, limits).map(Written::Inserted),
         // In id order, so consecutive rows land on neighbouring index pages.
         Write::Import(ops) => {
             let mut ops: Vec<&Operation> = ops.iter().collect();
@@ -548,13 +632,13 @@ fn apply_in_savepoint(
                 .try_fold(0, |created, op| {
                     // A loaded operation starts its timeline at its creation.
                     let event = NewEvent::of(EventKind::Created, op, &op.created_by);
-                    let inserted = insert(&savepoint, op, &event, max_events)?;
+                    let inserted = insert(&savepoint, op, &event, limits)?;
                     Ok(created + usize::from(inserted == Inserted::Created))
                 })
                 .map(Written::Imported)
         }
         Write::Swap(op, event) => {
-            swap(&savepoint, op, event.as_ref(), max_events).map(Written::Swapped)
+            swap(&savepoint, op, event.as_ref(), limits).map(Written::Swapped)
         }
         Write::DeleteDoneBefore { cutoff, limit } => {
             delete_done_before(&savepoint, *cutoff, *limit).map(Written::Deleted)
@@ -571,7 +655,7 @@ fn insert(
     conn: &Connection,
     op: &Operation,
     event: &NewEvent,
-    max_events: u64,
+    limits: WriterLimits,
 ) -> Result<Inserted, StoreError> {
     if let Some(idempotency) = &op.idempotency {
         let existing = conn
@@ -628,7 +712,9 @@ fn insert(
         })
         .map_err(classify)?;
     if inserted == 1 {
-        record_event(conn, op, event, max_events)?;
+        if limits.record_events {
+            record_event(conn, op, event, limits.max_events)?;
+        }
         return Ok(Inserted::Created);
     }
     // The idempotency key was looked up above; the conflict is the resource guard or the id.
@@ -725,7 +811,7 @@ fn swap(
     conn: &Connection,
     next: &Operation,
     event: Option<&NewEvent>,
-    max_events: u64,
+    limits: WriterLimits,
 ) -> Result<Swapped, StoreError> {
     let r = Record::from(next);
     let updated = conn
@@ -760,8 +846,10 @@ fn swap(
         })
         .map_err(classify)?;
     if updated == 1 {
-        if let Some(event) = event {
-            record_event(conn, next, event, max_events)?;
+        if let Some(event) = event
+            && limits.record_events
+        {
+            record_event(conn, next, event, limits.max_events)?;
         }
         return Ok(Swapped::Swapped);
     }
@@ -1114,6 +1202,128 @@ mod tests {
         let reopened = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
         assert_eq!(reopened.get(&op.id).await.unwrap(), Some(op));
         reopened.close().await.unwrap();
+    }
+
+    fn without_events(path: &Path) -> SqliteOptions {
+        SqliteOptions {
+            record_events: false,
+            ..SqliteOptions::new(path)
+        }
+    }
+
+    /// The benchmark knob writes operations alone, and the store then says it
+    /// has no timeline instead of answering with an empty one.
+    #[tokio::test]
+    async fn without_events_writes_none_and_refuses_to_read_a_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = SqliteStore::open(without_events(&path)).unwrap();
+        let mut changes = store.subscribe();
+        let op = sample(1);
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
+        let mut done = op.clone();
+        done.version += 1;
+        done.state = opsd_core::State::Done {
+            outcome: opsd_core::Outcome::Response(opsd_core::Any {
+                type_url: "type.googleapis.com/google.protobuf.Struct".into(),
+                value: vec![],
+            }),
+            cancel_requested_at: None,
+        };
+        assert_eq!(
+            store
+                .compare_and_swap(&done, Some(&crate::conformance::changed(&done)))
+                .await
+                .unwrap(),
+            Swapped::Swapped
+        );
+        assert_eq!(store.get(&op.id).await.unwrap(), Some(done));
+        // Waiters and watchers still hear of every commit.
+        for version in [1, 2] {
+            assert_eq!(
+                changes.recv().await.unwrap(),
+                Change::Committed {
+                    id: op.id.clone(),
+                    version
+                }
+            );
+        }
+        assert!(matches!(
+            store.list_events(&op.id, 0, 10).await,
+            Err(StoreError::EventsNotRecorded(_))
+        ));
+        assert!(matches!(
+            store.read_feed(0, &EventFilter::default(), 10).await,
+            Err(StoreError::EventsNotRecorded(_))
+        ));
+        assert!(matches!(
+            store.feed_bounds().await,
+            Err(StoreError::EventsNotRecorded(_))
+        ));
+        store.close().await.unwrap();
+        let events: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(events, 0);
+    }
+
+    /// A database written without events is never served as if its
+    /// timelines were whole, and a database with operations is never opened
+    /// without events (its timelines would get holes).
+    #[tokio::test]
+    async fn databases_with_and_without_events_do_not_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("bare.db");
+        let store = SqliteStore::open(without_events(&bare)).unwrap();
+        let op = sample(1);
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        let refused = SqliteStore::open(SqliteOptions::new(&bare));
+        assert!(
+            matches!(&refused, Err(StoreError::EventsNotRecorded(m)) if m.contains("bare.db")),
+            "{:?}",
+            refused.err()
+        );
+        // Still opens as it was written.
+        let again = SqliteStore::open(without_events(&bare)).unwrap();
+        assert_eq!(again.get(&op.id).await.unwrap(), Some(op.clone()));
+        again.close().await.unwrap();
+
+        let whole = dir.path().join("whole.db");
+        let store = SqliteStore::open(SqliteOptions::new(&whole)).unwrap();
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        assert!(matches!(
+            SqliteStore::open(without_events(&whole)),
+            Err(StoreError::EventsNotRecorded(_))
+        ));
+        let store = SqliteStore::open(SqliteOptions::new(&whole)).unwrap();
+        assert_eq!(store.list_events(&op.id, 0, 10).await.unwrap().len(), 1);
+        store.close().await.unwrap();
+
+        // A new database that was only opened with events is not new any more
+        // once it holds something; an empty one may still go either way.
+        let empty = dir.path().join("empty.db");
+        SqliteStore::open(SqliteOptions::new(&empty))
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        SqliteStore::open(without_events(&empty))
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
