@@ -9,6 +9,7 @@ use crate::operation::{Operation, Outcome};
 use crate::payload::RpcStatus;
 use crate::progress::Progress;
 use crate::time::Timestamp;
+use crate::trace::SpanRef;
 
 /// The actor of the changes opsd makes by itself (the reaper's expiries).
 pub const REAPER_ACTOR: &str = "opsd";
@@ -163,6 +164,8 @@ pub struct NewEvent {
     /// The operation's version after the change.
     pub version: u64,
     pub details: EventDetails,
+    /// The span of the call that made the change, when it was traced.
+    pub trace: Option<SpanRef>,
 }
 
 impl NewEvent {
@@ -174,7 +177,14 @@ impl NewEvent {
             actor: actor.to_owned(),
             version: op.version,
             details: EventDetails::of(kind, op),
+            trace: None,
         }
+    }
+
+    /// `self` made by the call traced as `span`.
+    pub fn traced(mut self, span: Option<SpanRef>) -> Self {
+        self.trace = span;
+        self
     }
 }
 
@@ -192,6 +202,8 @@ pub struct Event {
     pub actor: String,
     pub version: u64,
     pub details: EventDetails,
+    /// The span of the call that made the change, when it was traced.
+    pub trace: Option<SpanRef>,
     /// How many later `metadata_updated` events were folded into this one
     /// because the operation reached its event limit.
     pub folded: u64,
@@ -213,6 +225,7 @@ impl Event {
             actor: new.actor.clone(),
             version: new.version,
             details: new.details.clone(),
+            trace: new.trace,
             folded: 0,
             scope: op.scope.clone(),
             resource_id: op.resource_id.clone(),
@@ -228,6 +241,7 @@ impl Event {
             actor: new.actor.clone(),
             version: new.version,
             details: new.details.clone(),
+            trace: new.trace,
             folded: self.folded + 1,
             ..self.clone()
         }

@@ -14,6 +14,7 @@ pub mod payload;
 pub mod principal;
 pub mod progress;
 pub mod time;
+pub mod trace;
 pub mod validate;
 
 pub use error::{Code, Error, FieldViolation, Precondition};
@@ -28,3 +29,4 @@ pub use payload::{Any, RpcStatus};
 pub use principal::{Action, Principal, Role, Scopes};
 pub use progress::{Progress, Step, StepState};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use trace::{SpanRef, TraceContext};

@@ -20,6 +20,7 @@ use crate::id::{IdPrefix, OperationId};
 use crate::payload::{Any, RpcStatus};
 use crate::progress::Progress;
 use crate::time::Timestamp;
+use crate::trace::TraceContext;
 use crate::validate::Violations;
 
 /// gRPC's CANCELLED, which the clouds put in `error.code` of a cancelled operation.
@@ -122,6 +123,9 @@ pub struct NewOperation {
     /// The folder or project the operation belongs to; the service resolves
     /// it from the caller when the request names none.
     pub scope: Option<String>,
+    /// The trace the operation's life joins: the creating call's span. Not
+    /// part of the idempotency fingerprint (every retry is its own call).
+    pub trace: Option<TraceContext>,
 }
 
 /// Checks a requested lease length.
@@ -147,6 +151,7 @@ impl NewOperation {
             deadline: None,
             exclusive: false,
             scope: None,
+            trace: None,
         }
     }
 
@@ -247,6 +252,9 @@ pub struct Operation {
     /// Set by [`Operation::report_failure`] while running; from then on only
     /// an error completes the operation.
     pub reported_failure: Option<ReportedFailure>,
+    /// The span of the call that created it, set once at creation: the
+    /// later calls' spans link to it.
+    pub trace: Option<TraceContext>,
 }
 
 /// A producer's progress report: whatever is `Some` replaces what was there.
@@ -301,6 +309,7 @@ impl Operation {
                 .scope
                 .unwrap_or_else(|| crate::principal::DEFAULT_SCOPE.to_owned()),
             reported_failure: None,
+            trace: request.trace,
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use opsd_core::{
     Any, CancellationPolicy, Cursor, EventKind, Idempotency, ListFilter, ListQuery, NewEvent,
     Operation, OperationId, Outcome, Progress, ReportedFailure, RpcStatus, State, StateFilter,
-    Step, StepState, Timestamp,
+    SpanRef, Step, StepState, Timestamp, TraceContext,
 };
 
 use crate::{Change, Inserted, OperationStore, StoreError, Swapped};
@@ -32,6 +32,7 @@ macro_rules! conformance_suite {
             racing_swaps_have_exactly_one_winner,
             every_state_and_field_round_trips,
             a_reported_failure_is_stored_through_every_state,
+            the_trace_is_kept_on_the_operation_and_each_event,
             every_committed_change_and_only_it_has_its_event,
             events_past_the_limit_fold_only_metadata_updates,
             the_feed_delivers_every_event_once_in_commit_order,
@@ -89,6 +90,7 @@ pub fn sample(n: u64) -> Operation {
         exclusive: false,
         scope: "folder-1".into(),
         reported_failure: None,
+        trace: None,
     }
 }
 
@@ -1093,6 +1095,72 @@ pub async fn every_committed_change_and_only_it_has_its_event(store: Arc<dyn Ope
 
 /// Past the limit, each further metadata update replaces the last one (which
 /// counts the folds and moves to a new feed position); other kinds are kept.
+/// The creating call's trace context stays on the operation through every
+/// change, and each event keeps the span of the call that made it (a folded
+/// event the latest call's).
+pub async fn the_trace_is_kept_on_the_operation_and_each_event(store: Arc<dyn OperationStore>) {
+    let span = |n: u8| SpanRef::new([n; 16], [n; 8]).unwrap();
+    let mut op = sample(1);
+    op.trace = Some(TraceContext {
+        span: span(1),
+        flags: 1,
+        state: Some("vendor=abc,other=1".into()),
+    });
+    store
+        .insert(&op, &created(&op).traced(Some(span(1))))
+        .await
+        .unwrap();
+    assert_eq!(store.get(&op.id).await.unwrap().as_ref(), Some(&op));
+
+    let mut current = op.clone();
+    // Past the limit, metadata updates fold: the folded event names the last span.
+    for n in 2..=(MAX_EVENTS_PER_OPERATION as u8 + 2) {
+        let next = progressed(&current, i64::from(n));
+        let event = NewEvent::of(EventKind::MetadataUpdated, &next, "producer");
+        // Every other change comes from an untraced call.
+        let traced = if n % 2 == 0 { Some(span(n)) } else { None };
+        store
+            .compare_and_swap(&next, Some(&event.traced(traced)))
+            .await
+            .unwrap();
+        current = next;
+    }
+    let done = next_version(
+        &current,
+        State::Done {
+            outcome: response(1),
+            cancel_requested_at: None,
+        },
+    );
+    store
+        .compare_and_swap(&done, Some(&changed(&done).traced(Some(span(0xee)))))
+        .await
+        .unwrap();
+    let stored = store.get(&op.id).await.unwrap().unwrap();
+    assert_eq!(stored.trace, op.trace, "the trace context never changes");
+
+    let events = timeline(&*store, &op).await;
+    let traces: Vec<Option<SpanRef>> = events.iter().map(|e| e.trace).collect();
+    let last_update = MAX_EVENTS_PER_OPERATION as u8 + 2;
+    let mut expected: Vec<Option<SpanRef>> = vec![Some(span(1))];
+    expected.extend((2..MAX_EVENTS_PER_OPERATION as u8).map(|n| (n % 2 == 0).then(|| span(n))));
+    expected.push((last_update % 2 == 0).then(|| span(last_update)));
+    expected.push(Some(span(0xee)));
+    assert_eq!(traces, expected);
+    let feed = store.read_feed(0, &EventFilter::default(), 100).await.unwrap();
+    assert_eq!(
+        feed.iter().map(|e| e.trace).collect::<Vec<_>>(),
+        expected,
+        "the feed carries the same spans"
+    );
+
+    // Without a trace nothing appears from nowhere.
+    let plain = sample(2);
+    store.insert(&plain, &created(&plain)).await.unwrap();
+    assert_eq!(store.get(&plain.id).await.unwrap().unwrap().trace, None);
+    assert_eq!(timeline(&*store, &plain).await[0].trace, None);
+}
+
 pub async fn events_past_the_limit_fold_only_metadata_updates(store: Arc<dyn OperationStore>) {
     let op = sample(1);
     store.insert(&op, &created(&op)).await.unwrap();

@@ -107,6 +107,10 @@ CREATE TABLE feed_horizon (
 );
 INSERT INTO feed_horizon (id, position) VALUES (1, 0);
 "#,
+    r#"
+ALTER TABLE operations ADD COLUMN trace_parent TEXT;
+ALTER TABLE operations ADD COLUMN trace_state TEXT;
+"#,
 ];
 
 #[derive(Clone, Debug)]
@@ -402,7 +406,7 @@ fn insert_statement() -> String {
         "WITH inserted AS ( \
            INSERT INTO operations ({COLUMNS}) VALUES \
            ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-            $20, $21, $22, $23, $24, $25, $26, $27) \
+            $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) \
            ON CONFLICT DO NOTHING RETURNING id, version) \
          SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
     )
@@ -801,6 +805,8 @@ fn read_row(row: &Row) -> Result<Operation, StoreError> {
             scope: row.try_get(24)?,
             reported_failure: row.try_get(25)?,
             failure_reported_at: row.try_get(26)?,
+            trace_parent: row.try_get(27)?,
+            trace_state: row.try_get(28)?,
         })
     })()
     .map_err(|e| StoreError::Corrupt(format!("unreadable operation row: {e}")))?;

@@ -3,7 +3,8 @@
 
 use opsd_core::{
     Any, CancellationPolicy, Event, EventDetails, EventKind, Idempotency, NewEvent, Operation,
-    OperationId, Outcome, Progress, ReportedFailure, RpcStatus, State, Step, StepState, Timestamp,
+    OperationId, Outcome, Progress, ReportedFailure, RpcStatus, SpanRef, State, Step, StepState,
+    Timestamp, TraceContext,
 };
 use prost::Message;
 
@@ -48,6 +49,9 @@ pub struct Record {
     /// A failure reported while running, encoded as [`StoredStatus`] (schema version 2).
     pub reported_failure: Option<Vec<u8>>,
     pub failure_reported_at: Option<i64>,
+    /// The creating call's W3C `traceparent` and `tracestate` (schema version 4).
+    pub trace_parent: Option<String>,
+    pub trace_state: Option<String>,
 }
 
 /// The column list in the order of [`Record`]'s fields, for SQL backends.
@@ -55,7 +59,7 @@ pub const COLUMNS: &str = "id, version, description, created_at, created_by, mod
     resource_id, cancellation, metadata_type_url, metadata_value, state, cancel_requested_at, \
     response_type_url, response_value, error_code, error_message, error_details, \
     idempotency_key, idempotency_fingerprint, progress, deadline, lease_expires_at, exclusive, \
-    expires_at, scope, reported_failure, failure_reported_at";
+    expires_at, scope, reported_failure, failure_reported_at, trace_parent, trace_state";
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredProgress {
@@ -230,6 +234,8 @@ impl From<&Operation> for Record {
                 .reported_failure
                 .as_ref()
                 .map(|failure| failure.reported_at.unix_nanos()),
+            trace_parent: op.trace.as_ref().map(TraceContext::traceparent),
+            trace_state: op.trace.as_ref().and_then(|trace| trace.state.clone()),
             ..Record::default()
         };
         match outcome {
@@ -343,6 +349,13 @@ impl TryFrom<Record> for Operation {
             (None, None) => None,
             _ => return Err(corrupt("half-written reported failure")),
         };
+        let trace = match r.trace_parent {
+            Some(traceparent) => Some(
+                TraceContext::parse(&traceparent, r.trace_state.as_deref())
+                    .ok_or_else(|| corrupt("unparsable traceparent"))?,
+            ),
+            None => None,
+        };
         Ok(Operation {
             id: OperationId::from_trusted(r.id),
             version,
@@ -361,6 +374,7 @@ impl TryFrom<Record> for Operation {
             exclusive,
             scope: r.scope,
             reported_failure,
+            trace,
         })
     }
 }
@@ -403,9 +417,13 @@ struct StoredEventDetails {
     error: Option<StoredStatus>,
     #[prost(string, optional, tag = "7")]
     response_type_url: Option<String>,
+    /// The span of the call that made the change: 16 bytes of trace id,
+    /// then 8 of span id.
+    #[prost(bytes = "vec", optional, tag = "8")]
+    trace: Option<Vec<u8>>,
 }
 
-pub fn encode_event_details(details: &EventDetails) -> Vec<u8> {
+pub fn encode_event_details(details: &EventDetails, trace: Option<&SpanRef>) -> Vec<u8> {
     StoredEventDetails {
         description: details.description.clone(),
         lease_expires_at: details.lease_expires_at.map(Timestamp::unix_nanos),
@@ -418,6 +436,7 @@ pub fn encode_event_details(details: &EventDetails) -> Vec<u8> {
             details: details_to_stored(&status.details),
         }),
         response_type_url: details.response_type_url.clone(),
+        trace: trace.map(|span| [span.trace_id.as_slice(), span.span_id.as_slice()].concat()),
     }
     .encode_to_vec()
 }
@@ -434,7 +453,7 @@ impl EventRecord {
             at: new.at.unix_nanos(),
             actor: new.actor.clone(),
             version: i64::try_from(new.version).unwrap_or(i64::MAX),
-            details: encode_event_details(&new.details),
+            details: encode_event_details(&new.details, new.trace.as_ref()),
             folded,
             scope: op.scope.clone(),
             resource_id: op.resource_id.clone(),
@@ -470,6 +489,21 @@ impl TryFrom<EventRecord> for Event {
             .as_deref()
             .map(|bytes| decode_progress(bytes).ok_or_else(|| corrupt("undecodable progress")))
             .transpose()?;
+        let trace = match stored.trace.as_deref() {
+            Some(bytes) => {
+                let (trace_id, span_id) = bytes
+                    .split_at_checked(16)
+                    .ok_or_else(|| corrupt("trace is not 24 bytes"))?;
+                Some(
+                    SpanRef::new(
+                        trace_id.try_into().map_err(|_| corrupt("trace is not 24 bytes"))?,
+                        span_id.try_into().map_err(|_| corrupt("trace is not 24 bytes"))?,
+                    )
+                    .ok_or_else(|| corrupt("trace ids are zero"))?,
+                )
+            }
+            None => None,
+        };
         Ok(Event {
             operation_id: OperationId::from_trusted(r.operation_id.clone()),
             sequence: positive(r.sequence, "sequence is not positive")?,
@@ -491,6 +525,7 @@ impl TryFrom<EventRecord> for Event {
                 }),
                 response_type_url: stored.response_type_url,
             },
+            trace,
             folded: u64::try_from(r.folded).map_err(|_| corrupt("negative fold count"))?,
             scope: r.scope,
             resource_id: r.resource_id,

@@ -96,6 +96,10 @@ CREATE TABLE feed_horizon (
 ) STRICT;
 INSERT INTO feed_horizon (id, position) VALUES (1, 0);
 "#,
+    r#"
+ALTER TABLE operations ADD COLUMN trace_parent TEXT;
+ALTER TABLE operations ADD COLUMN trace_state TEXT;
+"#,
 ];
 
 /// Page cache of the writer connection.
@@ -676,7 +680,7 @@ fn insert(
         .prepare_cached(&format!(
             "INSERT INTO operations ({COLUMNS}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-              ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27) \
+              ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29) \
              ON CONFLICT DO NOTHING"
         ))
         .and_then(|mut stmt| {
@@ -708,6 +712,8 @@ fn insert(
                 r.scope,
                 r.reported_failure,
                 r.failure_reported_at,
+                r.trace_parent,
+                r.trace_state,
             ])
         })
         .map_err(classify)?;
@@ -981,6 +987,8 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         scope: row.get(24)?,
         reported_failure: row.get(25)?,
         failure_reported_at: row.get(26)?,
+        trace_parent: row.get(27)?,
+        trace_state: row.get(28)?,
     })
 }
 

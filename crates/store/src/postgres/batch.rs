@@ -363,6 +363,8 @@ async fn execute<C: deadpool_postgres::GenericClient>(
                         &r.scope,
                         &r.reported_failure,
                         &r.failure_reported_at,
+                        &r.trace_parent,
+                        &r.trace_state,
                     ],
                 )
                 .await
