@@ -108,6 +108,7 @@ impl Config {
             let values = match value {
                 toml::Value::String(s) => vec![s.clone()],
                 toml::Value::Integer(n) => vec![n.to_string()],
+                toml::Value::Float(x) => vec![x.to_string()],
                 toml::Value::Array(items) => items
                     .iter()
                     .map(|item| match item {
@@ -116,7 +117,7 @@ impl Config {
                         _ => Err(fail("lists may hold strings and integers only".into())),
                     })
                     .collect::<Result<_, _>>()?,
-                _ => return Err(fail("expected a string, an integer or a list".into())),
+                _ => return Err(fail("expected a string, a number or a list".into())),
             };
             let long = arg
                 .get_long()
@@ -267,7 +268,91 @@ impl Config {
                 LogFormat::Json => "json".into(),
             }),
         );
+        if let Some(endpoint) = &self.otlp_endpoint {
+            put("otlp_endpoint", text(endpoint.clone()));
+        }
+        if let Some(endpoint) = &self.otlp_traces_endpoint {
+            put("otlp_traces_endpoint", text(endpoint.clone()));
+        }
+        put("otlp_protocol", text(self.otlp_protocol.name().into()));
+        // Header values are credentials more often than not.
+        if let Some(headers) = &self.otlp_headers {
+            let names: Vec<String> = headers.0.iter().map(|(k, _)| format!("{k}=…")).collect();
+            put("otlp_headers", text(names.join(",")));
+        }
+        if let Some(path) = &self.otlp_certificate {
+            put("otlp_certificate", text(path.display().to_string()));
+        }
+        put("otlp_timeout", text(format_duration(self.otlp_timeout)));
+        put("service_name", text(self.service_name.clone()));
+        if let Some(attributes) = &self.resource_attributes {
+            put("resource_attributes", text(format_key_values(attributes)));
+        }
+        put("trace_sampler", text(self.trace_sampler.name().into()));
+        put("trace_sampler_arg", text(self.trace_sampler_arg.to_string()));
+        for (key, value) in [
+            ("trace_queue_size", self.trace_queue_size),
+            ("trace_batch_size", self.trace_batch_size),
+        ] {
+            put(
+                key,
+                toml::Value::Integer(i64::try_from(value).unwrap_or(i64::MAX)),
+            );
+        }
+        put(
+            "trace_export_delay",
+            text(format_duration(self.trace_export_delay)),
+        );
         toml::to_string(&table).expect("a table of strings and numbers serializes")
+    }
+
+    /// Where spans go, when tracing is on: an endpoint is configured and
+    /// neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` says otherwise.
+    pub fn trace_export(&self) -> anyhow::Result<Option<crate::telemetry::TraceExport>> {
+        let disabled = std::env::var("OTEL_SDK_DISABLED")
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        match std::env::var("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+            Err(_) | Ok("otlp") | Ok("") => {}
+            Ok("none") => return Ok(None),
+            Ok(other) => anyhow::bail!(
+                "OTEL_TRACES_EXPORTER={other} is not supported: otlp or none"
+            ),
+        }
+        if disabled {
+            return Ok(None);
+        }
+        let endpoint = match (&self.otlp_traces_endpoint, &self.otlp_endpoint) {
+            (Some(traces), _) => traces.trim().to_owned(),
+            (None, Some(base)) => match self.otlp_protocol {
+                crate::telemetry::OtlpProtocol::Grpc => base.trim().to_owned(),
+                crate::telemetry::OtlpProtocol::HttpProtobuf => {
+                    format!("{}/v1/traces", base.trim().trim_end_matches('/'))
+                }
+            },
+            (None, None) => return Ok(None),
+        };
+        anyhow::ensure!(
+            endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+            "--otlp-endpoint {endpoint:?} must be an http:// or https:// url"
+        );
+        Ok(Some(crate::telemetry::TraceExport {
+            endpoint,
+            protocol: self.otlp_protocol,
+            headers: self.otlp_headers.clone().map(|h| h.0).unwrap_or_default(),
+            certificate: self.otlp_certificate.clone(),
+            timeout: self.otlp_timeout,
+            service_name: self.service_name.clone(),
+            resource_attributes: self
+                .resource_attributes
+                .clone()
+                .map(|a| a.0)
+                .unwrap_or_default(),
+            sampler: self.trace_sampler,
+            sampler_ratio: self.trace_sampler_arg,
+            max_queue_size: usize::try_from(self.trace_queue_size).unwrap_or(usize::MAX),
+            max_export_batch_size: usize::try_from(self.trace_batch_size).unwrap_or(usize::MAX),
+            schedule_delay: self.trace_export_delay,
+        }))
     }
 }
 
@@ -699,6 +784,108 @@ pub struct Config {
     /// Log output format.
     #[arg(long, env = "OPSD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Export spans over OTLP to this collector (`http://host:4317` for
+    /// gRPC, `http://host:4318` for HTTP, which appends `/v1/traces`).
+    /// Tracing is off without it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The collector's traces URL, used as given (overrides --otlp-endpoint).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_traces_endpoint: Option<String>,
+
+    /// `grpc` or `http/protobuf`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "grpc", value_parser = crate::telemetry::OtlpProtocol::parse)]
+    pub otlp_protocol: crate::telemetry::OtlpProtocol,
+
+    /// Headers sent with every export, `key=value,…` (values percent-encoded).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", value_parser = parse_key_values)]
+    pub otlp_headers: Option<KeyValues>,
+
+    /// A CA certificate (PEM) the collector's must chain to (https only).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    pub otlp_certificate: Option<PathBuf>,
+
+    /// The longest one export may take (`10s`; a bare number is milliseconds,
+    /// as OTEL_EXPORTER_OTLP_TIMEOUT writes it).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value = "10s", value_parser = parse_millis_or_duration)]
+    pub otlp_timeout: Duration,
+
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "opsd")]
+    pub service_name: String,
+
+    /// Other resource attributes, `key=value,…` (values percent-encoded).
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", value_parser = parse_key_values)]
+    pub resource_attributes: Option<KeyValues>,
+
+    /// always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off or parentbased_traceidratio.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", default_value = "parentbased_always_on", value_parser = crate::telemetry::SamplerKind::parse)]
+    pub trace_sampler: crate::telemetry::SamplerKind,
+
+    /// The ratio of the `traceidratio` samplers, from 0 to 1.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub trace_sampler_arg: f64,
+
+    /// Ended spans waiting for export beyond this many are dropped (and
+    /// counted in opsd_trace_spans_dropped_total).
+    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub trace_queue_size: u64,
+
+    /// Spans per export.
+    #[arg(long, env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub trace_batch_size: u64,
+
+    /// The longest a span waits for its batch to fill (`5s`; a bare number
+    /// is milliseconds, as OTEL_BSP_SCHEDULE_DELAY writes it).
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value = "5s", value_parser = parse_millis_or_duration)]
+    pub trace_export_delay: Duration,
+}
+
+/// `key=value` pairs, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValues(pub Vec<(String, String)>);
+
+fn parse_key_values(raw: &str) -> Result<KeyValues, String> {
+    crate::telemetry::parse_key_values(raw).map(KeyValues)
+}
+
+fn format_key_values(pairs: &KeyValues) -> String {
+    pairs
+        .0
+        .iter()
+        .map(|(k, v)| {
+            let escaped: String = v
+                .chars()
+                .map(|c| match c {
+                    ',' => "%2C".to_owned(),
+                    '%' => "%25".to_owned(),
+                    '=' => "%3D".to_owned(),
+                    c => c.to_string(),
+                })
+                .collect();
+            format!("{k}={escaped}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A duration, or a bare number of milliseconds (the OTEL_* variables' unit).
+pub fn parse_millis_or_duration(raw: &str) -> Result<Duration, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(millis) => Ok(Duration::from_millis(millis)),
+        Err(_) => parse_duration(raw),
+    }
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|ratio| (0.0..=1.0).contains(ratio))
+        .ok_or_else(|| format!("{raw:?} is not a ratio from 0 to 1"))
 }
 
 /// A duration as a number and a unit: `500ms`, `30s`, `5m`, `1h`, `30d`.

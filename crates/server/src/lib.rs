@@ -1,6 +1,7 @@
 //! The opsd server: adapters over the service, and the process around them.
 
 pub mod auth;
+pub mod call_span;
 pub mod config;
 pub mod discovery;
 pub mod grpc;
@@ -8,6 +9,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod rest;
+pub mod telemetry;
 pub mod tls;
 pub mod translate;
 
@@ -37,6 +39,9 @@ pub struct ServeOptions {
     pub public_address: Option<String>,
     /// Who may call; anonymous callers when it has no credentials configured.
     pub auth: Arc<auth::Authenticator>,
+    /// Run each call in an exported server span (see [`telemetry::init`]);
+    /// the caller's trace context is kept either way.
+    pub trace_spans: bool,
 }
 
 /// Serves gRPC and REST on `listener` until `shutdown` resolves, then lets
@@ -72,7 +77,10 @@ pub async fn serve(
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::record,
-        ));
+        ))
+        .layer(call_span::CallSpanLayer {
+            spans: options.trace_spans,
+        });
     http::run(listener, app, options.tls, &grpc_options.limits, shutdown).await
 }
 

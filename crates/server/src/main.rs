@@ -1,12 +1,11 @@
 use std::fs::File;
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use anyhow::Context;
 use opsd_core::{IdPrefix, SystemClock};
 use opsd_server::ServeOptions;
 use opsd_server::auth::Authenticator;
-use opsd_server::config::{Command, Config, LogFormat, StoreKind, TokenArgs};
+use opsd_server::config::{Command, Config, StoreKind, TokenArgs};
 use opsd_server::discovery::Endpoints;
 use opsd_server::grpc::GrpcOptions;
 use opsd_server::tls::ReloadingCertificate;
@@ -15,7 +14,6 @@ use opsd_store::{
     CachingStore, MemoryStore, OperationStore, PostgresOptions, PostgresStore, SqliteOptions,
     SqliteStore,
 };
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -36,8 +34,19 @@ async fn main() -> std::process::ExitCode {
     if let Some(Command::Token(args)) = &config.command {
         return print_new_token(args);
     }
-    init_logging(config.log_format);
-    match run(config).await {
+    let telemetry = match config
+        .trace_export()
+        .and_then(|export| opsd_server::telemetry::init(config.log_format, export.as_ref()))
+    {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("opsd: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = run(config, telemetry.exports()).await;
+    telemetry.shutdown(std::time::Duration::from_secs(5)).await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "opsd failed");
@@ -46,18 +55,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("OPSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, trace_spans: bool) -> anyhow::Result<()> {
     let authenticator = Arc::new(Authenticator::from_config(&config.auth())?);
     opsd_server::check_listen_address(config.listen, authenticator.is_anonymous())?;
     let default_id_prefix = IdPrefix::parse("id_prefix", &config.id_prefix)
@@ -161,6 +159,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         public_address: Some(public_address),
         tls: tls.clone(),
         auth: authenticator,
+        trace_spans,
     };
     tracing::info!(%address, tls = tls.is_some(), store = ?config.store, "opsd listening");
 

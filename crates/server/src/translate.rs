@@ -119,6 +119,8 @@ pub fn new_operation(
         deadline,
         exclusive: body.exclusive,
         scope: non_empty(body.scope),
+        // The service takes it from the call, not from the body.
+        trace: None,
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod feed;
 pub mod metrics;
+pub mod trace;
 mod watchers;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use opsd_core::{
     OperationId, Outcome, Principal, RpcStatus, Scopes, Timestamp, Transition, Update,
 };
 use opsd_store::{Inserted, OperationStore, Swapped};
+use tracing::Instrument;
 
 pub use feed::{FEED_PAGE, Feed};
 pub use metrics::Metrics;
@@ -162,6 +164,7 @@ impl OperationService {
     pub async fn watch(&self, caller: &Principal, id: &OperationId) -> Result<Watching, Error> {
         let watching = self.watchers.watch(id).await?;
         caller.authorize(&watching.current().scope, id.as_str(), Action::Read)?;
+        trace::link_to_creation(&watching.current());
         Ok(watching)
     }
 
@@ -181,6 +184,8 @@ impl OperationService {
         caller.require(Action::Produce)?;
         request.validate(self.clock.now())?;
         request.scope = Some(caller.scope_for_create(request.scope.as_deref())?);
+        request.trace = trace::context_for_new_operation();
+        let span = trace::current_span();
         let prefix = request
             .id_prefix
             .clone()
@@ -188,9 +193,10 @@ impl OperationService {
         for _ in 0..MAX_ID_ATTEMPTS {
             let id = OperationId::generate(&prefix, &mut rand::rng());
             let operation = Operation::create(id, request.clone(), &caller.id, self.clock.now());
-            let event = NewEvent::of(EventKind::Created, &operation, &caller.id);
+            let event = NewEvent::of(EventKind::Created, &operation, &caller.id).traced(span);
             match self.store.insert(&operation, &event).await? {
                 Inserted::Created => {
+                    trace::created(&operation);
                     self.metrics.operations_created.inc();
                     tracing::debug!(operation_id = %operation.id, created_by = %caller.id, "operation created");
                     return Ok(operation);
@@ -205,6 +211,7 @@ impl OperationService {
                         });
                     }
                     existing.answer_retry(&request)?;
+                    trace::link_to_creation(&existing);
                     tracing::debug!(operation_id = %existing.id, "create answered by idempotency key");
                     return Ok(existing);
                 }
@@ -305,8 +312,16 @@ impl OperationService {
             let full = due.len() == self.config.expiry_batch;
             let mut progressed = false;
             for op in due {
+                // Each expiry is its own span, linked to the creating one.
+                let span = tracing::info_span!(
+                    target: trace::TARGET,
+                    "opsd.reaper.expire",
+                    otel.kind = "internal",
+                    opsd.operation.id = %op.id,
+                );
                 match self
                     .transition(&op.id, REAPER_ACTOR, |op, now| Ok(op.expire(now)))
+                    .instrument(span)
                     .await
                 {
                     Ok((expired, true)) => {
@@ -495,12 +510,14 @@ impl OperationService {
         change: impl Fn(&Operation, Timestamp) -> Result<Transition, Error>,
     ) -> Result<(Operation, bool), Error> {
         let mut current = self.load(id).await?;
+        trace::link_to_creation(&current);
+        let span = trace::current_span();
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let (next, kind) = match change(&current, self.clock.now())? {
                 Transition::Unchanged => return Ok((current, false)),
                 Transition::Changed(next, kind) => (next, kind),
             };
-            let event = kind.map(|kind| NewEvent::of(kind, &next, actor));
+            let event = kind.map(|kind| NewEvent::of(kind, &next, actor).traced(span));
             match self.store.compare_and_swap(&next, event.as_ref()).await? {
                 Swapped::Swapped => return Ok((next, true)),
                 Swapped::Stale(latest) => current = latest,

@@ -80,6 +80,14 @@ pub struct Metrics {
     pub limit_refusals: Family<LimitLabels, Counter>,
 }
 
+/// Spans the trace exporter could not deliver: its queue was full (the
+/// collector is slow or down) or the collector refused or never answered a
+/// batch. Process-wide, as the exporter is.
+pub fn trace_spans_dropped() -> &'static Counter {
+    static DROPPED: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+    DROPPED.get_or_init(Counter::default)
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to ~3 s.
     Histogram::new(exponential_buckets(0.00005, 3.0, 11))
@@ -131,6 +139,11 @@ impl Metrics {
             "failures_reported",
             "Failure reports that changed a running operation",
             failures_reported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans the trace exporter dropped: its queue was full or the collector failed",
+            trace_spans_dropped().clone(),
         );
         let operations_deleted = Counter::default();
         registry.register(
