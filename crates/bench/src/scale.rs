@@ -182,6 +182,7 @@ fn operation(id: OperationId, created: Timestamp, done: bool) -> Operation {
             deadline: None,
             exclusive: false,
             scope: Some("default".into()),
+            trace: None,
         },
         "anonymous",
         created,

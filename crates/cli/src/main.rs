@@ -144,12 +144,18 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         ConnectOptions {
             ca_pem,
             token: cli.token.or(profile.token),
+            // As otel-cli and friends pass a parent span to a command.
+            traceparent: std::env::var("TRACEPARENT").ok(),
+            tracestate: std::env::var("TRACESTATE").ok(),
         },
     )
     .await?;
     if let Some(request) = request {
-        let operation = request.send(&client).await?;
-        println!("{}", output::render(&operation, cli.format)?);
+        let (operation, trace_id) = request.send(&client).await?;
+        println!(
+            "{}",
+            output::render_traced(&operation, trace_id.as_deref(), cli.format)?
+        );
         return Ok(0);
     }
     match command {

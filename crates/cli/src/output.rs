@@ -19,11 +19,27 @@ pub enum Format {
 }
 
 pub fn render(operation: &Operation, format: Format) -> anyhow::Result<String> {
+    render_traced(operation, None, format)
+}
+
+/// The operation, and in text the trace it was created in. JSON and YAML
+/// stay exactly the clouds' `Operation`.
+pub fn render_traced(
+    operation: &Operation,
+    trace_id: Option<&str>,
+    format: Format,
+) -> anyhow::Result<String> {
     let json = opsd_proto::json::to_json(operation)?;
     Ok(match format {
         Format::Json => serde_json::to_string_pretty(&json)?,
         Format::Yaml => yaml(&json),
-        Format::Text => text(operation, &json),
+        Format::Text => {
+            let mut printed = text(operation, &json);
+            if let Some(trace_id) = trace_id {
+                printed.push_str(&format!("\n{:13}{trace_id}", "trace_id:"));
+            }
+            printed
+        }
     })
 }
 

@@ -52,6 +52,7 @@
 
 mod feed;
 mod producer;
+mod trace;
 mod wait;
 
 pub use feed::{
@@ -59,6 +60,7 @@ pub use feed::{
     ListEventsResponse, OperationFeed, WatchOperationsResponse,
 };
 pub use producer::{DROPPED_MESSAGE, OperationHandle, ProducerOptions};
+pub use trace::trace_id_of;
 pub use wait::{OperationExt, WaitOptions, is_transient, unpack};
 
 use opsd_proto::opsd::v1 as pb;
@@ -211,10 +213,19 @@ pub struct ConnectOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// Sent as `authorization: Bearer <token>` on every call.
     pub token: Option<String>,
+    /// A W3C `traceparent` (and its `tracestate`) for calls made outside
+    /// any span, as `opsctl` takes them from `TRACEPARENT` / `TRACESTATE`.
+    /// Calls inside a span (with `tracing-opentelemetry` or OpenTelemetry's
+    /// current context) carry that span's context instead. A malformed one is
+    /// ignored.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Client {
+    channel: Channel,
+    credentials: Credentials,
     operations: ycop::operation_service_client::OperationServiceClient<Authorized>,
     opsd: pb::operation_service_client::OperationServiceClient<Authorized>,
     producer: pb::producer_service_client::ProducerServiceClient<Authorized>,
@@ -222,16 +233,29 @@ pub struct Client {
 
 type Authorized = InterceptedService<Channel, Credentials>;
 
-/// Adds `authorization: Bearer <token>` to every call when a token is set.
+/// Adds `authorization: Bearer <token>` to every call when a token is set,
+/// and the W3C trace context of the call (see [`ConnectOptions::traceparent`]).
 #[derive(Clone, Debug, Default)]
-pub struct Credentials(Option<MetadataValue<Ascii>>);
+pub struct Credentials {
+    token: Option<MetadataValue<Ascii>>,
+    trace: Option<trace::FixedTrace>,
+}
 
 impl Credentials {
     /// A bearer token; refused if it cannot be a header value.
     pub fn bearer(token: &str) -> Result<Self, ClientError> {
         MetadataValue::try_from(format!("Bearer {token}"))
-            .map(|value| Self(Some(value)))
+            .map(|value| Self {
+                token: Some(value),
+                trace: None,
+            })
             .map_err(|_| ClientError::Token)
+    }
+
+    /// Calls outside any span carry `traceparent` (ignored unless well-formed).
+    pub fn with_traceparent(mut self, traceparent: &str, tracestate: Option<&str>) -> Self {
+        self.trace = trace::FixedTrace::new(traceparent, tracestate, false);
+        self
     }
 }
 
@@ -240,11 +264,12 @@ impl Interceptor for Credentials {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.token {
             request
                 .metadata_mut()
                 .insert("authorization", value.clone());
         }
+        trace::inject(request.metadata_mut(), self.trace.as_ref());
         Ok(request)
     }
 }
@@ -286,10 +311,13 @@ impl Client {
                 endpoint: endpoint.to_owned(),
                 source,
             })?;
-        let credentials = match options.token.as_deref() {
+        let mut credentials = match options.token.as_deref() {
             Some(token) => Credentials::bearer(token)?,
             None => Credentials::default(),
         };
+        if let Some(traceparent) = options.traceparent.as_deref() {
+            credentials = credentials.with_traceparent(traceparent, options.tracestate.as_deref());
+        }
         Ok(Self::from_channel(channel, credentials))
     }
 
@@ -299,6 +327,25 @@ impl Client {
             operations: ycop::operation_service_client::OperationServiceClient::new(authorized()),
             opsd: pb::operation_service_client::OperationServiceClient::new(authorized()),
             producer: pb::producer_service_client::ProducerServiceClient::new(authorized()),
+            channel,
+            credentials,
+        }
+    }
+
+    /// This client with its calls in the trace of `traceparent` (an
+    /// operation's `trace_parent`): a call inside a span of that trace
+    /// carries its own span, any other call `traceparent`. The same client
+    /// when `traceparent` is not a well-formed W3C header (or empty).
+    pub fn in_trace(&self, traceparent: &str, tracestate: Option<&str>) -> Client {
+        match trace::FixedTrace::new(traceparent, tracestate, true) {
+            Some(fixed) => {
+                let credentials = Credentials {
+                    trace: Some(fixed),
+                    ..self.credentials.clone()
+                };
+                Self::from_channel(self.channel.clone(), credentials)
+            }
+            None => self.clone(),
         }
     }
 

@@ -61,11 +61,15 @@ impl Client {
     ) -> Result<OperationHandle, ClientError> {
         new.lease_duration = Some(options.lease);
         let created = self.create(new).await?;
+        // The handle's heartbeats, progress and completion join the trace
+        // the operation was created in.
+        let client = self.in_trace(&created.trace_parent, Some(&created.trace_state));
         let id = created.operation.map(|op| op.id).unwrap_or_default();
         let (signal, cancel_requested) = watch::channel(created.cancel_requested_at.is_some());
-        let background = tokio::spawn(keep_alive(self.clone(), id.clone(), options.lease, signal));
+        let background =
+            tokio::spawn(keep_alive(client.clone(), id.clone(), options.lease, signal));
         Ok(OperationHandle {
-            client: self.clone(),
+            client,
             id,
             cancel_requested,
             background,

@@ -214,6 +214,14 @@ pub fn event_to_wire(event: &opsd_core::Event) -> pb::Event {
         progress: details.progress.as_ref().map(progress_to_wire),
         error: details.error.as_ref().map(status_to_wire),
         response_type_url: details.response_type_url.clone().unwrap_or_default(),
+        trace_id: event
+            .trace
+            .map(|span| span.trace_id_hex())
+            .unwrap_or_default(),
+        span_id: event
+            .trace
+            .map(|span| span.span_id_hex())
+            .unwrap_or_default(),
     }
 }
 

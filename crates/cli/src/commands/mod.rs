@@ -47,10 +47,13 @@ impl Request {
         })
     }
 
-    pub async fn send(self, client: &Client) -> Result<Operation, ClientError> {
+    /// The operation as the request left it, and the id of the trace it was
+    /// created in (when the answer carries it).
+    pub async fn send(self, client: &Client) -> Result<(Operation, Option<String>), ClientError> {
         Ok(match self {
-            Request::Get(id) => client.get(&id).await?,
-            Request::Cancel(id) => client.cancel(&id).await?,
+            // opsd's own Get: the same operation, with its trace.
+            Request::Get(id) => public(client.get_details(&id).await?),
+            Request::Cancel(id) => (client.cancel(&id).await?, None),
             Request::Create(new) => public(client.create(new).await?),
             Request::Complete(id, completion) => public(client.complete(&id, completion).await?),
             Request::Progress(id, progress) => {
@@ -61,8 +64,9 @@ impl Request {
     }
 }
 
-fn public(op: opsd_client::OpsdOperation) -> Operation {
-    op.operation.unwrap_or_default()
+fn public(op: opsd_client::OpsdOperation) -> (Operation, Option<String>) {
+    let trace_id = opsd_client::trace_id_of(&op.trace_parent);
+    (op.operation.unwrap_or_default(), trace_id)
 }
 
 /// A JSON object as `google.protobuf.Struct` packed in `Any`.

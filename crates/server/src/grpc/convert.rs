@@ -168,6 +168,16 @@ pub fn operation_to_opsd_wire(op: &Operation) -> pb::Operation {
             .reported_failure
             .as_ref()
             .map(|failure| timestamp(failure.reported_at)),
+        trace_parent: op
+            .trace
+            .as_ref()
+            .map(opsd_core::TraceContext::traceparent)
+            .unwrap_or_default(),
+        trace_state: op
+            .trace
+            .as_ref()
+            .and_then(|trace| trace.state.clone())
+            .unwrap_or_default(),
     }
 }
 
