@@ -66,8 +66,12 @@ impl Client {
         let client = self.in_trace(&created.trace_parent, Some(&created.trace_state));
         let id = created.operation.map(|op| op.id).unwrap_or_default();
         let (signal, cancel_requested) = watch::channel(created.cancel_requested_at.is_some());
-        let background =
-            tokio::spawn(keep_alive(client.clone(), id.clone(), options.lease, signal));
+        let background = tokio::spawn(keep_alive(
+            client.clone(),
+            id.clone(),
+            options.lease,
+            signal,
+        ));
         Ok(OperationHandle {
             client,
             id,

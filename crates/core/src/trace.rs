@@ -129,9 +129,9 @@ fn valid_trace_state(raw: &str) -> Option<String> {
         let (key, value) = member.split_once('=')?;
         let key_ok = !key.is_empty()
             && key.len() <= 256
-            && key.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b)
-            });
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b));
         let value_ok = !value.is_empty()
             && value.len() <= 256
             && !value.ends_with(' ')
@@ -182,8 +182,8 @@ mod tests {
 
     #[test]
     fn the_w3c_example_parses_and_prints_back() {
-        let cx = TraceContext::parse(EXAMPLE, Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"))
-            .unwrap();
+        let cx =
+            TraceContext::parse(EXAMPLE, Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")).unwrap();
         assert_eq!(cx.span.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(cx.span.span_id_hex(), "00f067aa0ba902b7");
         assert!(cx.sampled());

@@ -53,10 +53,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Either<
-        TaskLocalFuture<Option<TraceContext>, S::Future>,
-        BoxedCall<S::Error>,
-    >;
+    type Future = Either<TaskLocalFuture<Option<TraceContext>, S::Future>, BoxedCall<S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -186,7 +183,10 @@ mod tests {
         );
         headers.insert("tracestate", "vendor=1".parse().unwrap());
         let context = caller_context(&headers).unwrap();
-        assert_eq!(context.span.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            context.span.trace_id_hex(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(context.state.as_deref(), Some("vendor=1"));
         headers.insert("traceparent", "garbage".parse().unwrap());
         assert_eq!(caller_context(&headers), None, "ignored, never refused");

@@ -289,7 +289,10 @@ impl Config {
             put("resource_attributes", text(format_key_values(attributes)));
         }
         put("trace_sampler", text(self.trace_sampler.name().into()));
-        put("trace_sampler_arg", text(self.trace_sampler_arg.to_string()));
+        put(
+            "trace_sampler_arg",
+            text(self.trace_sampler_arg.to_string()),
+        );
         for (key, value) in [
             ("trace_queue_size", self.trace_queue_size),
             ("trace_batch_size", self.trace_batch_size),
@@ -309,14 +312,17 @@ impl Config {
     /// Where spans go, when tracing is on: an endpoint is configured and
     /// neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` says otherwise.
     pub fn trace_export(&self) -> anyhow::Result<Option<crate::telemetry::TraceExport>> {
-        let disabled = std::env::var("OTEL_SDK_DISABLED")
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        match std::env::var("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+        let disabled =
+            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        match std::env::var("OTEL_TRACES_EXPORTER")
+            .as_deref()
+            .map(str::trim)
+        {
             Err(_) | Ok("otlp") | Ok("") => {}
             Ok("none") => return Ok(None),
-            Ok(other) => anyhow::bail!(
-                "OTEL_TRACES_EXPORTER={other} is not supported: otlp or none"
-            ),
+            Ok(other) => {
+                anyhow::bail!("OTEL_TRACES_EXPORTER={other} is not supported: otlp or none")
+            }
         }
         if disabled {
             return Ok(None);

@@ -219,7 +219,8 @@ impl Telemetry {
 /// by `OPSD_LOG` (default `info`), and spans to `export` when given. Must
 /// run inside the tokio runtime (the exporter's task lives there).
 pub fn init(format: LogFormat, export: Option<&TraceExport>) -> anyhow::Result<Telemetry> {
-    let log_filter = || EnvFilter::try_from_env("OPSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter =
+        || EnvFilter::try_from_env("OPSD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // opsd's own spans are for the exporter; logs stay as they were.
     let not_a_trace_span = || filter_fn(|meta| !(meta.is_span() && meta.target() == TARGET));
     let logs = match format {
@@ -313,7 +314,9 @@ fn span_exporter(export: &TraceExport) -> anyhow::Result<opentelemetry_otlp::Spa
             let mut metadata = tonic::metadata::MetadataMap::new();
             for (key, value) in &export.headers {
                 let key = tonic::metadata::MetadataKey::from_bytes(key.to_lowercase().as_bytes())
-                    .with_context(|| format!("otlp header {key:?} is not a valid header name"))?;
+                    .with_context(|| {
+                    format!("otlp header {key:?} is not a valid header name")
+                })?;
                 let value = value
                     .parse()
                     .with_context(|| format!("otlp header {key:?} has an invalid value"))?;
@@ -347,10 +350,12 @@ fn span_exporter(export: &TraceExport) -> anyhow::Result<opentelemetry_otlp::Spa
                 .with_endpoint(export.endpoint.clone())
                 .with_timeout(export.timeout)
                 .with_headers(export.headers.iter().cloned().collect::<HashMap<_, _>>())
-                .with_http_client(opentelemetry_http::hyper::HyperClient::with_default_connector(
-                    export.timeout,
-                    None,
-                ))
+                .with_http_client(
+                    opentelemetry_http::hyper::HyperClient::with_default_connector(
+                        export.timeout,
+                        None,
+                    ),
+                )
                 .build()?)
         }
     }
@@ -517,7 +522,8 @@ mod tests {
     #[test]
     fn key_values_are_percent_decoded() {
         assert_eq!(
-            parse_key_values("service.namespace=cloud, deployment.environment=prod%2Ceu ,").unwrap(),
+            parse_key_values("service.namespace=cloud, deployment.environment=prod%2Ceu ,")
+                .unwrap(),
             vec![
                 ("service.namespace".to_owned(), "cloud".to_owned()),
                 ("deployment.environment".to_owned(), "prod,eu".to_owned()),

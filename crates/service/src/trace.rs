@@ -9,9 +9,7 @@
 
 use std::future::Future;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opsd_core::{Operation, SpanRef, TraceContext};
 use tokio::task::futures::TaskLocalFuture;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -54,9 +52,9 @@ pub fn current_span() -> Option<SpanRef> {
 /// not exported), with the caller's `tracestate`.
 pub fn context_for_new_operation() -> Option<TraceContext> {
     let caller = caller_context();
-    match exported_span_context().and_then(|context| {
-        span_ref(&context).map(|span| (span, context.trace_flags().to_u8()))
-    }) {
+    match exported_span_context()
+        .and_then(|context| span_ref(&context).map(|span| (span, context.trace_flags().to_u8())))
+    {
         Some((span, flags)) => Some(TraceContext {
             span,
             flags: flags & 0x01,
@@ -122,10 +120,7 @@ fn exported_span_context() -> Option<SpanContext> {
 }
 
 fn span_ref(context: &SpanContext) -> Option<SpanRef> {
-    SpanRef::new(
-        context.trace_id().to_bytes(),
-        context.span_id().to_bytes(),
-    )
+    SpanRef::new(context.trace_id().to_bytes(), context.span_id().to_bytes())
 }
 
 #[cfg(test)]

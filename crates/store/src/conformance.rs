@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use opsd_core::{
     Any, CancellationPolicy, Cursor, EventKind, Idempotency, ListFilter, ListQuery, NewEvent,
-    Operation, OperationId, Outcome, Progress, ReportedFailure, RpcStatus, State, StateFilter,
-    SpanRef, Step, StepState, Timestamp, TraceContext,
+    Operation, OperationId, Outcome, Progress, ReportedFailure, RpcStatus, SpanRef, State,
+    StateFilter, Step, StepState, Timestamp, TraceContext,
 };
 
 use crate::{Change, Inserted, OperationStore, StoreError, Swapped};
@@ -1147,7 +1147,10 @@ pub async fn the_trace_is_kept_on_the_operation_and_each_event(store: Arc<dyn Op
     expected.push((last_update % 2 == 0).then(|| span(last_update)));
     expected.push(Some(span(0xee)));
     assert_eq!(traces, expected);
-    let feed = store.read_feed(0, &EventFilter::default(), 100).await.unwrap();
+    let feed = store
+        .read_feed(0, &EventFilter::default(), 100)
+        .await
+        .unwrap();
     assert_eq!(
         feed.iter().map(|e| e.trace).collect::<Vec<_>>(),
         expected,

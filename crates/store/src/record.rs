@@ -496,8 +496,12 @@ impl TryFrom<EventRecord> for Event {
                     .ok_or_else(|| corrupt("trace is not 24 bytes"))?;
                 Some(
                     SpanRef::new(
-                        trace_id.try_into().map_err(|_| corrupt("trace is not 24 bytes"))?,
-                        span_id.try_into().map_err(|_| corrupt("trace is not 24 bytes"))?,
+                        trace_id
+                            .try_into()
+                            .map_err(|_| corrupt("trace is not 24 bytes"))?,
+                        span_id
+                            .try_into()
+                            .map_err(|_| corrupt("trace is not 24 bytes"))?,
                     )
                     .ok_or_else(|| corrupt("trace ids are zero"))?,
                 )

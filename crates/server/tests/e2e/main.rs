@@ -11,3 +11,4 @@ mod iam;
 mod process;
 mod rest;
 mod support;
+mod traces;

@@ -24,6 +24,11 @@ impl Process {
 
     /// Listens on 127.0.0.1:0 unless `args` names a `--listen` address.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`Process::start_with`], with these environment variables too.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let listen: &[&str] = if args.contains(&"--listen") {
             &[]
         } else {
@@ -33,6 +38,7 @@ impl Process {
             .args(listen)
             .args(args)
             .env("OPSD_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -55,6 +61,10 @@ impl Process {
             keep(&log, line.clone());
             if let Some(rest) = line.split("address=").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
+            }
+            // The JSON log format.
+            if let Some(rest) = line.split("\"address\":\"").nth(1) {
+                break rest.split('"').next().unwrap().to_owned();
             }
         };
         // Keep draining the log so the child never blocks on a full pipe.
