@@ -105,13 +105,31 @@ pub async fn drive_gets(
 
 pub async fn embedded(plan: &Plan, bins: &Binaries, pinning: Pinning) -> anyhow::Result<Value> {
     let data = tempfile::tempdir()?;
+    let traced_data = tempfile::tempdir()?;
     let baseline = Server::start(bins.baseline())?;
     let opsd = Server::start(bins.opsd(data.path(), &[]))?;
+    // The same server exporting a span per call to a collector in this
+    // process (always_on: every Get is a sampled root span).
+    let (collector, collector_url) = crate::collector::Collector::start().await?;
+    let traced = Server::start(bins.opsd(
+        traced_data.path(),
+        &[
+            "--otlp-endpoint",
+            &collector_url,
+            "--trace-sampler",
+            "always_on",
+            "--trace-export-delay",
+            "200ms",
+        ],
+    ))?;
     pinning.server(baseline.pid());
     pinning.server(opsd.pid());
+    pinning.server(traced.pid());
     let done = hot_operations(&opsd, HOT_OPERATIONS, true).await?;
     let running = hot_operations(&opsd, HOT_OPERATIONS, false).await?;
-    let (baseline_pid, opsd_pid) = (baseline.pid(), opsd.pid());
+    let traced_done = hot_operations(&traced, HOT_OPERATIONS, true).await?;
+    let traced_running = hot_operations(&traced, HOT_OPERATIONS, false).await?;
+    let (baseline_pid, opsd_pid, traced_pid) = (baseline.pid(), opsd.pid(), traced.pid());
     let mut targets = [
         Target {
             row: Row::new("baseline (constant reply)"),
@@ -131,7 +149,20 @@ pub async fn embedded(plan: &Plan, bins: &Binaries, pinning: Pinning) -> anyhow:
             ids: Arc::new(running),
             cpu_of: Box::new(move || vec![opsd_pid]),
         },
+        Target {
+            row: Row::new("opsd sqlite, done operations, traced (always_on)"),
+            server: &traced,
+            ids: Arc::new(traced_done),
+            cpu_of: Box::new(move || vec![traced_pid]),
+        },
+        Target {
+            row: Row::new("opsd sqlite, running operations, traced (always_on)"),
+            server: &traced,
+            ids: Arc::new(traced_running),
+            cpu_of: Box::new(move || vec![traced_pid]),
+        },
     ];
+    let spans_before = collector.spans();
     measure(plan, &mut targets).await?;
     let rows: Vec<Row> = targets.into_iter().map(|t| t.row).collect();
     harness::print_table(
@@ -140,7 +171,41 @@ pub async fn embedded(plan: &Plan, bins: &Binaries, pinning: Pinning) -> anyhow:
         &rows,
         Some("baseline (constant reply)"),
     );
-    Ok(json!({ "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>() }))
+    // The cost of a span per call: traced rows against their untraced twins.
+    let cpu = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .map(Row::cpu_us_per_call)
+            .unwrap_or_default()
+    };
+    let rate = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .map(Row::per_second)
+            .unwrap_or_default()
+    };
+    let mut tracing_cost = Vec::new();
+    for state in ["done", "running"] {
+        let plain = format!("opsd sqlite, {state} operations");
+        let traced = format!("{plain}, traced (always_on)");
+        let extra_cpu = cpu(&traced) - cpu(&plain);
+        let ratio = rate(&traced) / rate(&plain).max(1e-9);
+        println!(
+            "tracing, {state} operations: {ratio:.2}× the untraced throughput, {extra_cpu:+.1} µs of server CPU per call"
+        );
+        tracing_cost.push(json!({
+            "operations": state,
+            "throughput_ratio": ratio,
+            "extra_cpu_us_per_call": extra_cpu,
+        }));
+    }
+    let exported = collector.spans() - spans_before;
+    println!("spans the bench's collector received while measuring: {exported}");
+    Ok(json!({
+        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "tracing_cost": tracing_cost,
+        "spans_exported": exported,
+    }))
 }
 
 pub async fn postgres(

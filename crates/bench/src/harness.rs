@@ -424,6 +424,10 @@ impl Row {
         median(self.runs.iter().map(|r| r.per_second).collect())
     }
 
+    pub fn cpu_us_per_call(&self) -> f64 {
+        median(self.runs.iter().map(|r| r.cpu_us_per_call).collect())
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "name": self.name,
@@ -443,7 +447,7 @@ impl Row {
 pub fn print_table(title: &str, unit: &str, rows: &[Row], reference: Option<&str>) {
     println!("\n{title}");
     println!(
-        "{:<44} {:>10} {:>9} {:>9} {:>12} {:>10} {:>8}",
+        "{:<52} {:>10} {:>9} {:>9} {:>12} {:>10} {:>8}",
         "", unit, "p50 µs", "p99 µs", "cpu µs/call", "peak MiB", "ratio"
     );
     let reference = reference
@@ -455,7 +459,7 @@ pub fn print_table(title: &str, unit: &str, rows: &[Row], reference: Option<&str
             .filter(|r| *r > 0.0)
             .map_or_else(String::new, |r| format!("{:.2}×", row.per_second() / r));
         println!(
-            "{:<44} {:>10.0} {:>9.0} {:>9.0} {:>12.1} {:>10} {:>8}",
+            "{:<52} {:>10.0} {:>9.0} {:>9.0} {:>12.1} {:>10} {:>8}",
             row.name,
             row.per_second(),
             j["p50_us"].as_f64().unwrap_or_default(),

@@ -12,6 +12,7 @@
 //! (fan-out memory and latency), `scale` (large store, retention under load),
 //! `feed` (change feed delivery and latency, and the timeline's cost on writes).
 
+mod collector;
 mod feed;
 mod get;
 mod harness;

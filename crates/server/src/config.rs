@@ -1149,7 +1149,7 @@ mod tests {
                 "iam_signing_key = \"k.pem\"\niam_audiences = [\"\"]",
                 "key iam_audiences",
             ),
-            ("iam_signing_key = 1.5", "key iam_signing_key: expected"),
+            ("iam_signing_key = true", "key iam_signing_key: expected"),
         ] {
             let file = write(text);
             let error =

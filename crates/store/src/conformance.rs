@@ -1118,7 +1118,7 @@ pub async fn the_trace_is_kept_on_the_operation_and_each_event(store: Arc<dyn Op
         let next = progressed(&current, i64::from(n));
         let event = NewEvent::of(EventKind::MetadataUpdated, &next, "producer");
         // Every other change comes from an untraced call.
-        let traced = if n % 2 == 0 { Some(span(n)) } else { None };
+        let traced = n.is_multiple_of(2).then(|| span(n));
         store
             .compare_and_swap(&next, Some(&event.traced(traced)))
             .await
@@ -1143,8 +1143,9 @@ pub async fn the_trace_is_kept_on_the_operation_and_each_event(store: Arc<dyn Op
     let traces: Vec<Option<SpanRef>> = events.iter().map(|e| e.trace).collect();
     let last_update = MAX_EVENTS_PER_OPERATION as u8 + 2;
     let mut expected: Vec<Option<SpanRef>> = vec![Some(span(1))];
-    expected.extend((2..MAX_EVENTS_PER_OPERATION as u8).map(|n| (n % 2 == 0).then(|| span(n))));
-    expected.push((last_update % 2 == 0).then(|| span(last_update)));
+    expected
+        .extend((2..MAX_EVENTS_PER_OPERATION as u8).map(|n| n.is_multiple_of(2).then(|| span(n))));
+    expected.push(last_update.is_multiple_of(2).then(|| span(last_update)));
     expected.push(Some(span(0xee)));
     assert_eq!(traces, expected);
     let feed = store

@@ -247,7 +247,7 @@ mod postgres_replicas {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(versions, 3, "each migration applied exactly once");
+        assert_eq!(versions, 4, "each migration applied exactly once");
         for store in stores {
             store.close().await.unwrap();
         }
@@ -341,7 +341,8 @@ mod postgres_replicas {
             .batch_execute(
                 "DROP TABLE events, feed_horizon; DROP SEQUENCE event_positions; \
                  ALTER TABLE operations DROP COLUMN reported_failure, \
-                   DROP COLUMN failure_reported_at; \
+                   DROP COLUMN failure_reported_at, DROP COLUMN trace_parent, \
+                   DROP COLUMN trace_state; \
                  DELETE FROM opsd_schema_migrations WHERE version >= 2; \
                  INSERT INTO operations (id, version, description, created_at, created_by, \
                    modified_at, cancellation, state, exclusive, scope) \
