@@ -1,0 +1,13 @@
+"""opsd's own API, `opsd.v1`, generated from proto/opsd/v1: `operation_pb2`
+(`Operation`, `Progress`, `Step`, `Event`, ...), `producer_pb2` and their
+gRPC stubs (`*_pb2_grpc`)."""
+
+from opsd.v1.operation_pb2 import (  # noqa: F401
+    Event,
+    ListEventsResponse,
+    ListOperationsResponse,
+    Operation,
+    Progress,
+    Step,
+)
+from opsd.v1.producer_pb2 import HeartbeatResponse  # noqa: F401
