@@ -51,12 +51,15 @@ from opsd.errors import (
 )
 from opsd.v1 import operation_pb2, producer_pb2
 
+from opsd import aio  # noqa: E402  (after the names it uses)
+
 _common.install_methods()
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Aborted",
+    "aio",
     "AlreadyExists",
     "Cancelled",
     "Client",

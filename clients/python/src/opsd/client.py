@@ -208,6 +208,8 @@ class Client:
             received = False
             try:
                 for op in call:
+                    if not received:
+                        log.debug("following the operation", extra={"operation_id": operation_id})
                     received = True
                     backoff.reset()
                     last = op

@@ -1,0 +1,82 @@
+"""The package itself: its committed stubs are what proto/ generates, it
+installs with pip, and it lives beside the official Yandex Cloud SDK."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import opsd
+
+HERE = Path(__file__).resolve().parent
+PACKAGE_ROOT = HERE.parent
+
+
+def test_the_committed_stubs_match_the_protos():
+    result = subprocess.run(
+        [sys.executable, str(PACKAGE_ROOT / "generate_stubs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_tests_use_the_installed_package():
+    # scripts/python-client-venv installs clients/python with pip; a copy
+    # imported from the source tree would not prove that the package installs.
+    if os.environ.get("OPSD_PY_FROM_SOURCE"):
+        pytest.fail("OPSD_PY_FROM_SOURCE is set: the installed package is not under test")
+    location = Path(opsd.__file__).resolve()
+    assert "site-packages" in location.parts, location
+    assert (location.parent / "py.typed").exists()
+    assert (location.parent / "v1" / "operation_pb2.pyi").exists()
+
+
+# Each snippet runs in a fresh interpreter: a proto file registers once per process.
+BOTH_ORDERS = {
+    "official sdk first": "import yandex.cloud.operation.operation_pb2 as y; import opsd",
+    "opsd first": "import opsd; import yandex.cloud.operation.operation_pb2 as y",
+}
+
+
+@pytest.mark.parametrize("order", sorted(BOTH_ORDERS))
+def test_opsd_and_the_official_sdk_import_together(order, opsd_server):
+    code = f"""
+{BOTH_ORDERS[order]}
+from yandex.cloud.operation import operation_service_pb2 as service
+import opsd._yandex
+assert opsd._yandex.OFFICIAL_SDK
+assert opsd.v1.Operation.DESCRIPTOR.fields_by_name["operation"].message_type is y.Operation.DESCRIPTOR
+client = opsd.Client({opsd_server.endpoint!r})
+created = client.create("beside the sdk")
+public = client.get_public(created.operation.id)
+assert isinstance(public, y.Operation), type(public)
+print("ok", created.operation.id)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("ok "), result.stdout + result.stderr
+
+
+def test_without_the_official_sdk_opsd_uses_its_own_stubs(opsd_server):
+    code = f"""
+import sys
+class NoYandex:
+    def find_spec(self, name, path=None, target=None):
+        if name == "yandex" or name.startswith("yandex."):
+            raise ImportError("no official sdk here")
+sys.meta_path.insert(0, NoYandex())
+import opsd, opsd._yandex
+assert not opsd._yandex.OFFICIAL_SDK
+assert "yandex.cloud.operation.operation_pb2" not in sys.modules
+client = opsd.Client({opsd_server.endpoint!r})
+created = client.create("own stubs")
+cancelled = client.cancel(created.operation.id)
+import opsd._yandex.operation_pb2 as own
+assert cancelled.done and type(cancelled) is own.Operation, type(cancelled)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
