@@ -32,6 +32,28 @@ def test_the_tests_use_the_installed_package():
     assert (location.parent / "v1" / "operation_pb2.pyi").exists()
 
 
+def test_the_declared_dependencies_admit_what_the_stubs_need():
+    import re
+
+    pyproject = (PACKAGE_ROOT / "pyproject.toml").read_text()
+    stubs = PACKAGE_ROOT / "src" / "opsd" / "v1"
+    grpc_made = re.search(r"GRPC_GENERATED_VERSION = '([0-9.]+)'", (stubs / "producer_pb2_grpc.py").read_text())
+    gencode = re.search(
+        r"Domain.PUBLIC,\s*(\d+),\s*(\d+),\s*(\d+),", (stubs / "producer_pb2.py").read_text()
+    )
+    assert f'"grpcio>={grpc_made.group(1)},<2"' in pyproject
+    assert f'"protobuf>={".".join(gencode.groups())},<7"' in pyproject
+    pinned = (PACKAGE_ROOT / "requirements-dev.txt").read_text()
+    assert f"grpcio-tools=={grpc_made.group(1)}" in pinned.splitlines()
+
+
+def test_every_module_parses_as_python_3_9():
+    import ast
+
+    for path in sorted((PACKAGE_ROOT / "src").rglob("*.py")) + sorted(HERE.glob("*.py")):
+        ast.parse(path.read_text(), str(path), feature_version=(3, 9))
+
+
 # Each snippet runs in a fresh interpreter: a proto file registers once per process.
 BOTH_ORDERS = {
     "official sdk first": "import yandex.cloud.operation.operation_pb2 as y; import opsd",

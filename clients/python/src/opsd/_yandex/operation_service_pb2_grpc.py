@@ -6,7 +6,7 @@ import warnings
 from opsd._yandex import operation_pb2 as yandex_dot_cloud_dot_operation_dot_operation__pb2
 from opsd._yandex import operation_service_pb2 as yandex_dot_cloud_dot_operation_dot_operation__service__pb2
 
-GRPC_GENERATED_VERSION = '1.81.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class OperationServiceStub:
+class OperationServiceStub(object):
     """The public operation API of the clouds: REST mapping
     GET /operations/{operation_id} and GET|POST /operations/{operation_id}:cancel.
     """
@@ -49,7 +49,7 @@ class OperationServiceStub:
                 _registered_method=True)
 
 
-class OperationServiceServicer:
+class OperationServiceServicer(object):
     """The public operation API of the clouds: REST mapping
     GET /operations/{operation_id} and GET|POST /operations/{operation_id}:cancel.
     """
@@ -87,7 +87,7 @@ def add_OperationServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class OperationService:
+class OperationService(object):
     """The public operation API of the clouds: REST mapping
     GET /operations/{operation_id} and GET|POST /operations/{operation_id}:cancel.
     """

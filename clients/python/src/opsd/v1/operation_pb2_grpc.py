@@ -5,7 +5,7 @@ import warnings
 
 from opsd.v1 import operation_pb2 as opsd_dot_v1_dot_operation__pb2
 
-GRPC_GENERATED_VERSION = '1.81.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class OperationServiceStub:
+class OperationServiceStub(object):
     """Consumer extensions beyond the clouds' contract.
     """
 
@@ -67,7 +67,7 @@ class OperationServiceStub:
                 _registered_method=True)
 
 
-class OperationServiceServicer:
+class OperationServiceServicer(object):
     """Consumer extensions beyond the clouds' contract.
     """
 
@@ -161,7 +161,7 @@ def add_OperationServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class OperationService:
+class OperationService(object):
     """Consumer extensions beyond the clouds' contract.
     """
 

@@ -42,7 +42,7 @@ class CreateOperationRequest(_message.Message):
     deadline: _timestamp_pb2.Timestamp
     exclusive: bool
     scope: str
-    def __init__(self, description: _Optional[str] = ..., resource_id: _Optional[str] = ..., metadata: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., cancellation_policy: _Optional[_Union[_operation_pb2.CancellationPolicy, str]] = ..., idempotency_key: _Optional[str] = ..., id_prefix: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exclusive: _Optional[bool] = ..., scope: _Optional[str] = ...) -> None: ...
+    def __init__(self, description: _Optional[str] = ..., resource_id: _Optional[str] = ..., metadata: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., cancellation_policy: _Optional[_Union[_operation_pb2.CancellationPolicy, str]] = ..., idempotency_key: _Optional[str] = ..., id_prefix: _Optional[str] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exclusive: bool = ..., scope: _Optional[str] = ...) -> None: ...
 
 class UpdateMetadataRequest(_message.Message):
     __slots__ = ("operation_id", "metadata", "progress")
@@ -70,7 +70,7 @@ class HeartbeatResponse(_message.Message):
     operation: _operation_pb2.Operation
     cancel_requested: bool
     lease_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, operation: _Optional[_Union[_operation_pb2.Operation, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, operation: _Optional[_Union[_operation_pb2.Operation, _Mapping]] = ..., cancel_requested: bool = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CompleteOperationRequest(_message.Message):
     __slots__ = ("operation_id", "error", "response")

@@ -6,7 +6,7 @@ import warnings
 from opsd.v1 import operation_pb2 as opsd_dot_v1_dot_operation__pb2
 from opsd.v1 import producer_pb2 as opsd_dot_v1_dot_producer__pb2
 
-GRPC_GENERATED_VERSION = '1.81.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -26,7 +26,7 @@ if _version_not_supported:
     )
 
 
-class ProducerServiceStub:
+class ProducerServiceStub(object):
     """The API of the services that do the slow work.
     """
 
@@ -63,7 +63,7 @@ class ProducerServiceStub:
                 _registered_method=True)
 
 
-class ProducerServiceServicer:
+class ProducerServiceServicer(object):
     """The API of the services that do the slow work.
     """
 
@@ -147,7 +147,7 @@ def add_ProducerServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class ProducerService:
+class ProducerService(object):
     """The API of the services that do the slow work.
     """
 
