@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from typing import Any as _AnyType
-from typing import Callable, Iterator, Optional, Sequence, Type, TypeVar, Union
+from typing import Callable, Iterator, Optional, Sequence, TypeVar, Union
 
 import grpc
 from google.protobuf.message import Message
@@ -16,7 +16,6 @@ from google.rpc import status_pb2
 
 from opsd import _common
 from opsd._common import DROPPED_MESSAGE, Payload, Retry, Seconds, StepsArg
-from opsd._yandex import operation_pb2 as yandex_operation_pb2
 from opsd._yandex import operation_service_pb2, operation_service_pb2_grpc
 from opsd.errors import (
     FailedPrecondition,
@@ -566,4 +565,4 @@ class OperationHandle:
                 thread.join(timeout=5)
 
 
-__all__ = ["Client", "OperationHandle", "yandex_operation_pb2"]
+__all__ = ["Client", "OperationHandle"]

@@ -2,7 +2,7 @@
 (`Operation`, `Progress`, `Step`, `Event`, ...), `producer_pb2` and their
 gRPC stubs (`*_pb2_grpc`)."""
 
-from opsd.v1.operation_pb2 import (  # noqa: F401
+from opsd.v1.operation_pb2 import (
     Event,
     ListEventsResponse,
     ListOperationsResponse,
@@ -10,4 +10,14 @@ from opsd.v1.operation_pb2 import (  # noqa: F401
     Progress,
     Step,
 )
-from opsd.v1.producer_pb2 import HeartbeatResponse  # noqa: F401
+from opsd.v1.producer_pb2 import HeartbeatResponse
+
+__all__ = [
+    "Event",
+    "HeartbeatResponse",
+    "ListEventsResponse",
+    "ListOperationsResponse",
+    "Operation",
+    "Progress",
+    "Step",
+]
