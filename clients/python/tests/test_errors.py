@@ -216,3 +216,14 @@ def test_a_wait_does_not_retry_forever_on_a_final_answer(client):
     with pytest.raises(opsd.InvalidArgument):
         client.wait("not-an-id", timeout=30)
     assert time.monotonic() - started < 5
+
+
+def test_bad_arguments_are_refused_before_any_call(client):
+    with pytest.raises(ValueError, match="unknown cancellation 'sometimes'"):
+        client.create("x", cancellation="sometimes")
+    with pytest.raises(ValueError, match="unknown step state 'halfway'"):
+        client.progress("ops00000000000000000", 1, 2, steps={"copy": "halfway"})
+    with pytest.raises(TypeError, match="cannot pack int"):
+        client.create("x", metadata=42)
+    with pytest.raises(ValueError, match="not both"):
+        client.complete("ops00000000000000000", response={}, error=opsd.status(9, "no"))
