@@ -28,7 +28,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from opsd._yandex import operation_pb2 as yandex_dot_cloud_dot_operation_dot_operation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17opsd/v1/operation.proto\x12\x07opsd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a&yandex/cloud/operation/operation.proto\"\x83\x04\n\tOperation\x12\x34\n\toperation\x18\x01 \x01(\x0b\x32!.yandex.cloud.operation.Operation\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.opsd.v1.OperationState\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\x38\n\x13\x63\x61ncellation_policy\x18\x04 \x01(\x0e\x32\x1b.opsd.v1.CancellationPolicy\x12\x37\n\x13\x63\x61ncel_requested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x08progress\x18\x06 \x01(\x0b\x32\x11.opsd.v1.Progress\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10lease_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\texclusive\x18\t \x01(\x08\x12\r\n\x05scope\x18\n \x01(\t\x12,\n\x10reported_failure\x18\x0b \x01(\x0b\x32\x12.google.rpc.Status\x12\x37\n\x13\x66\x61ilure_reported_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x08Progress\x12\x11\n\twork_done\x18\x01 \x01(\x03\x12\x12\n\nwork_total\x18\x02 \x01(\x03\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1c\n\x05steps\x18\x04 \x03(\x0b\x32\r.opsd.v1.Step\"\xb3\x01\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.opsd.v1.Step.State\"y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x11\n\rSTATE_RUNNING\x10\x02\x12\x0e\n\nSTATE_DONE\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\x12\x11\n\rSTATE_SKIPPED\x10\x05\"\x82\x02\n\x15ListOperationsRequest\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x12\n\ncreated_by\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.opsd.v1.StateFilter\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\r\n\x05scope\x18\x08 \x01(\t\"Y\n\x16ListOperationsResponse\x12&\n\noperations\x18\x01 \x03(\x0b\x32\x12.opsd.v1.Operation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x14WaitOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x15WatchOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"+\n\x13GetOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"\xda\x03\n\x05\x45vent\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04kind\x18\x04 \x01(\x0e\x32\x12.opsd.v1.EventKind\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12\r\n\x05scope\x18\x07 \x01(\t\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x12\n\ncreated_by\x18\t \x01(\t\x12\x0e\n\x06\x66olded\x18\n \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x34\n\x10lease_expires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11metadata_type_url\x18\x0e \x01(\t\x12#\n\x08progress\x18\x0f \x01(\x0b\x32\x11.opsd.v1.Progress\x12!\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x12.google.rpc.Status\x12\x19\n\x11response_type_url\x18\x11 \x01(\t\"P\n\x11ListEventsRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x12ListEventsResponse\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.opsd.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9c\x01\n\x16WatchOperationsRequest\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\x12\n\ncreated_by\x18\x03 \x01(\t\x12\x11\n\tid_prefix\x18\x04 \x01(\t\x12!\n\x05kinds\x18\x05 \x03(\x0e\x32\x12.opsd.v1.EventKind\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\"N\n\x17WatchOperationsResponse\x12\x1d\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0e.opsd.v1.Event\x12\x14\n\x0cresume_token\x18\x02 \x01(\t*\xaa\x01\n\x12\x43\x61ncellationPolicy\x12#\n\x1f\x43\x41NCELLATION_POLICY_UNSPECIFIED\x10\x00\x12!\n\x1d\x43\x41NCELLATION_POLICY_IMMEDIATE\x10\x01\x12#\n\x1f\x43\x41NCELLATION_POLICY_COOPERATIVE\x10\x02\x12\'\n#CANCELLATION_POLICY_NOT_CANCELLABLE\x10\x03*\x8e\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x01\x12$\n OPERATION_STATE_CANCEL_REQUESTED\x10\x02\x12\x18\n\x14OPERATION_STATE_DONE\x10\x03*r\n\x0bStateFilter\x12\x1c\n\x18STATE_FILTER_UNSPECIFIED\x10\x00\x12\x14\n\x10STATE_FILTER_ANY\x10\x01\x12\x18\n\x14STATE_FILTER_RUNNING\x10\x02\x12\x15\n\x11STATE_FILTER_DONE\x10\x03*\x97\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_KIND_CREATED\x10\x01\x12\x1f\n\x1b\x45VENT_KIND_METADATA_UPDATED\x10\x02\x12\x1a\n\x16\x45VENT_KIND_LEASE_TAKEN\x10\x03\x12\x1b\n\x17\x45VENT_KIND_LEASE_LAPSED\x10\x04\x12\x1f\n\x1b\x45VENT_KIND_CANCEL_REQUESTED\x10\x05\x12\x1f\n\x1b\x45VENT_KIND_FAILURE_REPORTED\x10\x06\x12\x18\n\x14\x45VENT_KIND_COMPLETED\x10\x07\x12 \n\x1c\x45VENT_KIND_DEADLINE_EXCEEDED\x10\x08\x32\xad\x03\n\x10OperationService\x12\x37\n\x03Get\x12\x1c.opsd.v1.GetOperationRequest\x1a\x12.opsd.v1.Operation\x12G\n\x04List\x12\x1e.opsd.v1.ListOperationsRequest\x1a\x1f.opsd.v1.ListOperationsResponse\x12\x39\n\x04Wait\x12\x1d.opsd.v1.WaitOperationRequest\x1a\x12.opsd.v1.Operation\x12=\n\x05Watch\x12\x1e.opsd.v1.WatchOperationRequest\x1a\x12.opsd.v1.Operation0\x01\x12\x45\n\nListEvents\x12\x1a.opsd.v1.ListEventsRequest\x1a\x1b.opsd.v1.ListEventsResponse\x12V\n\x0fWatchOperations\x12\x1f.opsd.v1.WatchOperationsRequest\x1a .opsd.v1.WatchOperationsResponse0\x01\x42)Z\'github.com/opsd/opsd/gen/opsd/v1;opsdv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17opsd/v1/operation.proto\x12\x07opsd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a&yandex/cloud/operation/operation.proto\"\xae\x04\n\tOperation\x12\x34\n\toperation\x18\x01 \x01(\x0b\x32!.yandex.cloud.operation.Operation\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.opsd.v1.OperationState\x12\x13\n\x0bresource_id\x18\x03 \x01(\t\x12\x38\n\x13\x63\x61ncellation_policy\x18\x04 \x01(\x0e\x32\x1b.opsd.v1.CancellationPolicy\x12\x37\n\x13\x63\x61ncel_requested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x08progress\x18\x06 \x01(\x0b\x32\x11.opsd.v1.Progress\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10lease_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\texclusive\x18\t \x01(\x08\x12\r\n\x05scope\x18\n \x01(\t\x12,\n\x10reported_failure\x18\x0b \x01(\x0b\x32\x12.google.rpc.Status\x12\x37\n\x13\x66\x61ilure_reported_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0ctrace_parent\x18\r \x01(\t\x12\x13\n\x0btrace_state\x18\x0e \x01(\t\"`\n\x08Progress\x12\x11\n\twork_done\x18\x01 \x01(\x03\x12\x12\n\nwork_total\x18\x02 \x01(\x03\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1c\n\x05steps\x18\x04 \x03(\x0b\x32\r.opsd.v1.Step\"\xb3\x01\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.opsd.v1.Step.State\"y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x11\n\rSTATE_RUNNING\x10\x02\x12\x0e\n\nSTATE_DONE\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\x12\x11\n\rSTATE_SKIPPED\x10\x05\"\x82\x02\n\x15ListOperationsRequest\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x12\n\ncreated_by\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.opsd.v1.StateFilter\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\r\n\x05scope\x18\x08 \x01(\t\"Y\n\x16ListOperationsResponse\x12&\n\noperations\x18\x01 \x03(\x0b\x32\x12.opsd.v1.Operation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x14WaitOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x15WatchOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"+\n\x13GetOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"\xfd\x03\n\x05\x45vent\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04kind\x18\x04 \x01(\x0e\x32\x12.opsd.v1.EventKind\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12\r\n\x05scope\x18\x07 \x01(\t\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x12\n\ncreated_by\x18\t \x01(\t\x12\x0e\n\x06\x66olded\x18\n \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\x34\n\x10lease_expires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11metadata_type_url\x18\x0e \x01(\t\x12#\n\x08progress\x18\x0f \x01(\x0b\x32\x11.opsd.v1.Progress\x12!\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x12.google.rpc.Status\x12\x19\n\x11response_type_url\x18\x11 \x01(\t\x12\x10\n\x08trace_id\x18\x12 \x01(\t\x12\x0f\n\x07span_id\x18\x13 \x01(\t\"P\n\x11ListEventsRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x12ListEventsResponse\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.opsd.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9c\x01\n\x16WatchOperationsRequest\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\x12\n\ncreated_by\x18\x03 \x01(\t\x12\x11\n\tid_prefix\x18\x04 \x01(\t\x12!\n\x05kinds\x18\x05 \x03(\x0e\x32\x12.opsd.v1.EventKind\x12\x14\n\x0cresume_token\x18\x06 \x01(\t\"N\n\x17WatchOperationsResponse\x12\x1d\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0e.opsd.v1.Event\x12\x14\n\x0cresume_token\x18\x02 \x01(\t*\xaa\x01\n\x12\x43\x61ncellationPolicy\x12#\n\x1f\x43\x41NCELLATION_POLICY_UNSPECIFIED\x10\x00\x12!\n\x1d\x43\x41NCELLATION_POLICY_IMMEDIATE\x10\x01\x12#\n\x1f\x43\x41NCELLATION_POLICY_COOPERATIVE\x10\x02\x12\'\n#CANCELLATION_POLICY_NOT_CANCELLABLE\x10\x03*\x8e\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x01\x12$\n OPERATION_STATE_CANCEL_REQUESTED\x10\x02\x12\x18\n\x14OPERATION_STATE_DONE\x10\x03*r\n\x0bStateFilter\x12\x1c\n\x18STATE_FILTER_UNSPECIFIED\x10\x00\x12\x14\n\x10STATE_FILTER_ANY\x10\x01\x12\x18\n\x14STATE_FILTER_RUNNING\x10\x02\x12\x15\n\x11STATE_FILTER_DONE\x10\x03*\x97\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_KIND_CREATED\x10\x01\x12\x1f\n\x1b\x45VENT_KIND_METADATA_UPDATED\x10\x02\x12\x1a\n\x16\x45VENT_KIND_LEASE_TAKEN\x10\x03\x12\x1b\n\x17\x45VENT_KIND_LEASE_LAPSED\x10\x04\x12\x1f\n\x1b\x45VENT_KIND_CANCEL_REQUESTED\x10\x05\x12\x1f\n\x1b\x45VENT_KIND_FAILURE_REPORTED\x10\x06\x12\x18\n\x14\x45VENT_KIND_COMPLETED\x10\x07\x12 \n\x1c\x45VENT_KIND_DEADLINE_EXCEEDED\x10\x08\x32\xad\x03\n\x10OperationService\x12\x37\n\x03Get\x12\x1c.opsd.v1.GetOperationRequest\x1a\x12.opsd.v1.Operation\x12G\n\x04List\x12\x1e.opsd.v1.ListOperationsRequest\x1a\x1f.opsd.v1.ListOperationsResponse\x12\x39\n\x04Wait\x12\x1d.opsd.v1.WaitOperationRequest\x1a\x12.opsd.v1.Operation\x12=\n\x05Watch\x12\x1e.opsd.v1.WatchOperationRequest\x1a\x12.opsd.v1.Operation0\x01\x12\x45\n\nListEvents\x12\x1a.opsd.v1.ListEventsRequest\x1a\x1b.opsd.v1.ListEventsResponse\x12V\n\x0fWatchOperations\x12\x1f.opsd.v1.WatchOperationsRequest\x1a .opsd.v1.WatchOperationsResponse0\x01\x42)Z\'github.com/opsd/opsd/gen/opsd/v1;opsdv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,42 +36,42 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'opsd.v1.operation_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\'github.com/opsd/opsd/gen/opsd/v1;opsdv1'
-  _globals['_CANCELLATIONPOLICY']._serialized_start=2376
-  _globals['_CANCELLATIONPOLICY']._serialized_end=2546
-  _globals['_OPERATIONSTATE']._serialized_start=2549
-  _globals['_OPERATIONSTATE']._serialized_end=2691
-  _globals['_STATEFILTER']._serialized_start=2693
-  _globals['_STATEFILTER']._serialized_end=2807
-  _globals['_EVENTKIND']._serialized_start=2810
-  _globals['_EVENTKIND']._serialized_end=3089
+  _globals['_CANCELLATIONPOLICY']._serialized_start=2454
+  _globals['_CANCELLATIONPOLICY']._serialized_end=2624
+  _globals['_OPERATIONSTATE']._serialized_start=2627
+  _globals['_OPERATIONSTATE']._serialized_end=2769
+  _globals['_STATEFILTER']._serialized_start=2771
+  _globals['_STATEFILTER']._serialized_end=2885
+  _globals['_EVENTKIND']._serialized_start=2888
+  _globals['_EVENTKIND']._serialized_end=3167
   _globals['_OPERATION']._serialized_start=167
-  _globals['_OPERATION']._serialized_end=682
-  _globals['_PROGRESS']._serialized_start=684
-  _globals['_PROGRESS']._serialized_end=780
-  _globals['_STEP']._serialized_start=783
-  _globals['_STEP']._serialized_end=962
-  _globals['_STEP_STATE']._serialized_start=841
-  _globals['_STEP_STATE']._serialized_end=962
-  _globals['_LISTOPERATIONSREQUEST']._serialized_start=965
-  _globals['_LISTOPERATIONSREQUEST']._serialized_end=1223
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=1225
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=1314
-  _globals['_WAITOPERATIONREQUEST']._serialized_start=1316
-  _globals['_WAITOPERATIONREQUEST']._serialized_end=1404
-  _globals['_WATCHOPERATIONREQUEST']._serialized_start=1406
-  _globals['_WATCHOPERATIONREQUEST']._serialized_end=1451
-  _globals['_GETOPERATIONREQUEST']._serialized_start=1453
-  _globals['_GETOPERATIONREQUEST']._serialized_end=1496
-  _globals['_EVENT']._serialized_start=1499
-  _globals['_EVENT']._serialized_end=1973
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1975
-  _globals['_LISTEVENTSREQUEST']._serialized_end=2055
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2057
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2134
-  _globals['_WATCHOPERATIONSREQUEST']._serialized_start=2137
-  _globals['_WATCHOPERATIONSREQUEST']._serialized_end=2293
-  _globals['_WATCHOPERATIONSRESPONSE']._serialized_start=2295
-  _globals['_WATCHOPERATIONSRESPONSE']._serialized_end=2373
-  _globals['_OPERATIONSERVICE']._serialized_start=3092
-  _globals['_OPERATIONSERVICE']._serialized_end=3521
+  _globals['_OPERATION']._serialized_end=725
+  _globals['_PROGRESS']._serialized_start=727
+  _globals['_PROGRESS']._serialized_end=823
+  _globals['_STEP']._serialized_start=826
+  _globals['_STEP']._serialized_end=1005
+  _globals['_STEP_STATE']._serialized_start=884
+  _globals['_STEP_STATE']._serialized_end=1005
+  _globals['_LISTOPERATIONSREQUEST']._serialized_start=1008
+  _globals['_LISTOPERATIONSREQUEST']._serialized_end=1266
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=1268
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=1357
+  _globals['_WAITOPERATIONREQUEST']._serialized_start=1359
+  _globals['_WAITOPERATIONREQUEST']._serialized_end=1447
+  _globals['_WATCHOPERATIONREQUEST']._serialized_start=1449
+  _globals['_WATCHOPERATIONREQUEST']._serialized_end=1494
+  _globals['_GETOPERATIONREQUEST']._serialized_start=1496
+  _globals['_GETOPERATIONREQUEST']._serialized_end=1539
+  _globals['_EVENT']._serialized_start=1542
+  _globals['_EVENT']._serialized_end=2051
+  _globals['_LISTEVENTSREQUEST']._serialized_start=2053
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2133
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2135
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2212
+  _globals['_WATCHOPERATIONSREQUEST']._serialized_start=2215
+  _globals['_WATCHOPERATIONSREQUEST']._serialized_end=2371
+  _globals['_WATCHOPERATIONSRESPONSE']._serialized_start=2373
+  _globals['_WATCHOPERATIONSRESPONSE']._serialized_end=2451
+  _globals['_OPERATIONSERVICE']._serialized_start=3170
+  _globals['_OPERATIONSERVICE']._serialized_end=3599
 # @@protoc_insertion_point(module_scope)

@@ -68,7 +68,7 @@ EVENT_KIND_COMPLETED: EventKind
 EVENT_KIND_DEADLINE_EXCEEDED: EventKind
 
 class Operation(_message.Message):
-    __slots__ = ("operation", "state", "resource_id", "cancellation_policy", "cancel_requested_at", "progress", "deadline", "lease_expires_at", "exclusive", "scope", "reported_failure", "failure_reported_at")
+    __slots__ = ("operation", "state", "resource_id", "cancellation_policy", "cancel_requested_at", "progress", "deadline", "lease_expires_at", "exclusive", "scope", "reported_failure", "failure_reported_at", "trace_parent", "trace_state")
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,8 @@ class Operation(_message.Message):
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     REPORTED_FAILURE_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_STATE_FIELD_NUMBER: _ClassVar[int]
     operation: _operation_pb2.Operation
     state: OperationState
     resource_id: str
@@ -93,7 +95,9 @@ class Operation(_message.Message):
     scope: str
     reported_failure: _status_pb2.Status
     failure_reported_at: _timestamp_pb2.Timestamp
-    def __init__(self, operation: _Optional[_Union[_operation_pb2.Operation, _Mapping]] = ..., state: _Optional[_Union[OperationState, str]] = ..., resource_id: _Optional[str] = ..., cancellation_policy: _Optional[_Union[CancellationPolicy, str]] = ..., cancel_requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exclusive: bool = ..., scope: _Optional[str] = ..., reported_failure: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., failure_reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    trace_parent: str
+    trace_state: str
+    def __init__(self, operation: _Optional[_Union[_operation_pb2.Operation, _Mapping]] = ..., state: _Optional[_Union[OperationState, str]] = ..., resource_id: _Optional[str] = ..., cancellation_policy: _Optional[_Union[CancellationPolicy, str]] = ..., cancel_requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exclusive: bool = ..., scope: _Optional[str] = ..., reported_failure: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., failure_reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_parent: _Optional[str] = ..., trace_state: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("work_done", "work_total", "message", "steps")
@@ -178,7 +182,7 @@ class GetOperationRequest(_message.Message):
     def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("operation_id", "sequence", "time", "kind", "actor", "version", "scope", "resource_id", "created_by", "folded", "description", "lease_expires_at", "deadline", "metadata_type_url", "progress", "error", "response_type_url")
+    __slots__ = ("operation_id", "sequence", "time", "kind", "actor", "version", "scope", "resource_id", "created_by", "folded", "description", "lease_expires_at", "deadline", "metadata_type_url", "progress", "error", "response_type_url", "trace_id", "span_id")
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +200,8 @@ class Event(_message.Message):
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     operation_id: str
     sequence: int
     time: _timestamp_pb2.Timestamp
@@ -213,7 +219,9 @@ class Event(_message.Message):
     progress: Progress
     error: _status_pb2.Status
     response_type_url: str
-    def __init__(self, operation_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EventKind, str]] = ..., actor: _Optional[str] = ..., version: _Optional[int] = ..., scope: _Optional[str] = ..., resource_id: _Optional[str] = ..., created_by: _Optional[str] = ..., folded: _Optional[int] = ..., description: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata_type_url: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., response_type_url: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    span_id: str
+    def __init__(self, operation_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EventKind, str]] = ..., actor: _Optional[str] = ..., version: _Optional[int] = ..., scope: _Optional[str] = ..., resource_id: _Optional[str] = ..., created_by: _Optional[str] = ..., folded: _Optional[int] = ..., description: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata_type_url: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., response_type_url: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
     __slots__ = ("operation_id", "page_size", "page_token")
