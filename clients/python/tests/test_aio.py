@@ -127,3 +127,51 @@ def test_wait_rides_out_a_restart_of_opsd(start_opsd, caplog):
             assert [r for r in caplog.records if r.getMessage() == "watch interrupted, reconnecting"]
 
     run(main())
+
+
+def test_wait_polls_at_the_servers_hint_when_watch_is_refused(start_opsd, caplog):
+    server = start_opsd("--max-watchers", "1", "--poll-interval", "2s")
+
+    async def main():
+        async with opsd.aio.Client(server.endpoint) as client:
+            held = await client.create("holds the only watcher")
+            holder = client.watch(held.operation.id)
+            assert (await holder.__anext__()).operation.id == held.operation.id
+            op_id = (await client.create("polled")).operation.id
+
+            async def complete_later():
+                await asyncio.sleep(1.0)
+                await client.complete(op_id, response={"ok": True})
+
+            completer = asyncio.ensure_future(complete_later())
+            with caplog.at_level(logging.DEBUG, logger="opsd"):
+                done = await client.wait(op_id, timeout=20)
+            await completer
+            await holder.aclose()
+            assert done.operation.done
+
+    run(main())
+    assert [r for r in caplog.records if r.getMessage() == "watch refused, polling"]
+    polls = [r.poll_interval for r in caplog.records if r.getMessage() == "operation not done, polling"]
+    assert polls and all(interval == 2.0 for interval in polls), polls
+
+
+def test_tls_and_tokens(start_opsd, tmp_path):
+    from conftest import certificates, make_token, tokens_file
+
+    ca, cert, key = certificates(tmp_path)
+    admin = make_token()
+    tokens = tokens_file(tmp_path / "tokens.toml", [("py-aio", admin, ["admin"])])
+    server = start_opsd("--tls-cert", str(cert), "--tls-key", str(key), "--tokens-file", str(tokens))
+
+    async def main():
+        endpoint = f"https://{server.endpoint}"
+        async with opsd.aio.Client(endpoint, ca=str(ca), token=admin) as client:
+            async with client.start_operation(description="aio over tls") as op:
+                await op.succeed()
+            assert (await client.wait(op.id, timeout=10)).operation.created_by == "py-aio"
+        async with opsd.aio.Client(endpoint, ca=str(ca), token="") as anonymous:
+            with pytest.raises(opsd.Unauthenticated):
+                await anonymous.get(op.id)
+
+    run(main())

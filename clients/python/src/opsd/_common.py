@@ -54,7 +54,8 @@ def resolve_target(
     ca: Union[str, "os.PathLike[str]", bytes, None],
 ) -> Target:
     """The endpoint (`HOST:PORT`, `http://HOST:PORT` or `https://HOST[:PORT]`,
-    else `OPSD_ENDPOINT`, else 127.0.0.1:7117), the token (else `OPSD_TOKEN`)
+    else `OPSD_ENDPOINT`, else 127.0.0.1:7117), the token (else `OPSD_TOKEN`;
+    an empty one sends none)
     and the CA (PEM bytes or a file path, else the file `OPSD_CA` names; used
     for https:// endpoints, which are verified against the system roots
     without one), as opsctl takes them."""
@@ -78,6 +79,8 @@ def resolve_target(
             rest = f"{rest}:443"
     if not rest or not _has_port(rest):
         raise ValueError(f"invalid endpoint {endpoint!r}: expected HOST:PORT or https://HOST[:PORT]")
+    if token == "":  # explicitly none, whatever OPSD_TOKEN says
+        token = None
     if token is not None and not _header_safe(token):
         raise ValueError("the token cannot be sent as a header value")
     pem: Optional[bytes] = None
