@@ -168,3 +168,28 @@ def test_create_with_an_idempotency_key_returns_the_first_operation(client):
     with pytest.raises(opsd.FailedPrecondition) as raised:
         client.create("another request", idempotency_key="py-key-1")
     assert raised.value.precondition_types == ["IDEMPOTENCY_KEY_REUSED"]
+
+
+def test_calls_carry_the_trace_context_and_the_handle_joins_the_operations_trace(opsd_server):
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traceparent = f"00-{trace_id}-{span_id}-01"
+    with opsd.Client(opsd_server.endpoint, traceparent=traceparent, tracestate="vendor=1") as traced:
+        created = traced.create("traced")
+        # opsd exports no traces here: it keeps the caller's own context.
+        assert created.trace_parent == traceparent
+        assert created.trace_state == "vendor=1"
+        with traced.start_operation(description="traced producer") as op:
+            op.progress(1, 2)
+            op.succeed()
+        events = traced.list_events(op.id).events
+        assert [e.trace_id for e in events] == [trace_id] * 3
+        other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        assert traced.in_trace(other).progress(created.operation.id, 1).operation.id == created.operation.id
+        last = traced.list_events(created.operation.id).events[-1]
+        assert last.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    with opsd.Client(opsd_server.endpoint, traceparent="") as untraced:
+        plain = untraced.create("untraced")
+        assert plain.trace_parent == ""
+        assert untraced.list_events(plain.operation.id).events[0].trace_id == ""
+    with pytest.raises(ValueError, match="the traceparent cannot be sent as a header value"):
+        opsd.Client(opsd_server.endpoint, traceparent="00-\u00e9")

@@ -2,6 +2,7 @@
 token and CA, building requests, packing payloads, retry pacing and typed
 unpacking. No I/O on the network here."""
 
+import dataclasses
 import datetime
 import os
 import random
@@ -46,19 +47,24 @@ class Target:
     tls: bool
     ca: Optional[bytes]
     token: Optional[str]
+    traceparent: Optional[str] = None
+    tracestate: Optional[str] = None
 
 
 def resolve_target(
     endpoint: Optional[str],
     token: Optional[str],
     ca: Union[str, "os.PathLike[str]", bytes, None],
+    traceparent: Optional[str] = None,
+    tracestate: Optional[str] = None,
 ) -> Target:
     """The endpoint (`HOST:PORT`, `http://HOST:PORT` or `https://HOST[:PORT]`,
     else `OPSD_ENDPOINT`, else 127.0.0.1:7117), the token (else `OPSD_TOKEN`;
     an empty one sends none)
     and the CA (PEM bytes or a file path, else the file `OPSD_CA` names; used
     for https:// endpoints, which are verified against the system roots
-    without one), as opsctl takes them."""
+    without one), and the W3C trace context its calls carry (else
+    `TRACEPARENT` and `TRACESTATE`), as opsctl takes them."""
     if endpoint is None:
         endpoint = os.environ.get("OPSD_ENDPOINT") or DEFAULT_ENDPOINT
     if token is None:
@@ -92,7 +98,23 @@ def resolve_target(
                 pem = file.read()
         except OSError as error:
             raise ValueError(f"ca {os.fspath(ca)}: {error.strerror or error}") from None
-    return Target(address=rest, tls=tls, ca=pem, token=token or None)
+    if traceparent is None:
+        traceparent = os.environ.get("TRACEPARENT") or None
+        if tracestate is None:
+            tracestate = os.environ.get("TRACESTATE") or None
+    target = Target(address=rest, tls=tls, ca=pem, token=token or None)
+    return with_trace(target, traceparent, tracestate)
+
+
+def with_trace(target: Target, traceparent: Optional[str], tracestate: Optional[str]) -> Target:
+    """`target` whose calls carry `traceparent` (and `tracestate`): a W3C
+    trace context, which opsd ignores unless well-formed; an empty one means none."""
+    for name, value in (("traceparent", traceparent), ("tracestate", tracestate)):
+        if value and not all(32 <= ord(ch) <= 126 for ch in value):
+            raise ValueError(f"the {name} cannot be sent as a header value")
+    if not traceparent:
+        return dataclasses.replace(target, traceparent=None, tracestate=None)
+    return dataclasses.replace(target, traceparent=traceparent, tracestate=tracestate or None)
 
 
 def _has_port(address: str) -> bool:
@@ -114,6 +136,10 @@ def call_metadata(target: Target, extra: Sequence[Tuple[str, str]] = ()) -> Tupl
     metadata = tuple(extra)
     if target.token:
         metadata += (("authorization", f"Bearer {target.token}"),)
+    if target.traceparent:
+        metadata += (("traceparent", target.traceparent),)
+        if target.tracestate:
+            metadata += (("tracestate", target.tracestate),)
     return metadata
 
 

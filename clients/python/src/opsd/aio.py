@@ -11,6 +11,7 @@ context manager whose `cancel_requested` is an `asyncio.Event`::
 Create the client inside the running event loop that uses it."""
 
 import asyncio
+import copy
 import datetime
 import logging
 import time
@@ -45,8 +46,10 @@ class Client:
         ca: Union[str, bytes, None] = None,
         timeout: float = 30.0,
         retry: Retry = Retry(),
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> None:
-        self._target = _common.resolve_target(endpoint, token, ca)
+        self._target = _common.resolve_target(endpoint, token, ca, traceparent, tracestate)
         self.endpoint = self._target.address
         self.timeout = timeout
         self.retry = retry
@@ -69,6 +72,16 @@ class Client:
 
     async def __aexit__(self, *exc_info: _AnyType) -> None:
         await self.close()
+
+    def in_trace(self, traceparent: str, tracestate: Optional[str] = None) -> "Client":
+        """This client, its calls carrying `traceparent` (e.g. an operation's
+        `trace_parent`, so they join its trace); it shares the connection,
+        so close only one of them. The same client for an empty one."""
+        if not traceparent:
+            return self
+        joined = copy.copy(self)
+        joined._target = _common.with_trace(self._target, traceparent, tracestate)
+        return joined
 
     def _metadata(self, *extra):
         return _common.call_metadata(self._target, extra)
@@ -352,7 +365,9 @@ class Client:
                 exclusive=exclusive,
                 scope=scope,
             )
-            return OperationHandle(self, created, _common.seconds(lease))
+            # The handle's heartbeats, progress and completion join the operation's trace.
+            joined = self.in_trace(created.trace_parent, created.trace_state)
+            return OperationHandle(joined, created, _common.seconds(lease))
 
         return _Starting(start)
 

@@ -2,6 +2,7 @@
 producers (create, progress, heartbeat, report a failure, complete, and
 `start_operation`, which keeps an operation's lease alive in the background)."""
 
+import copy
 import datetime
 import logging
 import threading
@@ -45,7 +46,9 @@ class Client:
     `token` (else `OPSD_TOKEN`) is sent as `authorization: Bearer <token>`.
     `timeout` bounds each unary call (seconds); `retry` says how idempotent
     calls are retried on UNAVAILABLE (Create only with an idempotency key).
-    Use it as a context manager, or call `close()`."""
+    `traceparent` and `tracestate` (else `TRACEPARENT`, `TRACESTATE`) put
+    every call in that W3C trace context. Use it as a context manager, or
+    call `close()`."""
 
     def __init__(
         self,
@@ -55,8 +58,10 @@ class Client:
         ca: Union[str, bytes, None] = None,
         timeout: float = 30.0,
         retry: Retry = Retry(),
+        traceparent: Optional[str] = None,
+        tracestate: Optional[str] = None,
     ) -> None:
-        self._target = _common.resolve_target(endpoint, token, ca)
+        self._target = _common.resolve_target(endpoint, token, ca, traceparent, tracestate)
         self.endpoint = self._target.address
         self.timeout = timeout
         self.retry = retry
@@ -79,6 +84,16 @@ class Client:
 
     def __exit__(self, *exc_info: _AnyType) -> None:
         self.close()
+
+    def in_trace(self, traceparent: str, tracestate: Optional[str] = None) -> "Client":
+        """This client, its calls carrying `traceparent` (e.g. an operation's
+        `trace_parent`, so they join its trace); it shares the connection,
+        so close only one of them. The same client for an empty one."""
+        if not traceparent:
+            return self
+        joined = copy.copy(self)
+        joined._target = _common.with_trace(self._target, traceparent, tracestate)
+        return joined
 
     def _metadata(self, *extra):
         return _common.call_metadata(self._target, extra)
@@ -389,7 +404,9 @@ class Client:
             exclusive=exclusive,
             scope=scope,
         )
-        return OperationHandle(self, created, _common.seconds(lease))
+        # The handle's heartbeats, progress and completion join the operation's trace.
+        joined = self.in_trace(created.trace_parent, created.trace_state)
+        return OperationHandle(joined, created, _common.seconds(lease))
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
