@@ -306,6 +306,13 @@ impl Config {
             "trace_export_delay",
             text(format_duration(self.trace_export_delay)),
         );
+        if let Some(url) = &self.console_trace_url {
+            put("console_trace_url", text(url.clone()));
+        }
+        put(
+            "console_stuck_after",
+            text(format_duration(self.console_stuck_after)),
+        );
         toml::to_string(&table).expect("a table of strings and numbers serializes")
     }
 
@@ -373,6 +380,14 @@ impl Config {
     }
 
     /// The limits on what callers may send and hold open.
+    /// What the web console is told.
+    pub fn console(&self) -> crate::console::ConsoleOptions {
+        crate::console::ConsoleOptions {
+            trace_url: self.console_trace_url.clone(),
+            stuck_after: self.console_stuck_after,
+        }
+    }
+
     pub fn limits(&self) -> crate::limits::Limits {
         crate::limits::Limits {
             max_message_size: self.max_message_size,
@@ -848,6 +863,17 @@ pub struct Config {
     /// is milliseconds, as OTEL_BSP_SCHEDULE_DELAY writes it).
     #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value = "5s", value_parser = parse_millis_or_duration)]
     pub trace_export_delay: Duration,
+
+    // The web console (`/console`); its settings stay together here.
+    /// Where the console links a trace id: a URL template with `{trace_id}`
+    /// (`https://jaeger.internal/trace/{trace_id}`); no link without it.
+    #[arg(long, env = "OPSD_CONSOLE_TRACE_URL", value_parser = crate::console::parse_trace_url)]
+    pub console_trace_url: Option<String>,
+
+    /// The console's overview calls a running operation stuck when nothing
+    /// changed on it for this long.
+    #[arg(long, env = "OPSD_CONSOLE_STUCK_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub console_stuck_after: Duration,
 }
 
 /// `key=value` pairs, in order.

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod call_span;
 pub mod config;
+pub mod console;
 pub mod discovery;
 pub mod grpc;
 pub mod http;
@@ -42,6 +43,8 @@ pub struct ServeOptions {
     /// Run each call in an exported server span (see [`telemetry::init`]);
     /// the caller's trace context is kept either way.
     pub trace_spans: bool,
+    /// What the web console at `/console` is told.
+    pub console: console::ConsoleOptions,
 }
 
 /// Serves gRPC and REST on `listener` until `shutdown` resolves, then lets
@@ -72,8 +75,10 @@ pub async fn serve(
         shutdown.await;
         let _ = drain.send(true);
     };
+    let credentials_required = !options.auth.is_anonymous();
     let app = router(service, gate, &grpc_options, endpoints)
         .await?
+        .merge(console::router(&options.console, credentials_required))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::record,

@@ -160,6 +160,7 @@ async fn run(config: Config, trace_spans: bool) -> anyhow::Result<()> {
         tls: tls.clone(),
         auth: authenticator,
         trace_spans,
+        console: config.console(),
     };
     tracing::info!(%address, tls = tls.is_some(), store = ?config.store, "opsd listening");
 

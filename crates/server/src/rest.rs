@@ -91,6 +91,7 @@ pub fn router(
             "/iam/v1/tokens",
             axum::routing::post(iam_create).fallback(no_route),
         )
+        .route("/v1/caller", get(caller).fallback(no_route))
         .route("/openapi.yaml", get(openapi))
         .with_state(gateway)
 }
@@ -167,6 +168,31 @@ async fn iam_create(State(gateway): Shared, request: Request) -> Answer {
     let credential = translate::iam_credential(&body)?;
     let issued = gateway.gate.exchange(credential)?;
     json(&translate::iam_token_response(issued))
+}
+
+/// `GET /v1/caller`: who the credentials name and what they allow, for a
+/// client (the console) that shows only what the caller may do. Advice
+/// only: every call is still authorized on its own.
+async fn caller(Caller(caller): Caller) -> Answer {
+    use opsd_core::Action;
+    use opsd_core::Scopes;
+    let scopes = match &caller.scopes {
+        Scopes::All => serde_json::Value::Null,
+        Scopes::Only(scopes) => serde_json::json!(scopes),
+    };
+    let roles: Vec<&str> = caller.roles.iter().map(|r| r.name()).collect();
+    Ok(axum::Json(serde_json::json!({
+        "id": caller.id,
+        "allScopes": matches!(caller.scopes, Scopes::All),
+        "scopes": scopes,
+        "roles": roles,
+        "may": {
+            "read": caller.may(Action::Read),
+            "cancel": caller.may(Action::Cancel),
+            "produce": caller.may(Action::Produce),
+        },
+    }))
+    .into_response())
 }
 
 /// `GET /v1/operations`.

@@ -1,0 +1,350 @@
+"""The web console in a real chromium against a real opsd: every operation is
+made through the REST API, every check is on what the page shows."""
+
+import re
+import time
+import urllib.request
+
+from playwright.sync_api import expect
+
+from conftest import Api, new_token, screenshot_dir, tokens_file
+
+# Live updates must show within a second; the margin is for a loaded machine.
+LIVE = 5000
+XSS = '<img src=x onerror="window.__pwned=1;alert(1)">'
+
+
+def rows(page):
+    return page.locator("#rows tr")
+
+
+def row(page, operation_id):
+    return page.locator(f'#rows tr[data-id="{operation_id}"]')
+
+
+def test_the_list_shows_operations_and_follows_the_feed(start_opsd, page):
+    server = start_opsd()
+    api = Api(server.url)
+    first = api.create("snapshot disk-1", resourceId="disk-1", idPrefix="snp")
+    second = api.create("resize disk-2", resourceId="disk-2")
+    api.progress(second, 3, 10, "copying blocks")
+    done = api.create("delete disk-3", resourceId="disk-3")
+    api.succeed(done)
+
+    page.goto(server.url + "/console")
+    expect(rows(page)).to_have_count(3)
+    # Newest first.
+    assert [r.get_attribute("data-id") for r in rows(page).all()] == [done, second, first]
+    expect(row(page, done).locator(".state")).to_have_text("succeeded")
+    expect(row(page, second).locator(".progress .text")).to_contain_text("3/10 (30%)")
+    expect(page.locator("#live")).to_have_text("live")
+
+    # Scrolled down, the page keeps its place while rows arrive above.
+    page.set_viewport_size({"width": 1280, "height": 300})
+    page.mouse.wheel(0, 200)
+    page.wait_for_function("window.scrollY > 0")
+    scrolled = page.evaluate("window.scrollY")
+
+    # Changes made through the API while the page is open show without a reload.
+    started = time.monotonic()
+    api.progress(first, 7, 10, "uploading")
+    expect(row(page, first).locator(".progress .text")).to_contain_text("7/10 (70%)", timeout=LIVE)
+    api.succeed(first)
+    expect(row(page, first).locator(".state")).to_have_text("succeeded", timeout=LIVE)
+    fresh = api.create("snapshot disk-9", resourceId="disk-9")
+    expect(rows(page).first).to_have_attribute("data-id", fresh, timeout=LIVE)
+    print(f"live updates shown {time.monotonic() - started:.2f}s after the three changes")
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "the page reloaded"
+    assert page.evaluate("window.scrollY") >= scrolled, "the scroll position was lost"
+
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("window.scrollTo(0, 0)")
+    api.progress(second, 6, 10, "copying blocks", [("prepare", "STATE_DONE"), ("copy", "STATE_RUNNING")])
+    expect(row(page, second).locator(".progress .text")).to_contain_text("6/10", timeout=LIVE)
+    page.screenshot(path=str(screenshot_dir() / "list.png"), animations="disabled")
+    # Nothing came from anywhere but opsd itself.
+    assert all(url.startswith(server.url + "/") for url in page.requests), page.requests
+    assert not page.errors, page.errors
+
+
+def test_filters_in_the_url_show_only_matching_rows(start_opsd, page):
+    server = start_opsd()
+    api = Api(server.url)
+    wanted = api.create("snapshot disk-1", resourceId="disk-1")
+    finished = api.create("old snapshot of disk-1", resourceId="disk-1")
+    api.succeed(finished)
+    other = api.create("snapshot disk-2", resourceId="disk-2")
+    scoped = api.create("snapshot disk-1 elsewhere", resourceId="disk-1", scope="team-b")
+
+    page.goto(server.url + "/console?resourceId=disk-1&state=RUNNING")
+    expect(rows(page)).to_have_count(2)
+    shown = {r.get_attribute("data-id") for r in rows(page).all()}
+    assert shown == {wanted, scoped}
+    # The form shows the filters the URL holds.
+    expect(page.locator('input[name="resourceId"]')).to_have_value("disk-1")
+    expect(page.locator('select[name="state"]')).to_have_value("RUNNING")
+
+    page.goto(server.url + "/console?resourceId=disk-1&state=RUNNING&scope=team-b")
+    expect(rows(page)).to_have_count(1)
+    expect(rows(page).first).to_have_attribute("data-id", scoped)
+
+    # A live change that leaves the filter takes the row away; one that does
+    # not match never appears.
+    api.succeed(scoped)
+    expect(rows(page)).to_have_count(0, timeout=LIVE)
+    api.create("snapshot disk-2 again", resourceId="disk-2", scope="team-b")
+
+    # The form writes the URL: filters by text in the description.
+    page.goto(server.url + "/console")
+    page.fill('input[name="q"]', "disk-2")
+    page.press('input[name="q"]', "Enter")
+    page.wait_for_url(re.compile(r".*q=disk-2.*"))
+    expect(rows(page)).to_have_count(2)
+    assert other in {r.get_attribute("data-id") for r in rows(page).all()}
+
+    # Bad filters get the API's own error.
+    page.goto(server.url + "/console?createdAfter=yesterday")
+    expect(page.locator(".error")).to_contain_text("400")
+    assert not page.errors, page.errors
+
+
+def test_the_operation_page_shows_progress_timeline_and_outcome(start_opsd, page):
+    server = start_opsd("--console-trace-url", "https://jaeger.example/trace/{trace_id}")
+    api = Api(server.url)
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    operation_id = api.create(
+        "snapshot disk-7", resourceId="disk-7", idPrefix="snp",
+        cancellationPolicy="CANCELLATION_POLICY_COOPERATIVE",
+        metadata={"@type": "type.googleapis.com/google.protobuf.Struct", "value": {"diskId": "disk-7"}},
+        headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
+    )
+    api.progress(operation_id, 2, 5, "copying blocks",
+                 [("freeze", "STATE_DONE"), ("copy", "STATE_RUNNING"), ("thaw", "STATE_PENDING")])
+
+    page.goto(f"{server.url}/console/operations/{operation_id}")
+    expect(page.locator("#op-id")).to_have_text(operation_id)
+    expect(page.locator("#progress .text")).to_contain_text("2/5 (40%)")
+    expect(page.locator("#progress .steps li")).to_have_text(["freeze", "copy", "thaw"])
+    expect(page.locator("#metadata")).to_contain_text('"diskId": "disk-7"')
+    expect(page.locator("#metadata")).to_contain_text("google.protobuf.Struct")
+    expect(page.locator("#fields")).to_contain_text("disk-7")
+    expect(page.locator("#fields")).to_contain_text("cooperative")
+    link = page.locator("#fields a", has_text=trace)
+    expect(link).to_have_attribute("href", f"https://jaeger.example/trace/{trace}")
+    expect(page.locator("#events tr")).to_have_count(2)
+    expect(page.locator("#events tr").nth(0)).to_contain_text("created")
+    expect(page.locator("#events tr").nth(1)).to_contain_text("metadata updated")
+    expect(page.locator("#events tr").nth(1)).to_contain_text("anonymous")
+    # The opsctl and grpcurl commands are there to copy.
+    expect(page.get_by_role("button", name="Copy opsctl command")).to_have_attribute(
+        "title", re.compile(f"opsctl --endpoint {re.escape(server.url)} get {operation_id}"))
+    expect(page.get_by_role("button", name="Copy grpcurl command")).to_have_attribute(
+        "title", re.compile("opsd.v1.OperationService/Get"))
+    page.screenshot(path=str(screenshot_dir() / "operation.png"), full_page=True)
+
+    # The outcome arrives live, and the timeline grows with it.
+    api.fail(operation_id, 9, "disk-7 is attached to a running vm")
+    expect(page.locator("h1 .state")).to_have_text("failed", timeout=LIVE)
+    expect(page.locator("#error")).to_contain_text('"message": "disk-7 is attached to a running vm"')
+    expect(page.locator("#events tr")).to_have_count(3)
+    expect(page.locator("#events tr").nth(2)).to_contain_text("FAILED_PRECONDITION")
+    expect(page.locator("#cancel")).to_have_count(0)
+
+    # The timeline filters by kind, in the URL too.
+    page.select_option("#kind", "EVENT_KIND_METADATA_UPDATED")
+    expect(page.locator("#events tr")).to_have_count(1)
+    assert "kind=EVENT_KIND_METADATA_UPDATED" in page.url
+
+    succeeded = api.create("resize disk-8")
+    api.succeed(succeeded)
+    page.goto(f"{server.url}/console/operations/{succeeded}")
+    expect(page.locator("#response")).to_contain_text('"ok": true')
+    expect(page.locator("#events tr").last).to_contain_text("completed")
+
+    page.goto(f"{server.url}/console/operations/nosuchoperation00000")
+    expect(page.locator(".error")).to_contain_text("404")
+    assert not page.errors, page.errors
+
+
+def test_cancel_asks_first_then_cancels(start_opsd, page):
+    server = start_opsd()
+    api = Api(server.url)
+    operation_id = api.create("snapshot disk-5")
+    page.goto(f"{server.url}/console/operations/{operation_id}")
+    page.dialogs.clear()
+    page.locator("#cancel").click()
+    expect(page.locator("h1 .state")).to_have_text("cancelled", timeout=LIVE)
+    assert page.dialogs == [("confirm", f"Cancel operation {operation_id}?")]
+    answer = api.get(operation_id)
+    assert answer["operation"]["done"] is True
+    assert answer["operation"]["error"]["code"] == 1
+    expect(page.locator("#cancel")).to_have_count(0)
+
+    # Operations that cannot be cancelled offer no button.
+    fixed = api.create("upload", cancellationPolicy="CANCELLATION_POLICY_NOT_CANCELLABLE")
+    page.goto(f"{server.url}/console/operations/{fixed}")
+    expect(page.locator("#op-id")).to_have_text(fixed)
+    expect(page.locator("#cancel")).to_have_count(0)
+
+
+def test_producer_strings_are_text_and_run_nothing(start_opsd, page):
+    server = start_opsd()
+    api = Api(server.url)
+    operation_id = api.create(XSS, resourceId=XSS)
+    api.progress(operation_id, 1, 2, XSS, [(XSS, "STATE_RUNNING")])
+
+    page.goto(server.url + "/console")
+    expect(row(page, operation_id).locator("td.desc")).to_have_text(XSS)
+    expect(row(page, operation_id).locator(".progress .text")).to_contain_text(XSS)
+    page.goto(f"{server.url}/console/operations/{operation_id}")
+    expect(page.locator("#description")).to_have_text(XSS)
+    expect(page.locator("#progress .steps li")).to_have_text([XSS])
+    # Live updates render as text too.
+    api.progress(operation_id, 2, 2, XSS + "<b>bold</b>")
+    expect(page.locator("#progress .text")).to_contain_text("<b>bold</b>", timeout=LIVE)
+    assert page.locator("main img").count() == 0
+    assert page.locator("main b").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    assert page.dialogs == []
+    assert not page.errors, page.errors
+
+
+def test_the_console_is_served_with_a_strict_policy(start_opsd):
+    server = start_opsd()
+    for path in ["/console", "/console/operations/x", "/console/console.js", "/console/console.css"]:
+        with urllib.request.urlopen(server.url + path, timeout=10) as response:
+            policy = response.headers["content-security-policy"]
+            assert "default-src 'none'" in policy and "script-src 'self'" in policy
+            assert "unsafe" not in policy
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["set-cookie"] is None
+    # Small pages: everything the first load fetches.
+    total = sum(
+        len(urllib.request.urlopen(server.url + path, timeout=10).read())
+        for path in ["/console", "/console/console.js", "/console/console.css", "/console/favicon.svg",
+                     "/console/settings.json"]
+    )
+    assert total < 200 * 1024, total
+
+
+def test_with_a_tokens_file_the_console_shows_only_what_the_token_may(start_opsd, tmp_path, page):
+    producer, viewer, operator = new_token(), new_token(), new_token()
+    tokens = tokens_file(tmp_path / "tokens.toml", [
+        ("producer", producer, ["*"], ["producer", "viewer"]),
+        ("team-a-viewer", viewer, ["team-a"], ["viewer"]),
+        ("team-a-operator", operator, ["team-a"], ["operator"]),
+    ])
+    server = start_opsd("--tokens-file", str(tokens))
+    api = Api(server.url, producer)
+    mine = api.create("team a's snapshot", scope="team-a")
+    theirs = api.create("team b's snapshot", scope="team-b")
+
+    # Without a token: a sign-in form, and nothing else.
+    page.goto(server.url + "/console")
+    expect(page.locator("#token")).to_be_visible()
+    expect(page.locator("#token")).to_have_attribute("type", "password")
+    assert page.locator("#rows").count() == 0
+    assert "team" not in page.locator("main").inner_text()
+    page.goto(f"{server.url}/console/operations/{mine}")
+    expect(page.locator("#token")).to_be_visible()
+    assert "snapshot" not in page.locator("main").inner_text()
+
+    # A wrong token is refused and asked for again.
+    page.goto(server.url + "/console")
+    page.fill("#token", "opsd_wrong")
+    page.press("#token", "Enter")
+    expect(page.locator(".error")).to_contain_text("refused")
+    expect(page.locator("#token")).to_be_visible()
+
+    # The viewer sees its scope only, and no Cancel.
+    page.fill("#token", viewer)
+    page.press("#token", "Enter")
+    expect(rows(page)).to_have_count(1)
+    expect(rows(page).first).to_have_attribute("data-id", mine)
+    expect(page.locator("#who")).to_contain_text("team-a-viewer")
+    assert page.evaluate("document.cookie") == ""
+    assert page.evaluate("sessionStorage.length") == 1
+    assert page.evaluate("localStorage.length") == 0
+    # Live updates go through the token too, and stay in its scope.
+    api.progress(mine, 1, 4, "copying")
+    api.progress(theirs, 1, 4, "copying")
+    expect(row(page, mine).locator(".progress .text")).to_contain_text("1/4", timeout=LIVE)
+    newer = api.create("team b's second snapshot", scope="team-b")
+    api.create("team a's second snapshot", scope="team-a")
+    expect(rows(page)).to_have_count(2, timeout=LIVE)
+    assert row(page, newer).count() == 0
+
+    page.goto(f"{server.url}/console/operations/{mine}")
+    expect(page.locator("#op-id")).to_have_text(mine)
+    expect(page.locator("#cancel")).to_have_count(0)
+    # The API refuses the viewer's cancel anyway.
+    status, answer = Api(server.url, viewer).call("POST", f"/operations/{mine}:cancel", {})
+    assert status == 403, (status, answer)
+    assert api.get(mine)["operation"].get("done") is not True
+    page.goto(f"{server.url}/console/operations/{theirs}")
+    expect(page.locator(".error")).to_contain_text("404")
+
+    # A new tab asks again: the token lived in that tab only.
+    other = page.context.browser.new_context()
+    fresh = other.new_page()
+    fresh.goto(server.url + "/console")
+    expect(fresh.locator("#token")).to_be_visible()
+    other.close()
+
+    # The operator may cancel, through the button.
+    page.goto(server.url + "/console")
+    page.click("#sign-out")
+    expect(page.locator("#token")).to_be_visible()
+    page.fill("#token", operator)
+    page.press("#token", "Enter")
+    expect(rows(page)).to_have_count(2)
+    page.goto(f"{server.url}/console/operations/{mine}")
+    page.locator("#cancel").click()
+    expect(page.locator("h1 .state")).to_have_text("cancelled", timeout=LIVE)
+    assert api.get(mine)["operation"]["error"]["code"] == 1
+    assert not page.errors, page.errors
+
+
+def test_the_overview_shows_running_stuck_and_per_producer_numbers(start_opsd, page):
+    server = start_opsd("--console-stuck-after", "1s")
+    api = Api(server.url)
+    quiet = api.create("snapshot disk-1", idPrefix="snp")
+    for n in range(3):
+        api.succeed(api.create(f"snapshot disk-{n + 10}", idPrefix="snp"))
+    api.fail(api.create("snapshot disk-20", idPrefix="snp"), 9, "disk is busy")
+    leased = api.create("resize disk-2", idPrefix="rsz", leaseDuration="20s")
+    api.progress(leased, 1, 3, "growing")
+    # Unchanged for longer than --console-stuck-after.
+    time.sleep(1.2)
+    page.goto(server.url + "/console/overview")
+    expect(page.locator("#card-running .n")).to_have_text("2")
+    expect(page.locator("#card-completed .n")).to_have_text("4")
+    expect(page.locator("#card-failed .n")).to_have_text("1")
+    expect(page.locator("#stuck tbody tr")).to_have_count(2)
+    expect(page.locator("#stuck")).to_contain_text(quiet)
+    expect(page.locator("#oldest tbody tr").first).to_contain_text(quiet)
+    snp = page.locator("#producers tbody tr", has_text="snp")
+    expect(snp.locator("td").nth(2)).to_have_text("4")
+    expect(snp.locator("td").nth(3)).to_have_text("25%")
+    page.screenshot(path=str(screenshot_dir() / "overview.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+def test_narrow_screens_and_dark_mode(start_opsd, browser):
+    server = start_opsd()
+    api = Api(server.url)
+    operation_id = api.create("snapshot disk-1", resourceId="disk-1")
+    api.progress(operation_id, 1, 2, "copying")
+    context = browser.new_context(viewport={"width": 390, "height": 760}, color_scheme="dark")
+    page = context.new_page()
+    page.goto(server.url + "/console")
+    expect(row(page, operation_id)).to_be_visible()
+    # Nothing wider than the screen but the table, which scrolls in its box.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(13, 17, 23)", background
+    page.screenshot(path=str(screenshot_dir() / "list-narrow-dark.png"), full_page=True, animations="disabled")
+    # Keyboard: the skip link first, then the navigation.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    context.close()
