@@ -180,6 +180,16 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 "iam-blank-audience",
                 b"iam_signing_key = \"iam.pem\"\niam_audiences = [\" \"]\n".to_vec(),
             ),
+            (
+                "console",
+                b"console_trace_url = \"https://jaeger.internal/trace/{trace_id}\"\n\
+                  console_stuck_after = \"15m\"\n"
+                    .to_vec(),
+            ),
+            (
+                "console-bad-trace-url",
+                b"console_trace_url = \"javascript:alert({trace_id})\"\n".to_vec(),
+            ),
             ("duration", b"30s".to_vec()),
             ("size", b"512KiB".to_vec()),
         ])
@@ -760,6 +770,7 @@ fn rest_seeds() -> Vec<(String, Vec<u8>)> {
             "raw-iam-tokens",
             call(10, 0, "POST /iam/v1/tokens\n{\"jwt\":\"a.b.c\"}"),
         ),
+        ("raw-caller", call(10, 0, "GET /v1/caller\n")),
     ];
     items
         .into_iter()

@@ -107,7 +107,10 @@ fn asset(content_type: &'static str, body: impl Into<axum::body::Body>) -> Respo
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // The files change only with the binary; a new binary must not be hidden
     // behind a cached old page.
@@ -125,5 +128,44 @@ mod tests {
         assert!(parse_trace_url("https://jaeger.internal/trace/").is_err());
         assert!(parse_trace_url("javascript:alert({trace_id})").is_err());
         assert!(parse_trace_url("not a url {trace_id}").is_err());
+    }
+
+    /// Producer strings reach the page as text only: the script never parses
+    /// HTML nor evaluates strings, and the page runs no inline code.
+    #[test]
+    fn the_page_never_turns_strings_into_markup_or_code() {
+        for banned in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+            "DOMParser",
+            "createContextualFragment",
+            "javascript:",
+            "localStorage",
+            "document.cookie",
+        ] {
+            assert!(!CONSOLE_JS.contains(banned), "console.js uses {banned}");
+        }
+        assert!(
+            !INDEX_HTML.contains("<script>"),
+            "inline script in index.html"
+        );
+        assert!(!INDEX_HTML.contains(" on"), "inline handler in index.html");
+        assert!(!INDEX_HTML.contains("style="), "inline style in index.html");
+        for file in [INDEX_HTML, CONSOLE_JS, CONSOLE_CSS] {
+            assert!(
+                !file.contains("http://") && !file.contains("https://"),
+                "an outside url"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_load_is_small() {
+        let total = INDEX_HTML.len() + CONSOLE_JS.len() + CONSOLE_CSS.len() + FAVICON_SVG.len();
+        assert!(total < 200 * 1024, "{total} bytes");
     }
 }

@@ -91,6 +91,7 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"kinds=",
     b"/v1/operations/",
     b"/operations/",
+    b"/v1/caller",
     b"GET ",
     b"POST ",
 ];

@@ -954,3 +954,74 @@ async fn the_feed_shows_a_caller_only_its_scopes() {
     );
     server.stop().await;
 }
+
+/// `GET /v1/caller` answers who the credentials name and what they allow (the
+/// console shows only what that is); without credentials it is refused like
+/// every API call. The console's own files need none: they hold no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_route_tells_a_principal_what_it_may_do() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/caller", server.address);
+    let refused = http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let wrong = http
+        .get(&url)
+        .bearer_auth("opsd_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let ask = |token: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let response = http.get(&url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let viewer = ask(server.tokens.viewer.clone()).await;
+    assert_eq!(
+        viewer,
+        serde_json::json!({
+            "id": "auditor",
+            "allScopes": false,
+            "scopes": ["folder-a"],
+            "roles": ["viewer"],
+            "may": {"read": true, "cancel": false, "produce": false},
+        })
+    );
+    let owner = ask(server.tokens.owner.clone()).await;
+    assert_eq!(
+        owner["roles"],
+        serde_json::json!(["viewer", "operator", "producer"])
+    );
+    assert_eq!(
+        owner["may"],
+        serde_json::json!({"read": true, "cancel": true, "produce": true})
+    );
+    let stranger = ask(server.tokens.stranger.clone()).await;
+    assert_eq!(stranger["scopes"], serde_json::json!(["folder-b"]));
+    assert_eq!(stranger["may"]["cancel"], true);
+
+    for path in ["/console", "/console/console.js", "/console/settings.json"] {
+        let response = http
+            .get(format!("http://{}{path}", server.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let settings: serde_json::Value = http
+        .get(format!("http://{}/console/settings.json", server.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["credentialsRequired"], true);
+    server.stop().await;
+}
