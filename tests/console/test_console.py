@@ -348,3 +348,33 @@ def test_narrow_screens_and_dark_mode(start_opsd, browser):
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip"
     context.close()
+
+
+def test_producers_descriptor_sets_show_their_payloads_field_by_field(start_opsd, page, tmp_path):
+    from conftest import REPO, opsd_binary
+    import subprocess
+
+    snapshot_set = REPO / "examples" / "snapshot-service" / "snapshot.binpb"
+    server = start_opsd("--descriptor-set", str(snapshot_set))
+    api = Api(server.url)
+    snapshot = "type.googleapis.com/opsd.example.v1.Snapshot"
+    operation_id = api.create("snapshot disk-4", metadata={"@type": snapshot, "diskId": "disk-4"})
+    answer = api.succeed(operation_id, {"@type": snapshot, "snapshotId": "snap-4", "diskId": "disk-4",
+                                        "sizeBytes": "4096"})
+    assert answer["operation"]["response"]["snapshotId"] == "snap-4"
+    page.goto(f"{server.url}/console/operations/{operation_id}")
+    expect(page.locator("#response")).to_contain_text('"snapshotId": "snap-4"')
+    expect(page.locator("#response")).to_contain_text('"sizeBytes": "4096"')
+    expect(page.locator("#response")).to_contain_text("opsd.example.v1.Snapshot")
+    expect(page.locator("#metadata")).to_contain_text('"diskId": "disk-4"')
+
+    # A file that is no descriptor set stops opsd at start, naming it.
+    bad = tmp_path / "bad.binpb"
+    bad.write_bytes(b"\xff\xff not protobuf")
+    refused = subprocess.run(
+        [opsd_binary(), "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+         "--descriptor-set", str(bad)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert refused.returncode != 0
+    assert f"--descriptor-set: {bad} is not a usable FileDescriptorSet" in refused.stderr, refused.stderr

@@ -40,6 +40,17 @@ struct Cli {
     #[arg(long, global = true, env = "OPSD_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
+    /// A producer's message types (a serialized FileDescriptorSet, as `protoc
+    /// --include_imports --descriptor_set_out` or `buf build` writes it), so
+    /// that JSON output prints their payloads field by field. Repeatable.
+    #[arg(
+        long = "descriptor-set",
+        global = true,
+        env = "OPSD_DESCRIPTOR_SETS",
+        value_delimiter = ','
+    )]
+    descriptor_sets: Vec<std::path::PathBuf>,
+
     /// How to print operations: readable text, or the proto3 JSON mapping.
     #[arg(long, global = true, value_enum, default_value = "text")]
     format: Format,
@@ -113,6 +124,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    for path in &cli.descriptor_sets {
+        opsd_proto::json::register_descriptor_set_file(path)
+            .map_err(|e| anyhow::anyhow!("--descriptor-set: {e}"))?;
+    }
     let command = match cli.command {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -1,19 +1,63 @@
 //! The proto3 JSON mapping (camelCase names, `Any` as `@type` plus the packed
 //! message, RFC 3339 timestamps) for opsd's messages, driven by their descriptors.
 
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 use prost_reflect::{
     DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, SerializeOptions,
 };
 
-/// Every message opsd knows, including well-known types such as `google.protobuf.Struct`.
-pub fn descriptor_pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+fn pool() -> &'static RwLock<DescriptorPool> {
+    static POOL: OnceLock<RwLock<DescriptorPool>> = OnceLock::new();
     POOL.get_or_init(|| {
-        DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET)
-            .expect("the descriptor set compiled into the binary is valid")
+        RwLock::new(
+            DescriptorPool::decode(crate::FILE_DESCRIPTOR_SET)
+                .expect("the descriptor set compiled into the binary is valid"),
+        )
     })
+}
+
+/// Every message opsd knows, including well-known types such as
+/// `google.protobuf.Struct`, and those of the descriptor sets registered with
+/// [`register_descriptor_set`]. A cheap handle: the pool is shared.
+pub fn descriptor_pool() -> DescriptorPool {
+    pool()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// A producer's serialized `google.protobuf.FileDescriptorSet` could not be added.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DescriptorSetError(String);
+
+/// Adds the messages of a serialized `google.protobuf.FileDescriptorSet`
+/// (what `protoc --descriptor_set_out --include_imports` or `buf build`
+/// writes) so that payloads of those types print field by field instead of
+/// as base64, and parse from JSON. Files the pool already holds, by name (the
+/// well-known types a set includes), are skipped. Nothing is added when the
+/// set is invalid, misses an import, or defines a name the pool already has
+/// in another file. Returns the full names of the messages it made known.
+pub fn register_descriptor_set(bytes: &[u8]) -> Result<Vec<String>, DescriptorSetError> {
+    let mut pool = pool()
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut extended = pool.clone();
+    let known: std::collections::HashSet<String> = extended
+        .all_messages()
+        .map(|m| m.full_name().to_owned())
+        .collect();
+    extended
+        .decode_file_descriptor_set(bytes)
+        .map_err(|e| DescriptorSetError(e.to_string()))?;
+    let added: Vec<String> = extended
+        .all_messages()
+        .map(|m| m.full_name().to_owned())
+        .filter(|name| !known.contains(name))
+        .collect();
+    *pool = extended;
+    Ok(added)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +74,20 @@ pub enum JsonError {
         message: String,
         source: serde_json::Error,
     },
+}
+
+/// [`register_descriptor_set`] of the file at `path`, with errors naming it.
+pub fn register_descriptor_set_file(
+    path: &std::path::Path,
+) -> Result<Vec<String>, DescriptorSetError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| DescriptorSetError(format!("cannot read {}: {e}", path.display())))?;
+    register_descriptor_set(&bytes).map_err(|e| {
+        DescriptorSetError(format!(
+            "{} is not a usable FileDescriptorSet: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn descriptor(full_name: &str) -> Result<MessageDescriptor, JsonError> {
@@ -96,9 +154,10 @@ fn wrap_in_value(value: &mut prost_reflect::Value) -> bool {
                 .and_then(|v| v.as_bytes().cloned())
                 .unwrap_or_default();
             // Printable only if its type is known and the bytes really are one.
+            let pool = descriptor_pool();
             let printable = type_url
                 .rsplit_once('/')
-                .and_then(|(_, name)| descriptor_pool().get_message_by_name(name))
+                .and_then(|(_, name)| pool.get_message_by_name(name))
                 .is_some_and(|known| DynamicMessage::decode(known, payload.as_ref()).is_ok());
             if printable {
                 return false;

@@ -313,6 +313,15 @@ impl Config {
             "console_stuck_after",
             text(format_duration(self.console_stuck_after)),
         );
+        put(
+            "descriptor_sets",
+            toml::Value::Array(
+                self.descriptor_sets
+                    .iter()
+                    .map(|p| text(p.display().to_string()))
+                    .collect(),
+            ),
+        );
         toml::to_string(&table).expect("a table of strings and numbers serializes")
     }
 
@@ -874,6 +883,17 @@ pub struct Config {
     /// changed on it for this long.
     #[arg(long, env = "OPSD_CONSOLE_STUCK_AFTER", default_value = "10m", value_parser = parse_duration)]
     pub console_stuck_after: Duration,
+
+    /// A producer's message types: a serialized FileDescriptorSet (`protoc
+    /// --include_imports --descriptor_set_out FILE`, `buf build -o FILE`), so
+    /// that REST and the console print their payloads field by field instead
+    /// of as base64. Repeatable; comma-separated in the environment.
+    #[arg(
+        long = "descriptor-set",
+        env = "OPSD_DESCRIPTOR_SETS",
+        value_delimiter = ','
+    )]
+    pub descriptor_sets: Vec<PathBuf>,
 }
 
 /// `key=value` pairs, in order.

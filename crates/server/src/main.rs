@@ -56,6 +56,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config, trace_spans: bool) -> anyhow::Result<()> {
+    for path in &config.descriptor_sets {
+        let messages = opsd_proto::json::register_descriptor_set_file(path)
+            .map_err(|e| anyhow::anyhow!("--descriptor-set: {e}"))?;
+        tracing::info!(file = %path.display(), messages = ?messages, "descriptor set loaded");
+    }
     let authenticator = Arc::new(Authenticator::from_config(&config.auth())?);
     opsd_server::check_listen_address(config.listen, authenticator.is_anonymous())?;
     let default_id_prefix = IdPrefix::parse("id_prefix", &config.id_prefix)
