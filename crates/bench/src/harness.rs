@@ -100,7 +100,7 @@ impl Drop for Server {
 }
 
 /// A plain HTTP/1.1 GET on loopback (the metrics page), without another client crate.
-async fn http_get(endpoint: &str, path: &str) -> anyhow::Result<String> {
+pub async fn http_get(endpoint: &str, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(endpoint).await?;
     stream

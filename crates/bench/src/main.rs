@@ -10,9 +10,11 @@
 //! Scenarios: `get` (embedded), `get-postgres` (with `pgbench -S`), `write`
 //! (Create + Complete, group commit against one commit per write), `watch`
 //! (fan-out memory and latency), `scale` (large store, retention under load),
-//! `feed` (change feed delivery and latency, and the timeline's cost on writes).
+//! `feed` (change feed delivery and latency, and the timeline's cost on writes),
+//! `console` (the web console's first page over a store of many operations).
 
 mod collector;
+mod console;
 mod feed;
 mod get;
 mod harness;
@@ -37,6 +39,7 @@ enum Scenario {
     Watch,
     Scale,
     Feed,
+    Console,
 }
 
 #[derive(Debug, Parser)]
@@ -88,6 +91,9 @@ struct Args {
     /// Operations per second of the feed scenario's latency runs.
     #[arg(long, default_value_t = 500.0, value_name = "PER_SECOND")]
     feed_rate: f64,
+    /// Operations in the store of the console scenario.
+    #[arg(long, default_value_t = 10_000)]
+    console_operations: usize,
     /// Seconds-long runs on tiny data: checks the harness, measures nothing.
     #[arg(long)]
     quick: bool,
@@ -138,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Watch,
             Scenario::Scale,
             Scenario::Feed,
+            Scenario::Console,
         ]
     } else {
         args.scenarios.clone()
@@ -228,6 +235,23 @@ async fn main() -> anyhow::Result<()> {
                     },
                 };
                 ("feed", feed::run(&plan, &shape, &bins, pinning).await?)
+            }
+            Scenario::Console => {
+                let sizes = if args.quick {
+                    console::Sizes {
+                        operations: 1_000,
+                        loads: 5,
+                    }
+                } else {
+                    console::Sizes {
+                        operations: args.console_operations,
+                        loads: 50,
+                    }
+                };
+                (
+                    "console",
+                    console::run(&plan, &sizes, &bins, pinning).await?,
+                )
             }
         };
         let report = json!({

@@ -139,4 +139,15 @@ fn a_quick_run_of_every_scenario_writes_well_formed_results() {
         &cost["throughput_ratio_with_to_without"],
         "throughput ratio",
     );
+
+    let console = read("console");
+    let rows = console["results"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "empty and filled store: {rows:?}");
+    assert_eq!(rows[0]["operations"], 0);
+    assert_eq!(rows[1]["operations"], 1000);
+    for row in rows {
+        assert!(row["loads"].as_u64().unwrap() > 0, "{row}");
+        positive(&row["p50_ms"], "p50_ms");
+        positive(&row["list_p50_ms"], "list_p50_ms");
+    }
 }
