@@ -286,7 +286,8 @@ function ago(value, now) {
 
 function duration(ms) {
   if (!isFinite(ms)) return "";
-  const s = Math.max(0, Math.round(ms / 1000));
+  if (ms < 1000) return Math.max(0, Math.round(ms)) + "ms";
+  const s = Math.round(ms / 1000);
   if (s < 60) return s + "s";
   if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
   if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
@@ -672,6 +673,44 @@ function prefixOf(id) {
   return (id || "").slice(0, 3);
 }
 
+// A running operation is stuck past this many of its producer's usual gaps
+// between events (and at least STUCK_GAP_FLOOR ms).
+const STUCK_GAPS = 10;
+const STUCK_GAP_FLOOR = 1000;
+// Timelines read per overview to learn the usual gaps.
+const GAP_SAMPLE = 60;
+
+async function typicalGaps(ops) {
+  const sample = [...ops]
+    .sort((a, b) => new Date(b.operation.modifiedAt) - new Date(a.operation.modifiedAt))
+    .slice(0, GAP_SAMPLE);
+  const gaps = new Map();
+  let next = 0;
+  const worker = async () => {
+    while (next < sample.length) {
+      const op = sample[next++];
+      const id = op.operation.id;
+      try {
+        const page = await api(`/v1/operations/${encodeURIComponent(id)}/events?pageSize=1000`);
+        const times = (page.events || []).map((e) => new Date(e.time).getTime());
+        const prefix = prefixOf(id);
+        if (!gaps.has(prefix)) gaps.set(prefix, []);
+        for (let i = 1; i < times.length; i++) gaps.get(prefix).push(times[i] - times[i - 1]);
+      } catch (_) {
+        // Gone meanwhile: one sample fewer.
+      }
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  const usual = new Map();
+  for (const [prefix, list] of gaps) {
+    if (list.length < 2) continue;
+    list.sort((a, b) => a - b);
+    usual.set(prefix, percentile(list, 0.5));
+  }
+  return usual;
+}
+
 async function listAll(params, stop, maxPages) {
   const all = [];
   let pageToken = "";
@@ -714,11 +753,23 @@ async function overviewPage() {
   const stuckAfter = settings.stuckAfterSeconds * 1000;
   const link = (o) => el("a", { href: "/console/operations/" + encodeURIComponent(o.id), class: "mono" }, o.id);
   const ops = running.operations;
-  const stuck = ops.filter((op) => {
+  // How often each producer (id prefix) usually reports: the median gap
+  // between consecutive events in the timelines of a sample of its running
+  // operations.
+  const usualGap = await typicalGaps(ops);
+  const reasons = (op) => {
+    const why = [];
     const quiet = now - new Date(op.operation.modifiedAt).getTime();
     const lease = op.leaseExpiresAt ? new Date(op.leaseExpiresAt).getTime() - now : Infinity;
-    return quiet > stuckAfter || lease < 30000;
-  });
+    const gap = usualGap.get(prefixOf(op.operation.id));
+    if (quiet > stuckAfter) why.push(`no change for over ${duration(stuckAfter)}`);
+    if (gap !== undefined && quiet > Math.max(STUCK_GAP_FLOOR, STUCK_GAPS * gap)) {
+      why.push(`${Math.round(quiet / Math.max(gap, 1))}× the usual ${duration(gap)} between its producer's updates`);
+    }
+    if (lease < 30000) why.push(`lease lapses in ${duration(lease)}`);
+    return why;
+  };
+  const stuck = ops.filter((op) => reasons(op).length > 0);
   const oldest = [...ops].sort((a, b) => new Date(a.operation.createdAt) - new Date(b.operation.createdAt)).slice(0, 10);
   const lastHour = done.operations.filter((op) => new Date(op.operation.modifiedAt).getTime() >= hourAgo);
   const byPrefix = new Map();
@@ -763,12 +814,12 @@ async function overviewPage() {
         lastHour.filter((op) => op.operation.error && op.operation.error.code !== 1).length), el("div", { class: "l" }, "failed in the last hour"))),
     partial ? el("p", { class: "muted" }, "Counted over the first 20,000 operations of each kind.") : null,
     el("h2", {}, "Stuck"),
-    el("p", { class: "muted" }, `Running with no change for over ${duration(stuckAfter)}, or a lease lapsing within 30s.`),
-    smallTable("stuck", ["Id", "Description", "Unchanged for", "Lease lapses in", "Progress"], stuck.map((op) => el("tr", {},
+    el("p", { class: "muted" }, `Running with no change for over ${duration(stuckAfter)}, or for ${STUCK_GAPS}× longer than its producer usually takes between updates, or with a lease lapsing within 30s.`),
+    smallTable("stuck", ["Id", "Description", "Unchanged for", "Why", "Progress"], stuck.map((op) => el("tr", {},
       el("td", {}, link(op.operation)),
       el("td", { class: "desc" }, op.operation.description || ""),
       el("td", {}, ago(op.operation.modifiedAt, now)),
-      el("td", {}, op.leaseExpiresAt ? duration(new Date(op.leaseExpiresAt).getTime() - now) : ""),
+      el("td", { class: "why" }, reasons(op).join("; ")),
       el("td", {}, progressBar(op.progress, false)))), "Nothing is stuck."),
     el("h2", {}, "Oldest running"),
     smallTable("oldest", ["Id", "Description", "Running for", "Progress"], oldest.map((op) => el("tr", {},
