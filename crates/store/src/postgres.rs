@@ -482,15 +482,26 @@ const SCHEMA_TABLE: &str =
 
 async fn schema_version(client: &tokio_postgres::Client) -> Result<SchemaVersion, StoreError> {
     // Read only: a database never migrated has no table yet (version 0).
-    let applied: i64 = client
+    let exists: bool = client
         .query_typed_one(
-            "SELECT CASE WHEN to_regclass('opsd_schema_migrations') IS NULL THEN 0 \
-             ELSE (SELECT COALESCE(MAX(version), 0) FROM opsd_schema_migrations) END",
+            "SELECT to_regclass('opsd_schema_migrations') IS NOT NULL",
             &[],
         )
         .await
         .map_err(classify)?
         .get(0);
+    let applied: i64 = if exists {
+        client
+            .query_typed_one(
+                "SELECT COALESCE(MAX(version), 0) FROM opsd_schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(classify)?
+            .get(0)
+    } else {
+        0
+    };
     Ok(SchemaVersion {
         database: applied.max(0) as u64,
         binary: MIGRATIONS.len() as u64,

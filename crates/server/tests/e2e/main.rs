@@ -9,5 +9,6 @@ mod grpc;
 mod history;
 mod iam;
 mod process;
+mod production;
 mod rest;
 mod support;
