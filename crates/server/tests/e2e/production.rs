@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use opsd_client::{Client, ClientError, Completion, NewOperation, OpsdOperation};
+use opsd_proto::yandex::cloud::operation as ycop;
 use tonic::Code;
 
 use crate::process::Process;
@@ -430,11 +431,14 @@ async fn a_primary_failover_loses_nothing_acknowledged() {
         let stored_op = stored.operation.as_ref().unwrap();
         let acked_op = acked.operation.as_ref().unwrap();
         let landed = ledger.unanswered.get(id).is_some_and(|name| {
-            !acked_op.done
-                && stored_op.done
-                && stored_op.created_at == acked_op.created_at
-                && stored_op.description == acked_op.description
-                && format!("{:?}", stored_op.result).contains(name.as_str())
+            let Completion::Response(wanted) = response(name) else {
+                unreachable!("a response")
+            };
+            let mut expected = acked_op.clone();
+            expected.done = true;
+            expected.modified_at = stored_op.modified_at;
+            expected.result = Some(ycop::operation::Result::Response(wanted));
+            !acked_op.done && *stored_op == expected
         });
         if landed {
             landed_unanswered += 1;
