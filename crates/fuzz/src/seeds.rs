@@ -162,7 +162,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
             (
                 "postgres-production",
                 b"store = \"postgres://opsd:secret@pgbouncer:6432/opsd?sslmode=disable\"\n\
-                  postgres_pooler = \"transaction\"\nno_migrate = true\n\
+                  postgres_pooler = \"transaction\"\nno_migrate = \"true\"\n\
                   postgres_listen_url = \"postgres://opsd:secret@db-a:5432,db-b:5432/opsd?\
                   target_session_attrs=read-write&sslmode=verify-full&sslrootcert=/etc/opsd/ca.pem\"\n"
                     .to_vec(),

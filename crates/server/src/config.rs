@@ -208,7 +208,6 @@ impl Config {
             let values = match value {
                 toml::Value::String(s) => vec![s.clone()],
                 toml::Value::Integer(n) => vec![n.to_string()],
-                toml::Value::Boolean(b) => vec![b.to_string()],
                 toml::Value::Array(items) => items
                     .iter()
                     .map(|item| match item {
@@ -1090,6 +1089,79 @@ mod tests {
         .unwrap();
         assert!(with_key.validate().is_ok());
         assert!(Config::load_from(["opsd"]).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn postgres_production_settings_from_file_and_flags() {
+        let config = Config::from_file_text(
+            Path::new("opsd.toml"),
+            "store = \"postgres://opsd:s3cret@bouncer:6432/opsd\"\n\
+             postgres_listen_url = \"postgres://opsd:s3cret@a:5432,b:5432/opsd?sslmode=require\"\n\
+             postgres_pooler = \"transaction\"\nno_migrate = \"true\"\n",
+        )
+        .unwrap();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.database.postgres_pooler, PostgresPooler::Transaction);
+        assert!(config.database.no_migrate);
+        let printed = config.to_toml();
+        assert!(
+            printed.contains(
+                "postgres_listen_url = \"postgres://opsd:***@a:5432,b:5432/opsd?sslmode=require\""
+            ),
+            "{printed}"
+        );
+        assert!(!printed.contains("s3cret"));
+        let again = Config::from_file_text(Path::new("opsd.toml"), &printed).unwrap();
+        assert_eq!(again.to_toml(), printed);
+
+        let flags = Config::load_from(["opsd", "--no-migrate"]).unwrap();
+        assert!(flags.database.no_migrate);
+        assert!(!Config::load_from(["opsd"]).unwrap().database.no_migrate);
+        let migrate = Config::load_from(["opsd", "migrate", "--check"]).unwrap();
+        assert!(matches!(
+            migrate.command,
+            Some(Command::Migrate(MigrateArgs { check: true }))
+        ));
+    }
+
+    #[test]
+    fn postgres_settings_that_cannot_work_are_refused() {
+        let refusal = |args: &[&str]| {
+            let mut all = vec!["opsd"];
+            all.extend_from_slice(args);
+            Config::load_from(all)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refusal(&[
+                "--store",
+                "postgres://h/db",
+                "--postgres-pooler",
+                "transaction"
+            ]),
+            "--postgres-pooler=transaction needs --postgres-listen-url: a transaction-mode pooler \
+             cannot hold a LISTEN, so waiters could not be woken"
+        );
+        assert_eq!(
+            refusal(&["--postgres-listen-url", "postgres://h/db"]),
+            "--postgres-listen-url (postgres_listen_url) applies to a postgres store only"
+        );
+        assert_eq!(
+            refusal(&["--postgres-pooler", "transaction"]),
+            "--postgres-pooler (postgres_pooler) applies to a postgres store only"
+        );
+        assert_eq!(
+            refusal(&["--store", "memory", "--no-migrate"]),
+            "--no-migrate applies to the sqlite and postgres stores only"
+        );
+        assert!(
+            Config::command()
+                .try_get_matches_from(["opsd", "--postgres-listen-url", "mysql://h/db"])
+                .is_err()
+        );
     }
 
     /// The benchmark knob that turns events off is not offered in `--help`,

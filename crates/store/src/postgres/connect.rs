@@ -475,6 +475,34 @@ mod tests {
     }
 
     #[test]
+    fn odd_urls_are_refused_or_parsed_never_panic() {
+        for odd in [
+            "",
+            "=",
+            "'",
+            "a='\\",
+            "a = ",
+            "ä=ö sslmode='verify-ca' ü",
+            "postgres://",
+            "postgres://?",
+            "postgres://h?&&",
+            "postgres://h?%",
+            "postgres://h?sslmode=%zz",
+            "postgres://h?sslmode=%E2%82",
+            "postgres://h?sslrootcert",
+            "postgresql://h/db?sslmode=verify-full&sslrootcert=%2F%00",
+        ] {
+            let _ = split_tls_params(odd);
+            let _ = target(odd);
+        }
+        assert_eq!(
+            split("ä=ö sslmode='verify-ca' ü=1").0,
+            "ä=ö ü=1",
+            "multibyte text is kept whole"
+        );
+    }
+
+    #[test]
     fn modes_and_their_needs() {
         let t = target("postgres://u@h/db").unwrap();
         assert_eq!(t.ssl_mode, SslMode::Prefer);
