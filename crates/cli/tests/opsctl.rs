@@ -305,7 +305,10 @@ async fn opsctl_sends_traceparent_and_get_prints_the_trace_id() {
     );
     // JSON stays exactly the clouds' Operation.
     let json = server.json(&["get", id]).await;
-    assert!(json.get("traceId").is_none() && json.get("traceParent").is_none(), "{json}");
+    assert!(
+        json.get("traceId").is_none() && json.get("traceParent").is_none(),
+        "{json}"
+    );
     // Without TRACEPARENT an operation has no trace, and get prints none.
     let untraced = server.json(&["create", "--description", "untraced"]).await;
     let text = String::from_utf8(
