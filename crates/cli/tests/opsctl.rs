@@ -281,6 +281,47 @@ async fn an_unreachable_server_exits_3() {
     assert!(stderr(&output).contains("cannot connect to 127.0.0.1:1"));
 }
 
+/// opsctl passes `TRACEPARENT` on, and `get` prints the trace the operation
+/// was created in (here, with export off, the caller's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opsctl_sends_traceparent_and_get_prints_the_trace_id() {
+    let server = Server::start().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"))
+        .env("OPSD_ENDPOINT", &server.endpoint)
+        .env("TRACEPARENT", traceparent)
+        .args(["--format", "json", "create", "--description", "traced"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = created["id"].as_str().unwrap();
+    let text = String::from_utf8(server.opsctl(&["get", id]).await.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|line| line == "trace_id:    4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{text}"
+    );
+    // JSON stays exactly the clouds' Operation.
+    let json = server.json(&["get", id]).await;
+    assert!(
+        json.get("traceId").is_none() && json.get("traceParent").is_none(),
+        "{json}"
+    );
+    // Without TRACEPARENT an operation has no trace, and get prints none.
+    let untraced = server.json(&["create", "--description", "untraced"]).await;
+    let text = String::from_utf8(
+        server
+            .opsctl(&["get", untraced["id"].as_str().unwrap()])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    assert!(!text.contains("trace_id:"), "{text}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_output_lists_the_fields() {
     let server = Server::start().await;

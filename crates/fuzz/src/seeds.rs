@@ -159,6 +159,15 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     .to_vec(),
             ),
             ("memory", b"store = \"memory\"\npoll_interval = \"2s\"\n".to_vec()),
+            (
+                "postgres-production",
+                b"store = \"postgres://opsd:secret@pgbouncer:6432/opsd?sslmode=disable\"\n\
+                  postgres_pooler = \"transaction\"\nno_migrate = \"true\"\n\
+                  postgres_listen_url = \"postgres://opsd:secret@db-a:5432,db-b:5432/opsd?\
+                  target_session_attrs=read-write&sslmode=verify-full&sslrootcert=/etc/opsd/ca.pem\"\n"
+                    .to_vec(),
+            ),
+            ("pooler-alone", b"store = \"sqlite\"\npostgres_pooler = \"session\"\n".to_vec()),
             ("tls-half", b"tls_cert = \"cert.pem\"\n".to_vec()),
             ("unknown-key", b"colour = \"blue\"\n".to_vec()),
             ("bad-type", b"retention = true\n".to_vec()),

@@ -40,6 +40,106 @@ impl std::fmt::Debug for StoreKind {
 pub enum Command {
     /// Make a new token: prints it once, and the tokens-file entry holding its hash.
     Token(TokenArgs),
+    /// Bring the store's schema up to this opsd's version and exit.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Change nothing: exit 0 if the schema is this opsd's version, 1 if it
+    /// is behind or ahead (or cannot be read).
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// How opsd treats the database beyond `--store`: the notification
+/// connection, a pooler in front, and schema changes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DatabaseArgs {
+    /// Where the PostgreSQL notification (LISTEN) connection goes, straight to
+    /// the database, when --store's URL goes through a pooler. Default: --store's URL.
+    #[arg(long, env = "OPSD_POSTGRES_LISTEN_URL", value_parser = parse_postgres_url)]
+    pub postgres_listen_url: Option<String>,
+
+    /// `transaction` when --store's URL goes through a transaction-mode pooler
+    /// (PgBouncer `pool_mode = transaction`): no statement stays prepared
+    /// across transactions; needs --postgres-listen-url.
+    #[arg(long, env = "OPSD_POSTGRES_POOLER", value_enum, default_value = "none")]
+    pub postgres_pooler: PostgresPooler,
+
+    /// Never change the schema (replicas that must not): refuse to start if it
+    /// is behind this opsd, instead of migrating it (`opsd migrate` does that).
+    #[arg(
+        long,
+        env = "OPSD_NO_MIGRATE",
+        default_value_t = false,
+        default_missing_value = "true",
+        num_args = 0..=1,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub no_migrate: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PostgresPooler {
+    /// Straight to PostgreSQL, or a session-mode pooler.
+    None,
+    /// A transaction-mode pooler.
+    Transaction,
+}
+
+impl DatabaseArgs {
+    /// Settings that are wrong together.
+    fn validate(&self, store: &StoreKind) -> anyhow::Result<()> {
+        let postgres = matches!(store, StoreKind::Postgres(_));
+        anyhow::ensure!(
+            postgres || self.postgres_listen_url.is_none(),
+            "--postgres-listen-url (postgres_listen_url) applies to a postgres store only"
+        );
+        anyhow::ensure!(
+            postgres || self.postgres_pooler == PostgresPooler::None,
+            "--postgres-pooler (postgres_pooler) applies to a postgres store only"
+        );
+        anyhow::ensure!(
+            self.postgres_pooler != PostgresPooler::Transaction
+                || self.postgres_listen_url.is_some(),
+            "--postgres-pooler=transaction needs --postgres-listen-url: a transaction-mode pooler \
+             cannot hold a LISTEN, so waiters could not be woken"
+        );
+        anyhow::ensure!(
+            !(self.no_migrate && matches!(store, StoreKind::Memory)),
+            "--no-migrate applies to the sqlite and postgres stores only"
+        );
+        Ok(())
+    }
+
+    fn put_toml(&self, put: &mut dyn FnMut(&str, toml::Value)) {
+        if let Some(url) = &self.postgres_listen_url {
+            put("postgres_listen_url", toml::Value::String(redact_url(url)));
+        }
+        put(
+            "postgres_pooler",
+            toml::Value::String(
+                match self.postgres_pooler {
+                    PostgresPooler::None => "none",
+                    PostgresPooler::Transaction => "transaction",
+                }
+                .into(),
+            ),
+        );
+        if self.no_migrate {
+            put("no_migrate", toml::Value::String("true".into()));
+        }
+    }
+}
+
+/// A `postgres://` / `postgresql://` URL.
+pub fn parse_postgres_url(raw: &str) -> Result<String, String> {
+    match parse_store(raw)? {
+        StoreKind::Postgres(url) => Ok(url),
+        _ => Err("expected a postgres:// url".to_owned()),
+    }
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -187,6 +287,7 @@ impl Config {
             "postgres_max_connections",
             toml::Value::Integer(i64::try_from(self.postgres_max_connections).unwrap_or(i64::MAX)),
         );
+        self.database.put_toml(&mut put);
         put("cache_size", text(format_size(self.cache_size)));
         for (key, duration) in [
             ("store_timeout", self.store_timeout),
@@ -381,6 +482,7 @@ impl Config {
 impl Config {
     /// Settings that are wrong together, though each is fine alone.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.database.validate(&self.store)?;
         anyhow::ensure!(
             self.iam_signing_key.is_some() || self.iam_audiences.is_empty(),
             "--iam-audience (iam_audiences) needs --iam-signing-key: without it no jwt is exchanged"
@@ -702,6 +804,9 @@ pub struct Config {
     /// database is refused later by an opsd that records events.
     #[arg(long, hide = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub sqlite_record_events: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Most PostgreSQL connections one replica opens for requests.
     #[arg(long, env = "OPSD_POSTGRES_MAX_CONNECTIONS", default_value_t = 16)]
@@ -1223,6 +1328,79 @@ mod tests {
         .unwrap();
         assert!(with_key.validate().is_ok());
         assert!(Config::load_from(["opsd"]).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn postgres_production_settings_from_file_and_flags() {
+        let config = Config::from_file_text(
+            Path::new("opsd.toml"),
+            "store = \"postgres://opsd:s3cret@bouncer:6432/opsd\"\n\
+             postgres_listen_url = \"postgres://opsd:s3cret@a:5432,b:5432/opsd?sslmode=require\"\n\
+             postgres_pooler = \"transaction\"\nno_migrate = \"true\"\n",
+        )
+        .unwrap();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.database.postgres_pooler, PostgresPooler::Transaction);
+        assert!(config.database.no_migrate);
+        let printed = config.to_toml();
+        assert!(
+            printed.contains(
+                "postgres_listen_url = \"postgres://opsd:***@a:5432,b:5432/opsd?sslmode=require\""
+            ),
+            "{printed}"
+        );
+        assert!(!printed.contains("s3cret"));
+        let again = Config::from_file_text(Path::new("opsd.toml"), &printed).unwrap();
+        assert_eq!(again.to_toml(), printed);
+
+        let flags = Config::load_from(["opsd", "--no-migrate"]).unwrap();
+        assert!(flags.database.no_migrate);
+        assert!(!Config::load_from(["opsd"]).unwrap().database.no_migrate);
+        let migrate = Config::load_from(["opsd", "migrate", "--check"]).unwrap();
+        assert!(matches!(
+            migrate.command,
+            Some(Command::Migrate(MigrateArgs { check: true }))
+        ));
+    }
+
+    #[test]
+    fn postgres_settings_that_cannot_work_are_refused() {
+        let refusal = |args: &[&str]| {
+            let mut all = vec!["opsd"];
+            all.extend_from_slice(args);
+            Config::load_from(all)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refusal(&[
+                "--store",
+                "postgres://h/db",
+                "--postgres-pooler",
+                "transaction"
+            ]),
+            "--postgres-pooler=transaction needs --postgres-listen-url: a transaction-mode pooler \
+             cannot hold a LISTEN, so waiters could not be woken"
+        );
+        assert_eq!(
+            refusal(&["--postgres-listen-url", "postgres://h/db"]),
+            "--postgres-listen-url (postgres_listen_url) applies to a postgres store only"
+        );
+        assert_eq!(
+            refusal(&["--postgres-pooler", "transaction"]),
+            "--postgres-pooler (postgres_pooler) applies to a postgres store only"
+        );
+        assert_eq!(
+            refusal(&["--store", "memory", "--no-migrate"]),
+            "--no-migrate applies to the sqlite and postgres stores only"
+        );
+        assert!(
+            Config::command()
+                .try_get_matches_from(["opsd", "--postgres-listen-url", "mysql://h/db"])
+                .is_err()
+        );
     }
 
     /// The benchmark knob that turns events off is not offered in `--help`,

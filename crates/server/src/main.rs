@@ -5,7 +5,7 @@ use anyhow::Context;
 use opsd_core::{IdPrefix, SystemClock};
 use opsd_server::ServeOptions;
 use opsd_server::auth::Authenticator;
-use opsd_server::config::{Command, Config, StoreKind, TokenArgs};
+use opsd_server::config::{Command, Config, MigrateArgs, PostgresPooler, StoreKind, TokenArgs};
 use opsd_server::discovery::Endpoints;
 use opsd_server::grpc::GrpcOptions;
 use opsd_server::tls::ReloadingCertificate;
@@ -33,6 +33,14 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(Command::Token(args)) = &config.command {
         return print_new_token(args);
+    }
+    if let Some(Command::Migrate(args)) = &config.command {
+        // A migration makes no calls to trace: logs only.
+        if let Err(e) = opsd_server::telemetry::init(config.log_format, None) {
+            eprintln!("opsd: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+        return migrate(&config, args).await;
     }
     let telemetry = match config
         .trace_export()
@@ -78,13 +86,7 @@ async fn run(config: Config, trace_spans: bool) -> anyhow::Result<()> {
         ),
         StoreKind::Postgres(url) => {
             tracing::info!(store = ?config.store, "opening postgres store");
-            let options = PostgresOptions {
-                max_connections: config.postgres_max_connections,
-                timeout: config.store_timeout,
-                max_events_per_operation: config.max_events_per_operation,
-                ..PostgresOptions::new(url)
-            };
-            Arc::new(PostgresStore::open(options).await?)
+            Arc::new(PostgresStore::open(postgres_options(&config, url)).await?)
         }
         StoreKind::Sqlite => {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -112,6 +114,7 @@ async fn run(config: Config, trace_spans: bool) -> anyhow::Result<()> {
                 max_batch: usize::try_from(config.sqlite_max_batch).unwrap_or(usize::MAX),
                 max_events_per_operation: config.max_events_per_operation,
                 record_events: config.sqlite_record_events,
+                migrate: !config.database.no_migrate,
                 ..SqliteOptions::new(path)
             })?)
         }
@@ -190,6 +193,73 @@ async fn run(config: Config, trace_spans: bool) -> anyhow::Result<()> {
     store.close().await?;
     tracing::info!("opsd stopped");
     Ok(())
+}
+
+fn postgres_options(config: &Config, url: &str) -> PostgresOptions {
+    PostgresOptions {
+        listen_url: config.database.postgres_listen_url.clone(),
+        pooled: config.database.postgres_pooler == PostgresPooler::Transaction,
+        migrate: !config.database.no_migrate,
+        max_connections: config.postgres_max_connections,
+        timeout: config.store_timeout,
+        max_events_per_operation: config.max_events_per_operation,
+        ..PostgresOptions::new(url)
+    }
+}
+
+/// `opsd migrate [--check]`: 0 when the schema is (now) this opsd's version;
+/// 1 when it is behind or ahead, or cannot be read or changed.
+async fn migrate(config: &Config, args: &MigrateArgs) -> std::process::ExitCode {
+    let outcome = if args.check {
+        check_schema(config).await
+    } else {
+        migrate_schema(config).await
+    };
+    match outcome {
+        Ok(message) => {
+            println!("{message}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("opsd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn check_schema(config: &Config) -> anyhow::Result<String> {
+    let version = match &config.store {
+        StoreKind::Memory => anyhow::bail!("the memory store has no schema"),
+        StoreKind::Sqlite => SqliteStore::schema_version(&config.data_dir.join("opsd.db"))?,
+        StoreKind::Postgres(url) => {
+            PostgresStore::schema_version(&postgres_options(config, url)).await?
+        }
+    };
+    version.check().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(format!(
+        "schema version {}: this opsd's, up to date",
+        version.database
+    ))
+}
+
+async fn migrate_schema(config: &Config) -> anyhow::Result<String> {
+    let (before, after) = match &config.store {
+        StoreKind::Memory => anyhow::bail!("the memory store has no schema"),
+        StoreKind::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
+            SqliteStore::migrate_database(&config.data_dir.join("opsd.db"), None)?
+        }
+        StoreKind::Postgres(url) => {
+            PostgresStore::migrate_database(&postgres_options(config, url), None).await?
+        }
+    };
+    Ok(if before == after {
+        format!("schema version {after}: already up to date")
+    } else {
+        format!("schema migrated from version {before} to {after}")
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed before this

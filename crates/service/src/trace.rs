@@ -1,5 +1,5 @@
 //! Which trace the current call belongs to. Adapters run each call inside
-//! [`with_caller_context`] (the W3C context its caller sent) and, when spans
+//! [`caller_context_scope`] (the W3C context its caller sent) and, when spans
 //! are exported, inside an OpenTelemetry server span; the service asks here
 //! which span made a change, which context a new operation keeps, and links
 //! the calls acting on an operation to the span that created it.

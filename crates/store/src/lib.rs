@@ -21,7 +21,7 @@ use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId,
 
 pub use cache::CachingStore;
 pub use memory::MemoryStore;
-pub use postgres::{PostgresOptions, PostgresStore};
+pub use postgres::{PostgresOptions, PostgresStore, connect::SslMode};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// Outcome of [`OperationStore::insert`].
@@ -68,6 +68,34 @@ pub struct FeedBounds {
     /// Retention deleted events at or below this position: a reader that
     /// stands below it may have missed some.
     pub horizon: u64,
+}
+
+/// The schema version a database holds and the one this binary knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchemaVersion {
+    pub database: u64,
+    pub binary: u64,
+}
+
+impl SchemaVersion {
+    /// Ok when the database is at this binary's version; otherwise what is wrong.
+    pub fn check(self) -> Result<(), String> {
+        let SchemaVersion { database, binary } = self;
+        match database.cmp(&binary) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Less => Err(format!(
+                "database schema version {database} is behind this opsd ({binary}): run opsd migrate"
+            )),
+            std::cmp::Ordering::Greater => Err(newer_schema(database, binary)),
+        }
+    }
+}
+
+pub(crate) fn newer_schema(database: u64, binary: u64) -> String {
+    format!(
+        "database schema version {database} is newer than this opsd knows ({binary}): \
+         run an opsd release of schema version {database} or later"
+    )
 }
 
 /// Room for bursts of changes before a slow subscriber lags (and must resync).

@@ -9,7 +9,6 @@
 //! so that waiters re-read instead of missing what happened in between.
 //! Changes waiting at the same moment commit together ([`batch`]).
 
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,13 +17,18 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
 use tokio::sync::{broadcast, oneshot};
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, Row};
 
 mod batch;
+pub mod connect;
 
 use crate::record::{COLUMNS, EVENT_COLUMNS, EventRecord, Record};
 use crate::sql::{self, Param};
-use crate::{CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, StoreError, Swapped};
+use crate::{
+    CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, SchemaVersion, StoreError,
+    Swapped, newer_schema,
+};
 
 const CHANNEL: &str = "opsd_changes";
 /// Prefix of the notification retention sends; ids never contain a colon.
@@ -115,8 +119,20 @@ ALTER TABLE operations ADD COLUMN trace_state TEXT;
 
 #[derive(Clone, Debug)]
 pub struct PostgresOptions {
-    /// `postgres://user:password@host:port/database?…` (libpq URL or key=value form).
+    /// `postgres://user:password@host:port/database?…` (libpq URL or key=value
+    /// form; several hosts for failover; TLS as in [`connect`]).
     pub url: String,
+    /// Where the notification connection goes, when not to `url`: straight to
+    /// the database when `url` goes through a transaction-mode pooler, which
+    /// cannot hold a LISTEN.
+    pub listen_url: Option<String>,
+    /// `url` goes through a transaction-mode pooler (PgBouncer
+    /// `pool_mode = transaction`): no statement is kept prepared across
+    /// transactions, and `listen_url` is required.
+    pub pooled: bool,
+    /// Bring the schema up to date at open (the default); when false, a
+    /// schema behind this binary is refused instead (`--no-migrate`).
+    pub migrate: bool,
     /// Most connections this process opens for requests (the listener uses one more).
     pub max_connections: usize,
     /// The longest a store call takes (waiting for a connection, connecting
@@ -130,10 +146,51 @@ impl PostgresOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            listen_url: None,
+            pooled: false,
+            migrate: true,
             max_connections: 16,
             timeout: Duration::from_secs(5),
             max_events_per_operation: opsd_core::event::DEFAULT_MAX_EVENTS_PER_OPERATION,
         }
+    }
+
+    /// The request connections' target, with opsd's session settings.
+    fn request_target(&self) -> Result<connect::Target, StoreError> {
+        let mut target = connect::target(&self.url).map_err(StoreError::Unavailable)?;
+        let config = &mut target.config;
+        config
+            .connect_timeout(self.timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("opsd");
+        }
+        // A pooler refuses startup options (PgBouncer: unless ignored); there
+        // the role's statement_timeout applies, and the client-side bound.
+        if config.get_options().is_none() && !self.pooled {
+            // A statement that outlives this is cancelled, so a request never hangs.
+            config.options(format!("-c statement_timeout={}", self.timeout.as_millis()));
+        }
+        Ok(target)
+    }
+
+    /// The notification connection's target: `listen_url`, or `url`.
+    fn listen_target(&self) -> Result<connect::Target, StoreError> {
+        let Some(url) = &self.listen_url else {
+            return self.request_target();
+        };
+        let mut target = connect::target(url)
+            .map_err(|e| StoreError::Unavailable(format!("postgres listen url: {e}")))?;
+        target
+            .config
+            .connect_timeout(self.timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if target.config.get_application_name().is_none() {
+            target.config.application_name("opsd");
+        }
+        Ok(target)
     }
 }
 
@@ -142,34 +199,44 @@ pub struct PostgresStore {
     batcher: batch::Batcher,
     /// The longest any store call takes, whatever the database does.
     timeout: Duration,
+    /// Statements are prepared once per connection (false behind a pooler).
+    cache_statements: bool,
     changes: broadcast::Sender<Change>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl PostgresStore {
-    /// Connects, brings the schema up to date and starts listening for changes.
-    /// Fails when the database cannot be reached now.
+    /// Connects, brings the schema up to date (unless told not to) and starts
+    /// listening for changes. Fails when the database cannot be reached now,
+    /// its certificate is refused, its schema does not fit, or notifications
+    /// would not reach this process (so waiters could never be woken).
     pub async fn open(options: PostgresOptions) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(&options.url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid postgres url: {e}")))?;
-        config
-            .connect_timeout(options.timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30));
-        if config.get_application_name().is_none() {
-            config.application_name("opsd");
-        }
-        if config.get_options().is_none() {
-            // A statement that outlives this is cancelled, so a request never hangs.
-            config.options(format!(
-                "-c statement_timeout={}",
-                options.timeout.as_millis()
+        if options.pooled && options.listen_url.is_none() {
+            return Err(StoreError::Unavailable(
+                "a transaction-mode pooler cannot hold a LISTEN, so waiters could not be woken: \
+                 give a listen url straight to the database (--postgres-listen-url)"
+                    .into(),
             ));
         }
-
+        let target = options.request_target()?;
+        {
+            let (client, connection) = first_connection(&target).await?;
+            let schema = if options.migrate {
+                migrate(&client, None).await.map(|_| ())
+            } else {
+                schema_version(&client).await.and_then(|version| {
+                    version
+                        .check()
+                        .map_err(|e| StoreError::Unavailable(format!("{e} (--no-migrate is set)")))
+                })
+            };
+            drop(client);
+            connection.abort();
+            schema?;
+        }
         let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+            target.config.clone(),
+            target.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -185,51 +252,140 @@ impl PostgresStore {
                 StoreError::Unavailable(format!("cannot build the connection pool: {e}"))
             })?;
 
-        migrate(&pool).await?;
-
+        let listen_target = options.listen_target()?;
+        let probe_channel = format!("opsd_probe_{:016x}", rand_u64());
         let changes = broadcast::channel(CHANGE_BUFFER).0;
+        let (probes, mut probed) = tokio::sync::mpsc::unbounded_channel();
         let (listening, ready) = oneshot::channel();
-        let listener = tokio::spawn(listen(config, changes.clone(), listening));
+        let listener = tokio::spawn(listen(
+            listen_target.clone(),
+            probe_channel.clone(),
+            changes.clone(),
+            probes,
+            listening,
+        ));
         // Changes committed after `open` returns must not be missed.
         match tokio::time::timeout(options.timeout, ready).await {
             Ok(Ok(())) => {}
             _ => {
                 listener.abort();
-                return Err(StoreError::Unavailable(
-                    "cannot listen for change notifications".into(),
-                ));
+                // Say why: the listener's own attempt only went to the log.
+                let why = match first_connection(&listen_target).await {
+                    Ok(_) => "it did not answer in time".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(StoreError::Unavailable(format!(
+                    "cannot listen for change notifications: {why}"
+                )));
             }
         }
+        // A notification sent like the writes send theirs must arrive on the
+        // listening connection; through a transaction-mode pooler it never does.
+        let nonce = format!("{:016x}", rand_u64());
+        let probe = async {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
+            client
+                .query_typed(
+                    "SELECT pg_notify($1, $2)",
+                    &[(&probe_channel, Type::TEXT), (&nonce, Type::TEXT)],
+                )
+                .await
+                .map_err(classify)?;
+            while let Some(heard) = probed.recv().await {
+                if heard == nonce {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::Unavailable(
+                "the notification listener stopped".into(),
+            ))
+        };
+        match tokio::time::timeout(options.timeout, probe).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                listener.abort();
+                return Err(e);
+            }
+            Err(_) => {
+                listener.abort();
+                return Err(StoreError::Unavailable(format!(
+                    "a notification sent through the store url did not reach the listening \
+                     connection within {:?}, so waiters could not be woken: the listen url must \
+                     reach the same primary, straight (a transaction-mode pooler cannot hold a \
+                     LISTEN: give --postgres-listen-url to the database itself)",
+                    options.timeout
+                )));
+            }
+        }
+        tracing::info!(
+            sslmode = target.ssl_mode.as_str(),
+            listen_sslmode = listen_target.ssl_mode.as_str(),
+            pooled = options.pooled,
+            "postgres store open"
+        );
         // One batch at a time: PostgreSQL serializes notifying commits anyway,
         // and measured (opsd-bench write, 64 producers) four lanes committed
         // half as much as one, whose batches grow while the last one commits.
         Ok(Self {
-            batcher: batch::Batcher::start(pool.clone(), 1, options.max_events_per_operation),
+            batcher: batch::Batcher::start(
+                pool.clone(),
+                1,
+                options.max_events_per_operation,
+                !options.pooled,
+            ),
             pool,
             timeout: options.timeout,
+            cache_statements: !options.pooled,
             changes,
             listener: Mutex::new(Some(listener)),
         })
     }
 
+    /// The schema version of the database `options` names, and this binary's.
+    pub async fn schema_version(options: &PostgresOptions) -> Result<SchemaVersion, StoreError> {
+        let target = options.request_target()?;
+        let (client, connection) = first_connection(&target).await?;
+        let version = schema_version(&client).await;
+        drop(client);
+        connection.abort();
+        version
+    }
+
+    /// Brings the schema of the database `options` names up to this binary's
+    /// version, or to `up_to` if lower (tests build older schemas so);
+    /// returns the versions before and after.
+    pub async fn migrate_database(
+        options: &PostgresOptions,
+        up_to: Option<u64>,
+    ) -> Result<(u64, u64), StoreError> {
+        let target = options.request_target()?;
+        let (client, connection) = first_connection(&target).await?;
+        let migrated = migrate(&client, up_to).await;
+        drop(client);
+        connection.abort();
+        migrated
+    }
+
     /// The rows of a generated statement.
     async fn query(&self, statement: &str, params: &[Param]) -> Result<Vec<Row>, StoreError> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(statement).await.map_err(classify)?;
-        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+        let values: Vec<(Box<dyn ToSql + Sync + Send>, Type)> = params
             .iter()
-            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+            .map(|p| -> (Box<dyn ToSql + Sync + Send>, Type) {
                 match p {
-                    Param::Text(text) => Box::new(text.clone()),
-                    Param::Int(n) => Box::new(*n),
+                    Param::Text(text) => (Box::new(text.clone()), Type::TEXT),
+                    Param::Int(n) => (Box::new(*n), Type::INT8),
                 }
             })
             .collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = values
             .iter()
-            .map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()))
             .collect();
-        client.query(&statement, &refs).await.map_err(classify)
+        rows(&client, self.cache_statements, statement, &typed).await
     }
 
     async fn select_many(
@@ -297,61 +453,160 @@ impl Drop for PostgresStore {
     }
 }
 
-async fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    let mut client = pool
-        .get()
+/// A connection of its own to `target`, failing with what an operator
+/// needs to know (a refused certificate, no writable primary).
+async fn first_connection(
+    target: &connect::Target,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ),
+    StoreError,
+> {
+    let (client, connection) = target
+        .config
+        .connect(target.tls.clone())
         .await
-        .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))?;
-    let tx = client.transaction().await.map_err(classify)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(classify)?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS opsd_schema_migrations (version BIGINT PRIMARY KEY)",
-    )
-    .await
-    .map_err(classify)?;
-    let applied: i64 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM opsd_schema_migrations",
+        .map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot connect to postgres: {}",
+                connect::describe_connect_error(&e, target.ssl_mode)
+            ))
+        })?;
+    Ok((client, tokio::spawn(connection)))
+}
+
+fn rand_u64() -> u64 {
+    rand::random()
+}
+
+const SCHEMA_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS opsd_schema_migrations (version BIGINT PRIMARY KEY)";
+
+async fn schema_version(client: &tokio_postgres::Client) -> Result<SchemaVersion, StoreError> {
+    // Read only: a database never migrated has no table yet (version 0).
+    let exists: bool = client
+        .query_typed_one(
+            "SELECT to_regclass('opsd_schema_migrations') IS NOT NULL",
             &[],
         )
         .await
         .map_err(classify)?
         .get(0);
-    let known = MIGRATIONS.len() as i64;
-    if applied > known {
-        return Err(StoreError::Corrupt(format!(
-            "database schema version {applied} is newer than this opsd knows ({known})"
-        )));
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        let version = index as i64 + 1;
-        tx.batch_execute(migration).await.map_err(classify)?;
-        tx.execute(
-            "INSERT INTO opsd_schema_migrations (version) VALUES ($1)",
-            &[&version],
-        )
-        .await
-        .map_err(classify)?;
-        tracing::info!(version, "applied postgres schema migration");
-    }
-    tx.commit().await.map_err(classify)
+    let applied: i64 = if exists {
+        client
+            .query_typed_one(
+                "SELECT COALESCE(MAX(version), 0) FROM opsd_schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(classify)?
+            .get(0)
+    } else {
+        0
+    };
+    Ok(SchemaVersion {
+        database: applied.max(0) as u64,
+        binary: MIGRATIONS.len() as u64,
+    })
 }
 
-/// Keeps one connection LISTENing, reconnecting with backoff when it drops.
+/// Applies the migrations the database lacks (up to `up_to`, or all), in
+/// one transaction under the migration lock; the versions before and after.
+async fn migrate(
+    client: &tokio_postgres::Client,
+    up_to: Option<u64>,
+) -> Result<(u64, u64), StoreError> {
+    let known = MIGRATIONS.len() as u64;
+    let target = up_to.unwrap_or(known).min(known);
+    client.batch_execute("BEGIN").await.map_err(classify)?;
+    let migrated = async {
+        client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(classify)?;
+        client.batch_execute(SCHEMA_TABLE).await.map_err(classify)?;
+        let applied: i64 = client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM opsd_schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(classify)?
+            .get(0);
+        let applied = applied.max(0) as u64;
+        if applied > known {
+            return Err(StoreError::Corrupt(newer_schema(applied, known)));
+        }
+        for (index, migration) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .take(target as usize)
+            .skip(applied as usize)
+        {
+            let version = index as i64 + 1;
+            client.batch_execute(migration).await.map_err(classify)?;
+            client
+                .execute(
+                    "INSERT INTO opsd_schema_migrations (version) VALUES ($1)",
+                    &[&version],
+                )
+                .await
+                .map_err(classify)?;
+            tracing::info!(version, "applied postgres schema migration");
+        }
+        Ok((applied, applied.max(target)))
+    }
+    .await;
+    match migrated {
+        Ok(versions) => {
+            client.batch_execute("COMMIT").await.map_err(classify)?;
+            Ok(versions)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+/// Keeps one connection LISTENing, reconnecting with backoff when it drops
+/// (after a failover, to whichever host is the writable primary now).
 async fn listen(
-    config: tokio_postgres::Config,
+    target: connect::Target,
+    probe_channel: String,
     changes: broadcast::Sender<Change>,
+    probes: tokio::sync::mpsc::UnboundedSender<String>,
     listening: oneshot::Sender<()>,
 ) {
     let mut listening = Some(listening);
-    let mut backoff = Duration::from_millis(100);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        match listen_once(&config, &changes, &mut listening).await {
+        let mut listened = false;
+        let outcome = listen_once(
+            &target,
+            &probe_channel,
+            &changes,
+            &probes,
+            &mut listening,
+            &mut listened,
+        )
+        .await;
+        // A connection that worked starts the next outage's backoff afresh,
+        // so waiters hear of a failover's new primary within a fraction of a second.
+        if listened {
+            backoff = FIRST_BACKOFF;
+        }
+        match outcome {
             Ok(()) => tracing::warn!("change notification connection closed, reconnecting"),
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "change notification connection failed")
+                tracing::warn!(
+                    error = connect::describe_connect_error(&e, target.ssl_mode),
+                    retry_in = ?backoff,
+                    "change notification connection failed"
+                )
             }
         }
         tokio::time::sleep(backoff).await;
@@ -361,30 +616,42 @@ async fn listen(
 }
 
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    target: &connect::Target,
+    probe_channel: &str,
     changes: &broadcast::Sender<Change>,
+    probes: &tokio::sync::mpsc::UnboundedSender<String>,
     listening: &mut Option<oneshot::Sender<()>>,
+    listened: &mut bool,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = target.config.connect(target.tls.clone()).await?;
     let (notifications, mut received) = tokio::sync::mpsc::unbounded_channel();
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     let driver = tokio::spawn(async move {
         while let Some(message) = messages.next().await {
             if let AsyncMessage::Notification(n) = message?
-                && notifications.send(n.payload().to_owned()).is_err()
+                && notifications
+                    .send((n.channel().to_owned(), n.payload().to_owned()))
+                    .is_err()
             {
                 break;
             }
         }
         Ok::<(), tokio_postgres::Error>(())
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {probe_channel}"))
+        .await?;
+    *listened = true;
     // Whatever committed while no connection listened is unknown: waiters re-read.
     let _ = changes.send(Change::Resync);
     if let Some(listening) = listening.take() {
         let _ = listening.send(());
     }
-    while let Some(payload) = received.recv().await {
+    while let Some((channel, payload)) = received.recv().await {
+        if channel == probe_channel {
+            let _ = probes.send(payload);
+            continue;
+        }
         match parse_notification(&payload) {
             Some(change) => {
                 let _ = changes.send(change);
@@ -462,33 +729,31 @@ impl PostgresStore {
         let client = self.client().await?;
         // A conflict: the idempotency key (checked first, it is the likely one) or the id.
         if let Some(key) = &r.idempotency_key {
-            let statement = client
-                .prepare_cached(&format!(
+            let found = rows(
+                &client,
+                self.cache_statements,
+                &format!(
                     "SELECT {COLUMNS} FROM operations WHERE created_by = $1 AND idempotency_key = $2"
-                ))
-                .await
-                .map_err(classify)?;
-            if let Some(row) = client
-                .query_opt(&statement, &[&r.created_by, key])
-                .await
-                .map_err(classify)?
-            {
-                return Ok(Inserted::IdempotencyKeyUsed(read_row(&row)?));
+                ),
+                &[(&r.created_by, Type::TEXT), (key, Type::TEXT)],
+            )
+            .await?;
+            if let Some(row) = found.first() {
+                return Ok(Inserted::IdempotencyKeyUsed(read_row(row)?));
             }
         }
         if operation.exclusive
             && let Some(resource_id) = &r.resource_id
         {
-            let statement = client
-                .prepare_cached(&sql::running_exclusive("$1"))
-                .await
-                .map_err(classify)?;
-            if let Some(row) = client
-                .query_opt(&statement, &[resource_id])
-                .await
-                .map_err(classify)?
-            {
-                return Ok(Inserted::ResourceBusy(read_row(&row)?));
+            let found = rows(
+                &client,
+                self.cache_statements,
+                &sql::running_exclusive("$1"),
+                &[(resource_id, Type::TEXT)],
+            )
+            .await?;
+            if let Some(row) = found.first() {
+                return Ok(Inserted::ResourceBusy(read_row(row)?));
             }
         }
         Ok(Inserted::IdTaken)
@@ -496,7 +761,7 @@ impl PostgresStore {
 
     async fn get_unbounded(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
         let client = self.client().await?;
-        select_by_id(&client, id.as_str()).await
+        select_by_id(&client, self.cache_statements, id.as_str()).await
     }
 
     async fn compare_and_swap_unbounded(
@@ -511,10 +776,12 @@ impl PostgresStore {
             return Ok(Swapped::Swapped);
         }
         let client = self.client().await?;
-        Ok(match select_by_id(&client, next.id.as_str()).await? {
-            Some(current) => Swapped::Stale(current),
-            None => Swapped::Missing,
-        })
+        Ok(
+            match select_by_id(&client, self.cache_statements, next.id.as_str()).await? {
+                Some(current) => Swapped::Stale(current),
+                None => Swapped::Missing,
+            },
+        )
     }
 
     async fn list_events_unbounded(
@@ -549,14 +816,15 @@ impl PostgresStore {
         let client = self.client().await?;
         // Committed events only: a position taken by a transaction still
         // open is not "now" yet.
-        let statement = client
-            .prepare_cached(
-                "SELECT (SELECT COALESCE(max(position), 0) FROM events), \
-                 (SELECT position FROM feed_horizon)",
-            )
-            .await
-            .map_err(classify)?;
-        let row = client.query_one(&statement, &[]).await.map_err(classify)?;
+        let found = rows(
+            &client,
+            self.cache_statements,
+            "SELECT (SELECT COALESCE(max(position), 0) FROM events), \
+             (SELECT position FROM feed_horizon)",
+            &[],
+        )
+        .await?;
+        let row = one(&found)?;
         let (head, horizon): (i64, i64) = (row.get(0), row.get(1));
         Ok(FeedBounds {
             head: head.max(horizon).max(0) as u64,
@@ -586,15 +854,14 @@ impl PostgresStore {
 
     async fn count_running_unbounded(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT count(*) FROM operations WHERE state != 2")
-            .await
-            .map_err(classify)?;
-        let count: i64 = client
-            .query_one(&statement, &[])
-            .await
-            .map_err(classify)?
-            .get(0);
+        let found = rows(
+            &client,
+            self.cache_statements,
+            "SELECT count(*) FROM operations WHERE state != 2",
+            &[],
+        )
+        .await?;
+        let count: i64 = one(&found)?.get(0);
         Ok(count.max(0) as u64)
     }
 
@@ -606,8 +873,12 @@ impl PostgresStore {
         let client = self.client().await?;
         // The notification is part of the statement: every replica's cache
         // hears of the deletion iff it committed.
-        let statement = client
-            .prepare_cached(&format!(
+        let cutoff = cutoff.unix_nanos();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let found = rows(
+            &client,
+            self.cache_statements,
+            &format!(
                 "WITH deleted AS (DELETE FROM operations WHERE id IN \
                  (SELECT id FROM operations WHERE state = 2 AND modified_at < $1 LIMIT $2) \
                  RETURNING id), \
@@ -620,20 +891,11 @@ impl PostgresStore {
                  FROM (SELECT 1 FROM deleted LIMIT 1) AS any_deleted) \
                  SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM announced), \
                  (SELECT count(*) FROM horizon)"
-            ))
-            .await
-            .map_err(classify)?;
-        let deleted: i64 = client
-            .query_one(
-                &statement,
-                &[
-                    &cutoff.unix_nanos(),
-                    &i64::try_from(limit).unwrap_or(i64::MAX),
-                ],
-            )
-            .await
-            .map_err(classify)?
-            .get(0);
+            ),
+            &[(&cutoff, Type::INT8), (&limit, Type::INT8)],
+        )
+        .await?;
+        let deleted: i64 = one(&found)?.get(0);
         Ok(usize::try_from(deleted).unwrap_or(0))
     }
 }
@@ -740,18 +1002,46 @@ impl OperationStore for PostgresStore {
 
 async fn select_by_id(
     client: &deadpool_postgres::Object,
+    cache_statements: bool,
     id: &str,
 ) -> Result<Option<Operation>, StoreError> {
-    let statement = client
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM operations WHERE id = $1"))
-        .await
-        .map_err(classify)?;
-    client
-        .query_opt(&statement, &[&id])
-        .await
-        .map_err(classify)?
-        .map(|row| read_row(&row))
-        .transpose()
+    let id = id.to_owned();
+    let found = rows(
+        client,
+        cache_statements,
+        &format!("SELECT {COLUMNS} FROM operations WHERE id = $1"),
+        &[(&id, Type::TEXT)],
+    )
+    .await?;
+    found.first().map(read_row).transpose()
+}
+
+/// Runs one statement outside a transaction: prepared once per connection,
+/// or, behind a transaction-mode pooler, unnamed and in one round trip (a
+/// statement prepared on one server connection would be missing on the next).
+async fn rows(
+    client: &deadpool_postgres::Object,
+    cache_statements: bool,
+    statement: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<Vec<Row>, StoreError> {
+    if cache_statements {
+        let prepared = client.prepare_cached(statement).await.map_err(classify)?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        client.query(&prepared, &values).await.map_err(classify)
+    } else {
+        client
+            .query_typed(statement, params)
+            .await
+            .map_err(classify)
+    }
+}
+
+/// The one row a statement returns.
+fn one(found: &[Row]) -> Result<&Row, StoreError> {
+    found
+        .first()
+        .ok_or_else(|| StoreError::Unavailable("postgres returned no row".into()))
 }
 
 fn read_event_row(row: &Row) -> Result<Event, StoreError> {
@@ -820,6 +1110,18 @@ fn classify(e: tokio_postgres::Error) -> StoreError {
     match e.code() {
         Some(code) if *code == SqlState::DATA_CORRUPTED || *code == SqlState::INDEX_CORRUPTED => {
             StoreError::Corrupt(e.to_string())
+        }
+        // A statement prepared on one server connection and run on another:
+        // a transaction-mode pooler that opsd was not told about.
+        Some(code)
+            if *code == SqlState::INVALID_SQL_STATEMENT_NAME
+                || *code == SqlState::DUPLICATE_PSTATEMENT =>
+        {
+            StoreError::Unavailable(format!(
+                "postgres: {} (behind a transaction-mode pooler? set --postgres-pooler=transaction)",
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |db| db.message().to_owned())
+            ))
         }
         _ => StoreError::Unavailable(match e.as_db_error() {
             Some(db) => format!("postgres: {}", db.message()),

@@ -25,7 +25,10 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use crate::record::{COLUMNS, EVENT_COLUMNS, EventRecord, Record};
 use crate::sql::{self, Param};
-use crate::{CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, StoreError, Swapped};
+use crate::{
+    CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, SchemaVersion, StoreError,
+    Swapped, newer_schema,
+};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -131,6 +134,9 @@ pub struct SqliteOptions {
     /// afterwards by a store that records events, whose timelines would miss
     /// what was written before.
     pub record_events: bool,
+    /// Bring the schema up to date at open (the default); when false, a
+    /// schema behind this binary is refused instead (`--no-migrate`).
+    pub migrate: bool,
 }
 
 impl SqliteOptions {
@@ -143,6 +149,7 @@ impl SqliteOptions {
             max_page_count: None,
             max_events_per_operation: opsd_core::event::DEFAULT_MAX_EVENTS_PER_OPERATION,
             record_events: true,
+            migrate: true,
         }
     }
 }
@@ -197,7 +204,13 @@ impl SqliteStore {
         // writer keeps far more of them in memory than SQLite's default 2 MiB.
         conn.execute_batch(&format!("PRAGMA cache_size = -{}", WRITER_CACHE_KIB))
             .map_err(classify)?;
-        migrate(&mut conn)?;
+        if options.migrate {
+            migrate(&mut conn, None)?;
+        } else {
+            schema_version(&conn)?
+                .check()
+                .map_err(|e| StoreError::Unavailable(format!("{e} (--no-migrate is set)")))?;
+        }
         check_events_recorded(&mut conn, &options.path, options.record_events)?;
         if let Some(pages) = options.max_page_count {
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
@@ -230,6 +243,42 @@ impl SqliteStore {
             }),
             record_events: options.record_events,
         })
+    }
+
+    /// The schema version of the database at `path` (0 when there is none
+    /// yet), and this binary's. Creates nothing.
+    pub fn schema_version(path: &Path) -> Result<SchemaVersion, StoreError> {
+        if !path.exists() {
+            return Ok(SchemaVersion {
+                database: 0,
+                binary: MIGRATIONS.len() as u64,
+            });
+        }
+        let conn = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY,
+            Duration::from_secs(5),
+        )?;
+        schema_version(&conn)
+    }
+
+    /// Creates the database at `path` if needed and brings its schema up to
+    /// this binary's version, or to `up_to` if lower; the versions before and after.
+    pub fn migrate_database(path: &Path, up_to: Option<u64>) -> Result<(u64, u64), StoreError> {
+        let mut conn = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            Duration::from_secs(5),
+        )?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(classify)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "sqlite refused wal journal mode (got {mode})"
+            )));
+        }
+        migrate(&mut conn, up_to)
     }
 
     /// Refuses reads of a timeline this store does not write.
@@ -455,26 +504,43 @@ fn open_connection(
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+fn schema_version(conn: &Connection) -> Result<SchemaVersion, StoreError> {
+    let applied: u64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(classify)?;
+    Ok(SchemaVersion {
+        database: applied,
+        binary: MIGRATIONS.len() as u64,
+    })
+}
+
+/// Applies the migrations the database lacks (up to `up_to`, or all), in one
+/// exclusive transaction; the versions before and after.
+fn migrate(conn: &mut Connection, up_to: Option<u64>) -> Result<(u64, u64), StoreError> {
+    let known = MIGRATIONS.len() as u64;
+    let target = up_to.unwrap_or(known).min(known);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Exclusive)
         .map_err(classify)?;
-    let applied: usize = tx
+    let applied: u64 = tx
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(classify)?;
-    if applied > MIGRATIONS.len() {
-        return Err(StoreError::Corrupt(format!(
-            "database schema version {applied} is newer than this opsd knows ({})",
-            MIGRATIONS.len()
-        )));
+    if applied > known {
+        return Err(StoreError::Corrupt(newer_schema(applied, known)));
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+    for (index, migration) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(applied as usize)
+    {
         tx.execute_batch(migration).map_err(classify)?;
         tx.pragma_update(None, "user_version", index + 1)
             .map_err(classify)?;
         tracing::info!(version = index + 1, "applied sqlite schema migration");
     }
-    tx.commit().map_err(classify)
+    tx.commit().map_err(classify)?;
+    Ok((applied, applied.max(target)))
 }
 
 /// A database written without events says so, so that no store ever serves

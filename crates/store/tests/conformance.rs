@@ -385,7 +385,7 @@ mod postgres_replicas {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(versions, 3);
+        assert_eq!(versions, 4);
         store.close().await.unwrap();
     }
 

@@ -9,6 +9,7 @@ mod grpc;
 mod history;
 mod iam;
 mod process;
+mod production;
 mod rest;
 mod support;
 mod traces;

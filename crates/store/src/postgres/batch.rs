@@ -72,11 +72,17 @@ pub(super) struct Batcher {
 impl Batcher {
     /// `lanes` transactions may be open at once, each on a pool connection;
     /// past `max_events` events of an operation, metadata updates fold.
-    pub(super) fn start(pool: Pool, lanes: usize, max_events: u64) -> Self {
+    /// `cache_statements` false (behind a transaction-mode pooler) prepares
+    /// every statement anew in its transaction, and closes it there.
+    pub(super) fn start(pool: Pool, lanes: usize, max_events: u64, cache_statements: bool) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
         let waiting = Arc::new(Mutex::new(waiting));
+        let settings = Settings {
+            max_events,
+            cache_statements,
+        };
         let lanes = (0..lanes.max(1))
-            .map(|_| tokio::spawn(run_lane(pool.clone(), Arc::clone(&waiting), max_events)))
+            .map(|_| tokio::spawn(run_lane(pool.clone(), Arc::clone(&waiting), settings)))
             .collect();
         Self { queue, lanes }
     }
@@ -104,7 +110,7 @@ impl Drop for Batcher {
 async fn run_lane(
     pool: Pool,
     waiting: Arc<Mutex<mpsc::UnboundedReceiver<Queued>>>,
-    max_events: u64,
+    settings: Settings,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -122,7 +128,7 @@ async fn run_lane(
             }
         }
         batch.sort_by(|a, b| a.change.id().cmp(b.change.id()));
-        let results = commit(&pool, &batch, max_events).await;
+        let results = commit(&pool, &batch, settings).await;
         for (queued, result) in batch.drain(..).zip(results) {
             // The caller may have gone (its deadline passed); the result stands.
             let _ = queued.reply.send(result);
@@ -130,7 +136,7 @@ async fn run_lane(
     }
 }
 
-async fn commit(pool: &Pool, batch: &[Queued], max_events: u64) -> Vec<Result<u64, StoreError>> {
+async fn commit(pool: &Pool, batch: &[Queued], settings: Settings) -> Vec<Result<u64, StoreError>> {
     let fail_all = |error: StoreError| batch.iter().map(|_| Err(error.clone())).collect();
     let mut client = match pool.get().await {
         Ok(client) => client,
@@ -144,14 +150,14 @@ async fn commit(pool: &Pool, batch: &[Queued], max_events: u64) -> Vec<Result<u6
     let changes: Vec<&Change> = batch.iter().map(|q| &q.change).collect();
     if batch.len() == 1 {
         return vec![
-            alone(&mut client, changes[0], max_events)
+            alone(&mut client, changes[0], settings)
                 .await
                 .map(|rows| rows[0]),
         ];
     }
     let together = async {
         let transaction = client.transaction().await.map_err(classify)?;
-        let results = write_all(&transaction, &changes, max_events).await;
+        let results = write_all(&transaction, &changes, settings).await;
         let Ok(results) = results else {
             // Rolled back when dropped; each change is tried on its own below.
             return Ok(None);
@@ -165,7 +171,7 @@ async fn commit(pool: &Pool, batch: &[Queued], max_events: u64) -> Vec<Result<u6
             let mut results = Vec::with_capacity(batch.len());
             for change in changes {
                 results.push(
-                    alone(&mut client, change, max_events)
+                    alone(&mut client, change, settings)
                         .await
                         .map(|rows| rows[0]),
                 );
@@ -182,10 +188,10 @@ async fn commit(pool: &Pool, batch: &[Queued], max_events: u64) -> Vec<Result<u6
 async fn alone(
     client: &mut deadpool_postgres::Object,
     change: &Change,
-    max_events: u64,
+    settings: Settings,
 ) -> Result<Vec<u64>, StoreError> {
     let transaction = client.transaction().await.map_err(classify)?;
-    let rows = write_all(&transaction, &[change], max_events).await?;
+    let rows = write_all(&transaction, &[change], settings).await?;
     transaction.commit().await.map_err(classify)?;
     Ok(rows)
 }
@@ -195,12 +201,16 @@ async fn alone(
 async fn write_all(
     transaction: &deadpool_postgres::Transaction<'_>,
     changes: &[&Change],
-    max_events: u64,
+    settings: Settings,
 ) -> Result<Vec<u64>, StoreError> {
-    let rows = join_all(changes.iter().map(|change| execute(transaction, change)))
-        .await
-        .into_iter()
-        .collect::<Result<Vec<u64>, StoreError>>()?;
+    let rows = join_all(
+        changes
+            .iter()
+            .map(|change| execute(transaction, change, settings.cache_statements)),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<u64>, StoreError>>()?;
     let events: Vec<&EventRecord> = changes
         .iter()
         .zip(&rows)
@@ -208,7 +218,7 @@ async fn write_all(
         .filter_map(|(change, _)| change.event())
         .collect();
     if !events.is_empty() {
-        record_events(transaction, &events, max_events).await?;
+        record_events(transaction, &events, settings).await?;
     }
     Ok(rows)
 }
@@ -220,16 +230,21 @@ async fn write_all(
 async fn record_events(
     transaction: &deadpool_postgres::Transaction<'_>,
     events: &[&EventRecord],
-    max_events: u64,
+    settings: Settings,
 ) -> Result<(), StoreError> {
+    let Settings {
+        max_events,
+        cache_statements: cache,
+    } = settings;
     let ids: Vec<&str> = events.iter().map(|e| e.operation_id.as_str()).collect();
-    let last = transaction
-        .prepare_cached(
-            "SELECT DISTINCT ON (operation_id) operation_id, sequence, kind, folded, position \
+    let last = prepare_statement(
+        transaction,
+        "SELECT DISTINCT ON (operation_id) operation_id, sequence, kind, folded, position \
              FROM events WHERE operation_id = ANY($1) ORDER BY operation_id, sequence DESC",
-        )
-        .await
-        .map_err(classify)?;
+        cache,
+    )
+    .await
+    .map_err(classify)?;
     let last: std::collections::HashMap<String, (i64, i64, i64, i64)> = transaction
         .query(&last, &[&ids])
         .await
@@ -242,29 +257,30 @@ async fn record_events(
             )
         })
         .collect();
-    let lock = transaction
-        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+    let lock = prepare_statement(transaction, "SELECT pg_advisory_xact_lock($1)", cache)
         .await
         .map_err(classify)?;
     transaction
         .execute(&lock, &[&FEED_LOCK])
         .await
         .map_err(classify)?;
-    let insert = transaction
-        .prepare_cached(
-            "INSERT INTO events (position, operation_id, sequence, kind, at, actor, version, \
+    let insert = prepare_statement(
+        transaction,
+        "INSERT INTO events (position, operation_id, sequence, kind, at, actor, version, \
              details, folded, scope, resource_id, created_by) VALUES \
              (nextval('event_positions'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .await
-        .map_err(classify)?;
-    let fold = transaction
-        .prepare_cached(
-            "UPDATE events SET position = nextval('event_positions'), at = $2, actor = $3, \
+        cache,
+    )
+    .await
+    .map_err(classify)?;
+    let fold = prepare_statement(
+        transaction,
+        "UPDATE events SET position = nextval('event_positions'), at = $2, actor = $3, \
              version = $4, details = $5, folded = $6 WHERE position = $1",
-        )
-        .await
-        .map_err(classify)?;
+        cache,
+    )
+    .await
+    .map_err(classify)?;
     // A batch changes an operation at most once (a second change of it is
     // computed only after the first is acknowledged), so its events are
     // independent of each other and go out pipelined.
@@ -325,11 +341,11 @@ async fn record_events(
 async fn execute<C: deadpool_postgres::GenericClient>(
     client: &C,
     change: &Change,
+    cache: bool,
 ) -> Result<u64, StoreError> {
     match change {
         Change::Insert(r, _) => {
-            let statement = client
-                .prepare_cached(&insert_statement())
+            let statement = prepare_statement(client, &insert_statement(), cache)
                 .await
                 .map_err(classify)?;
             client
@@ -371,8 +387,7 @@ async fn execute<C: deadpool_postgres::GenericClient>(
                 .map_err(classify)
         }
         Change::Swap(r, _) => {
-            let statement = client
-                .prepare_cached(&swap_statement())
+            let statement = prepare_statement(client, &swap_statement(), cache)
                 .await
                 .map_err(classify)?;
             client
@@ -401,5 +416,26 @@ async fn execute<C: deadpool_postgres::GenericClient>(
                 .await
                 .map_err(classify)
         }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Settings {
+    max_events: u64,
+    cache_statements: bool,
+}
+
+/// Prepared once per connection, or (behind a transaction-mode pooler) in
+/// this transaction only: dropped before the commit, its close goes to the
+/// same server connection.
+async fn prepare_statement<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    statement: &str,
+    cache: bool,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    if cache {
+        client.prepare_cached(statement).await
+    } else {
+        client.prepare(statement).await
     }
 }
