@@ -107,10 +107,14 @@ async function api(path, options) {
 
 // The change feed, read with fetch so that the token goes in a header (an
 // EventSource cannot send one). Reconnects with last-event-id; calls
-// `onReset` when the feed's position is too old and the view must re-list.
-function follow(params, onEvent, onReset) {
+// `onReset` when the feed's position is too old and the view must re-list,
+// and `onOpen` when a feed starting from now has opened (its bookmark came):
+// what changed between the view's first read and that moment is in no
+// event, so the view reads again then.
+function follow(params, onEvent, onReset, onOpen) {
   const controller = new AbortController();
   let last = null;
+  let fromNow = true;
   let stopped = false;
   const live = document.getElementById("live");
   const setLive = (on) => {
@@ -129,7 +133,13 @@ function follow(params, onEvent, onReset) {
       else if (field === "event") name = value;
       else if (field === "data") data += (data ? "\n" : "") + value;
     }
-    if (id !== null) last = id;
+    if (id !== null) {
+      last = id;
+      if (fromNow) {
+        fromNow = false;
+        if (onOpen) onOpen();
+      }
+    }
     if (!data) return;
     let parsed;
     try {
@@ -153,6 +163,7 @@ function follow(params, onEvent, onReset) {
       try {
         const headers = authHeaders({ accept: "text/event-stream" });
         if (last) headers["last-event-id"] = last;
+        fromNow = !last;
         const response = await fetch("/v1/operations:watch?" + params.toString(), {
           headers, cache: "no-store", credentials: "omit", signal: controller.signal,
         });
@@ -524,7 +535,17 @@ async function listPage() {
   for (const name of FEED_PARAMS) if (filters[name]) feed.set(name, filters[name]);
   follow(feed, (event) => {
     if (event.operationId) refresh(event.operationId);
-  }, () => location.reload());
+  }, () => location.reload(), async () => {
+    // Rows shown may have changed before the feed opened, and new ones come
+    // first in a fresh read of the first page.
+    for (const row of [...tbody.children]) refresh(row.dataset.id);
+    try {
+      const page = await api("/v1/operations?" + new URLSearchParams(query).toString());
+      for (const op of page.operations || []) upsert(op);
+    } catch (_) {
+      // The feed brings what follows.
+    }
+  });
 }
 
 // ---- one operation ----
@@ -659,7 +680,7 @@ async function operationPage(id) {
   const refresh = refresher(() => reload());
   follow(new URLSearchParams({ idPrefix: id }), (event) => {
     if (event.operationId === id) refresh(id);
-  }, () => refresh(id));
+  }, () => refresh(id), () => refresh(id));
 }
 
 // ---- overview ----
