@@ -84,26 +84,10 @@ fn current_span_context() -> Option<SpanContext> {
         .then(|| span.span_context().clone())
 }
 
-/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`),
-/// when it is one.
+/// The trace id of a W3C `traceparent`, when it is a well-formed one (the
+/// rules of `opsd_core::TraceContext::parse`, which the server applies too).
 pub fn trace_id_of(traceparent: &str) -> Option<String> {
-    let mut parts = traceparent.trim().split('-');
-    let (version, trace_id, span_id, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace_id, 32)
-        && trace_id.bytes().any(|b| b != b'0')
-        && hex(span_id, 16)
-        && span_id.bytes().any(|b| b != b'0')
-        && hex(flags, 2)
-        && (version != "00" || parts.next().is_none());
-    valid.then(|| trace_id.to_owned())
+    opsd_core::TraceContext::parse(traceparent, None).map(|context| context.span.trace_id_hex())
 }
 
 #[cfg(test)]

@@ -269,7 +269,7 @@ pub fn init(format: LogFormat, export: Option<&TraceExport>) -> anyhow::Result<T
 fn tracer_provider(
     export: &TraceExport,
 ) -> anyhow::Result<(SdkTracerProvider, mpsc::Sender<Queued>)> {
-    let mut resource = Resource::builder_empty()
+    let resource = Resource::builder_empty()
         .with_attributes(
             export
                 .resource_attributes
@@ -279,9 +279,6 @@ fn tracer_provider(
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .with_service_name(export.service_name.clone())
         .build();
-    if resource.is_empty() {
-        resource = Resource::builder_empty().build();
-    }
     let mut exporter = span_exporter(export)?;
     exporter.set_resource(&resource);
     let (queue, received) = mpsc::channel(export.max_queue_size.max(1));
