@@ -38,6 +38,41 @@ pub struct ListFilter {
     pub created_before: Option<Timestamp>,
     /// Only these scopes (the caller's); `None` for every scope.
     pub scopes: Option<std::collections::BTreeSet<String>>,
+    /// Only ids starting with this (`[0-9a-z]`, at most 20 characters).
+    pub id_prefix: Option<String>,
+    /// Only descriptions containing this text, case-insensitively as
+    /// [`fold_case`] defines it; `%`, `_` and `\` are plain characters.
+    pub description_contains: Option<String>,
+}
+
+/// What "case-insensitive" means for the description search, on every backend:
+/// Unicode's default full lowercase mapping (`str::to_lowercase`, no locale
+/// tailoring), computed by opsd, never by a database's `lower()`.
+pub fn fold_case(text: &str) -> String {
+    text.to_lowercase()
+}
+
+/// Whether `description` contains `needle` once both are folded by [`fold_case`].
+pub fn description_matches(needle: &str, description: &str) -> bool {
+    fold_case(description).contains(&fold_case(needle))
+}
+
+/// The least string above every id that starts with `prefix`, in the byte
+/// order of `[0-9a-z]` (which every collation agrees on); `None` when the
+/// prefix is all `z`, so that no id can be above it. `prefix` must hold only
+/// id characters.
+pub fn id_prefix_end(prefix: &str) -> Option<String> {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        let next = match last {
+            b'0'..=b'8' | b'a'..=b'y' => last + 1,
+            b'9' => b'a',
+            _ => continue,
+        };
+        bytes.push(next);
+        return String::from_utf8(bytes).ok();
+    }
+    None
 }
 
 /// Where a page starts: just after this operation in newest-first order.
@@ -59,7 +94,12 @@ impl ListFilter {
     /// Ties a token to the filter it was made for.
     fn digest(&self) -> [u8; 8] {
         let mut h = Sha256::new();
-        for text in [self.resource_id.as_deref(), self.created_by.as_deref()] {
+        for text in [
+            self.resource_id.as_deref(),
+            self.created_by.as_deref(),
+            self.id_prefix.as_deref(),
+            self.description_contains.as_deref(),
+        ] {
             match text {
                 Some(text) => {
                     h.update([1]);
@@ -110,6 +150,14 @@ impl ListFilter {
             && self.created_after.is_none_or(|t| op.created_at >= t)
             && self.created_before.is_none_or(|t| op.created_at < t)
             && self.scopes.as_ref().is_none_or(|s| s.contains(&op.scope))
+            && self
+                .id_prefix
+                .as_ref()
+                .is_none_or(|p| op.id.as_str().starts_with(p.as_str()))
+            && self
+                .description_contains
+                .as_ref()
+                .is_none_or(|text| description_matches(text, &op.description))
     }
 }
 
@@ -204,6 +252,65 @@ mod tests {
     }
 
     #[test]
+    fn id_prefix_and_description_bind_the_token() {
+        let plain = ListFilter::default();
+        let token = encode_page_token(&plain, &cursor());
+        for other in [
+            ListFilter {
+                id_prefix: Some("ops".into()),
+                ..ListFilter::default()
+            },
+            ListFilter {
+                description_contains: Some("disk".into()),
+                ..ListFilter::default()
+            },
+        ] {
+            let e = decode_page_token(&other, &token).unwrap_err();
+            assert_eq!(e.code(), crate::Code::InvalidArgument);
+            let token = encode_page_token(&other, &cursor());
+            assert_eq!(decode_page_token(&other, &token), Ok(cursor()));
+            assert!(decode_page_token(&plain, &token).is_err());
+        }
+        // The same text in the other field is another filter.
+        let a = ListFilter {
+            id_prefix: Some("abc".into()),
+            ..ListFilter::default()
+        };
+        let b = ListFilter {
+            description_contains: Some("abc".into()),
+            ..ListFilter::default()
+        };
+        assert!(decode_page_token(&b, &encode_page_token(&a, &cursor())).is_err());
+    }
+
+    #[test]
+    fn descriptions_match_by_unicode_lowercase() {
+        assert!(description_matches("ÄRGER", "viel ärger mit disk-1"));
+        assert!(description_matches("ärger", "VIEL ÄRGER"));
+        assert!(description_matches("Disk", "snapshot DISK-1"));
+        assert!(description_matches("ΣΟΦΊΑ", "σοφία"));
+        assert!(description_matches("", "anything"));
+        assert!(!description_matches("ärger", "arger"));
+        // Lowercase mapping, not full case folding: ß is not "ss".
+        assert!(!description_matches("STRASSE", "straße"));
+        // Wildcards of SQL are plain characters.
+        assert!(description_matches("50%", "done 50% of it"));
+        assert!(!description_matches("5%", "done 50 of it"));
+        assert!(!description_matches("a_c", "abc"));
+        assert!(description_matches("a\\c", "a\\c"));
+    }
+
+    #[test]
+    fn id_prefix_end_is_the_next_string_in_the_alphabet() {
+        assert_eq!(id_prefix_end("ops").as_deref(), Some("opt"));
+        assert_eq!(id_prefix_end("op9").as_deref(), Some("opa"));
+        assert_eq!(id_prefix_end("opz").as_deref(), Some("oq"));
+        assert_eq!(id_prefix_end("0zz").as_deref(), Some("1"));
+        assert_eq!(id_prefix_end("zzz"), None);
+        assert_eq!(id_prefix_end(""), None);
+    }
+
+    #[test]
     fn page_sizes_are_bounded() {
         assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
         assert_eq!(page_size(1), Ok(1));
@@ -225,6 +332,17 @@ mod tests {
         fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let token = URL_SAFE_NO_PAD.encode(&bytes);
             let _ = decode_page_token(&ListFilter::default(), &token);
+        }
+
+        #[test]
+        fn id_prefix_end_bounds_exactly_the_ids_with_the_prefix(
+            prefix in "[0-9a-z]{1,5}",
+            id in "[0-9a-z]{20}",
+        ) {
+            let inside = id.starts_with(&prefix);
+            let in_range = id.as_str() >= prefix.as_str()
+                && id_prefix_end(&prefix).is_none_or(|end| id.as_str() < end.as_str());
+            prop_assert_eq!(inside, in_range);
         }
 
         #[test]

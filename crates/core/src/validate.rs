@@ -56,6 +56,30 @@ impl Violations {
         }
     }
 
+    /// A List filter by id prefix: what could start an id, `[0-9a-z]`, at most
+    /// an id's length.
+    pub fn id_prefix_filter(&mut self, field: &str, prefix: &str) {
+        if prefix.len() > crate::id::ID_LEN
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        {
+            self.add(
+                field,
+                format!(
+                    "must be at most {} characters of [0-9a-z]",
+                    crate::id::ID_LEN
+                ),
+            );
+        }
+    }
+
+    /// A List search in descriptions: what a description could contain, so at
+    /// most as long as one and without NUL.
+    pub fn description_search(&mut self, field: &str, text: &str) {
+        self.description(field, text);
+    }
+
     pub fn resource_id(&mut self, field: &str, text: &str) {
         if text.len() > MAX_RESOURCE_ID_BYTES {
             self.add(
@@ -143,6 +167,27 @@ mod tests {
             Err(crate::Error::InvalidArgument(v)) => v,
             Err(other) => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn list_search_filters_are_bounded() {
+        for good in ["", "o", "ops", "ops0123456789abcdefg"] {
+            assert!(check(|v| v.id_prefix_filter("id_prefix", good)).is_empty(), "{good}");
+        }
+        for bad in ["OPS", "op-", "op%", "ops0123456789abcdefgh", "опс", "ops\0"] {
+            let v = check(|v| v.id_prefix_filter("id_prefix", bad));
+            assert_eq!(v.len(), 1, "{bad}");
+            assert_eq!(v[0].field, "id_prefix");
+            assert_eq!(v[0].description, "must be at most 20 characters of [0-9a-z]");
+        }
+        let longest = "ä".repeat(256);
+        assert!(check(|v| v.description_search("description_contains", &longest)).is_empty());
+        assert!(check(|v| v.description_search("d", "50% a_b \\")).is_empty());
+        let v = check(|v| v.description_search("description_contains", &"a".repeat(257)));
+        assert_eq!(v[0].field, "description_contains");
+        assert_eq!(v[0].description, "must be at most 256 characters");
+        let v = check(|v| v.description_search("description_contains", "a\0b"));
+        assert_eq!(v[0].description, "must not contain NUL characters");
     }
 
     #[test]

@@ -42,6 +42,12 @@ macro_rules! conformance_suite {
             subscribers_hear_every_committed_change,
             list_pages_newest_first_without_gaps_or_duplicates,
             list_filters_by_resource_creator_state_and_time,
+            list_filters_by_id_prefix,
+            list_pages_through_an_id_prefix_with_tokens,
+            list_searches_descriptions_case_insensitively,
+            list_searches_descriptions_for_wildcards_literally,
+            list_combines_search_with_the_other_filters_and_scopes,
+            list_search_reads_past_many_rows_that_do_not_match,
             the_resource_guard_admits_one_running_exclusive_operation,
             due_for_expiry_finds_lapsed_leases_and_deadlines,
             retention_deletes_exactly_the_expired_done_operations,
@@ -752,6 +758,323 @@ pub async fn list_filters_by_resource_creator_state_and_time(store: Arc<dyn Oper
     })
     .await;
     assert_eq!(combined, [6u64].map(id));
+}
+
+/// An operation with this id (padded to an id's length with `0`) at `tick`.
+fn with_id(id: &str, tick: i64) -> Operation {
+    let mut op = created_at_tick(0, tick);
+    op.id = OperationId::parse("id", &format!("{id:0<20}")).expect("test ids are well-formed");
+    op
+}
+
+fn described(n: u64, tick: i64, description: &str) -> Operation {
+    let mut op = created_at_tick(n, tick);
+    op.description = description.into();
+    op
+}
+
+async fn insert_all(store: &dyn OperationStore, ops: &[Operation]) {
+    for op in ops {
+        store.insert(op, &created(op)).await.unwrap();
+    }
+}
+
+fn ids_of(ops: &[Operation]) -> Vec<String> {
+    ops.iter().map(|op| op.id.to_string()).collect()
+}
+
+pub async fn list_filters_by_id_prefix(store: Arc<dyn OperationStore>) {
+    // Neighbours on both sides of every range's ends.
+    let names = [
+        "ab8", "ab9", "aba", "abc1", "abc2", "abd", "abz", "abzz", "ac0", "b", "zzy", "zzz",
+    ];
+    let ops: Vec<Operation> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| with_id(name, i as i64))
+        .collect();
+    insert_all(store.as_ref(), &ops).await;
+    let by = |prefix: &str| {
+        let store = Arc::clone(&store);
+        let filter = ListFilter {
+            id_prefix: Some(prefix.into()),
+            ..ListFilter::default()
+        };
+        async move { ids_of(&all_pages(store.as_ref(), &filter, 3).await) }
+    };
+    let padded = |names: &[&str]| -> Vec<String> {
+        names.iter().map(|name| format!("{name:0<20}")).collect()
+    };
+    assert_eq!(by("abc").await, padded(&["abc2", "abc1"]));
+    assert_eq!(
+        by("ab").await,
+        padded(&["abzz", "abz", "abd", "abc2", "abc1", "aba", "ab9", "ab8"])
+    );
+    assert_eq!(by("ab9").await, padded(&["ab9"]), "9 is followed by a");
+    assert_eq!(by("abz").await, padded(&["abzz", "abz"]), "z ends the range");
+    assert_eq!(by("zz").await, padded(&["zzz", "zzy"]), "no id is above z");
+    assert_eq!(by("b").await, padded(&["b"]));
+    assert_eq!(by(&format!("{:0<20}", "abc1")).await, padded(&["abc1"]));
+    for none in ["abe", "abc3", "c", "0", "abc10000000000000001"] {
+        assert!(by(none).await.is_empty(), "{none}");
+    }
+}
+
+pub async fn list_pages_through_an_id_prefix_with_tokens(store: Arc<dyn OperationStore>) {
+    use opsd_core::list::{decode_page_token, encode_page_token};
+    // Matching ids interleaved in time with others, ties on time broken by id.
+    let mut expected = Vec::new();
+    for n in 0..9u64 {
+        let op = with_id(&format!("pag{n}"), (n / 2) as i64);
+        let other = with_id(&format!("paf{n}"), (n / 2) as i64);
+        insert_all(store.as_ref(), &[op.clone(), other]).await;
+        expected.push(op.id.to_string());
+    }
+    expected.reverse();
+    let filter = ListFilter {
+        id_prefix: Some("pag".into()),
+        ..ListFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = store
+            .list(&ListQuery {
+                filter: filter.clone(),
+                after: after.clone(),
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        seen.extend(ids_of(&page));
+        if page.len() < 2 {
+            break;
+        }
+        let token = encode_page_token(&filter, &Cursor::of(page.last().unwrap()));
+        after = Some(decode_page_token(&filter, &token).unwrap());
+    }
+    assert_eq!(seen, expected, "every match once, newest first");
+}
+
+pub async fn list_searches_descriptions_case_insensitively(store: Arc<dyn OperationStore>) {
+    let ops = [
+        described(1, 1, "Viel ÄRGER mit disk-1"),
+        described(2, 2, "viel ärger"),
+        described(3, 3, "arger ohne umlaut"),
+        described(4, 4, "Snapshot DISK-2"),
+        described(5, 5, "ΣΟΦΊΑ"),
+        described(6, 6, "straße"),
+        described(7, 7, ""),
+    ];
+    insert_all(store.as_ref(), &ops).await;
+    let by = |text: &str| {
+        let store = Arc::clone(&store);
+        let filter = ListFilter {
+            description_contains: Some(text.into()),
+            ..ListFilter::default()
+        };
+        async move { all_pages(store.as_ref(), &filter, 2).await }
+    };
+    let numbers = |ops: Vec<Operation>| ops.into_iter().map(|op| op.id).collect::<Vec<_>>();
+    assert_eq!(numbers(by("ärger").await), [id(2), id(1)]);
+    assert_eq!(numbers(by("ÄRGER").await), [id(2), id(1)], "non-ascii folds");
+    assert_eq!(numbers(by("äRgEr").await), [id(2), id(1)]);
+    assert_eq!(numbers(by("disk").await), [id(4), id(1)], "ascii folds");
+    assert_eq!(numbers(by("DISK-1").await), [id(1)]);
+    assert_eq!(numbers(by("σοφία").await), [id(5)]);
+    assert_eq!(numbers(by("STRASSE").await), [], "lowercase, not case folding");
+    assert_eq!(numbers(by("Straße").await), [id(6)]);
+    assert_eq!(numbers(by("viel ärger mit disk-1").await), [id(1)]);
+    assert_eq!(numbers(by("nothing like it").await), []);
+    let found = by("snapshot").await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0], ops[3], "found rows come back whole");
+}
+
+pub async fn list_searches_descriptions_for_wildcards_literally(store: Arc<dyn OperationStore>) {
+    let ops = [
+        described(1, 1, "50% done"),
+        described(2, 2, "500 done"),
+        described(3, 3, "a_b"),
+        described(4, 4, "axb"),
+        described(5, 5, r"back\slash"),
+        described(6, 6, "backslash"),
+        described(7, 7, r"100%\_"),
+    ];
+    insert_all(store.as_ref(), &ops).await;
+    let by = |text: &str| {
+        let store = Arc::clone(&store);
+        let filter = ListFilter {
+            description_contains: Some(text.into()),
+            ..ListFilter::default()
+        };
+        async move {
+            all_pages(store.as_ref(), &filter, 10)
+                .await
+                .into_iter()
+                .map(|op| op.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by("50%").await, [id(1)]);
+    assert_eq!(by("%").await, [id(7), id(1)]);
+    assert_eq!(by("5%0").await, []);
+    assert_eq!(by("a_b").await, [id(3)]);
+    assert_eq!(by("_").await, [id(7), id(3)]);
+    assert_eq!(by(r"\").await, [id(7), id(5)]);
+    assert_eq!(by(r"k\s").await, [id(5)]);
+    assert_eq!(by(r"%\_").await, [id(7)]);
+    assert_eq!(by(r"\%").await, []);
+    assert_eq!(by("'").await, []);
+}
+
+pub async fn list_combines_search_with_the_other_filters_and_scopes(
+    store: Arc<dyn OperationStore>,
+) {
+    let mut ops = Vec::new();
+    for n in 0..12u64 {
+        let mut op = with_id(if n % 2 == 0 { "fhm" } else { "epd" }, n as i64);
+        op.id = OperationId::parse("id", &format!("{}{n:017}", &op.id.as_str()[..3])).unwrap();
+        op.description = if n % 3 == 0 {
+            format!("Resize DISK {n}")
+        } else {
+            format!("snapshot {n}")
+        };
+        op.resource_id = Some(format!("disk-{}", n % 2));
+        op.created_by = if n < 6 { "alice" } else { "bob" }.into();
+        op.scope = if n % 4 == 1 { "folder-2" } else { "folder-1" }.into();
+        store.insert(&op, &created(&op)).await.unwrap();
+        if n % 4 == 0 {
+            store
+                .compare_and_swap(&done(&op, 1), Some(&changed(&done(&op, 1))))
+                .await
+                .unwrap();
+        }
+        ops.push(op);
+    }
+    let by = |filter: ListFilter| {
+        let store = Arc::clone(&store);
+        async move { ids_of(&all_pages(store.as_ref(), &filter, 2).await) }
+    };
+    let expect = |pick: &dyn Fn(u64) -> bool| -> Vec<String> {
+        (0..12u64)
+            .rev()
+            .filter(|n| pick(*n))
+            .map(|n| ops[n as usize].id.to_string())
+            .collect()
+    };
+    let disk = || Some("disk".to_owned());
+    let fhm = || Some("fhm".to_owned());
+    assert_eq!(
+        by(ListFilter {
+            description_contains: disk(),
+            id_prefix: fhm(),
+            ..ListFilter::default()
+        })
+        .await,
+        expect(&|n| n % 3 == 0 && n % 2 == 0)
+    );
+    assert_eq!(
+        by(ListFilter {
+            description_contains: disk(),
+            state: StateFilter::Running,
+            ..ListFilter::default()
+        })
+        .await,
+        expect(&|n| n % 3 == 0 && n % 4 != 0)
+    );
+    assert_eq!(
+        by(ListFilter {
+            description_contains: Some("SNAPSHOT".into()),
+            created_by: Some("bob".into()),
+            resource_id: Some("disk-1".into()),
+            ..ListFilter::default()
+        })
+        .await,
+        expect(&|n| n % 3 != 0 && n >= 6 && n % 2 == 1)
+    );
+    assert_eq!(
+        by(ListFilter {
+            description_contains: Some("snapshot".into()),
+            id_prefix: Some("epd".into()),
+            scopes: Some(["folder-2".to_owned()].into()),
+            ..ListFilter::default()
+        })
+        .await,
+        expect(&|n| n % 3 != 0 && n % 2 == 1 && n % 4 == 1)
+    );
+    assert_eq!(
+        by(ListFilter {
+            description_contains: disk(),
+            created_after: Some(at(1_700_000_000_000_000_000 + 3)),
+            created_before: Some(at(1_700_000_000_000_000_000 + 9)),
+            ..ListFilter::default()
+        })
+        .await,
+        expect(&|n| n % 3 == 0 && (3..9).contains(&n))
+    );
+    assert!(
+        by(ListFilter {
+            description_contains: disk(),
+            scopes: Some(Default::default()),
+            ..ListFilter::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        by(ListFilter {
+            description_contains: disk(),
+            id_prefix: Some("epd".into()),
+            state: StateFilter::Done,
+            ..ListFilter::default()
+        })
+        .await
+        .is_empty(),
+        "done ones are all fhm"
+    );
+}
+
+pub async fn list_search_reads_past_many_rows_that_do_not_match(store: Arc<dyn OperationStore>) {
+    // More rows that do not match than a backend reads at once, newer than the matches.
+    let mut ops = Vec::new();
+    for n in 0..3u64 {
+        ops.push(described(n, n as i64, &format!("needle {n}")));
+    }
+    for n in 3..1_100u64 {
+        ops.push(described(n, n as i64, "hay"));
+    }
+    ops.push(described(2_000, 2_000, "last NEEDLE"));
+    insert_all(store.as_ref(), &ops).await;
+    let filter = ListFilter {
+        description_contains: Some("needle".into()),
+        ..ListFilter::default()
+    };
+    let first = store
+        .list(&ListQuery {
+            filter: filter.clone(),
+            after: None,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|op| op.id.clone()).collect::<Vec<_>>(),
+        [id(2_000), id(2)]
+    );
+    let rest = store
+        .list(&ListQuery {
+            filter: filter.clone(),
+            after: Some(Cursor::of(&first[1])),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|op| op.id.clone()).collect::<Vec<_>>(),
+        [id(1), id(0)]
+    );
+    assert_eq!(all_pages(store.as_ref(), &filter, 1).await.len(), 4);
 }
 
 pub async fn the_resource_guard_admits_one_running_exclusive_operation(

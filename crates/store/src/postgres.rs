@@ -833,8 +833,35 @@ impl PostgresStore {
     }
 
     async fn list_unbounded(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
-        let (statement, params) = sql::list(query, |n| format!("${n}"));
-        self.select_many(&statement, &params).await
+        let Some(text) = &query.filter.description_contains else {
+            let (statement, params) =
+                sql::list(query, sql::DescriptionSearch::Omit, |n| format!("${n}"));
+            return self.select_many(&statement, &params).await;
+        };
+        // PostgreSQL's lower() and ILIKE depend on the database's collation:
+        // read what the other filters select, newest first in batches, and
+        // keep what core's rule matches, until the page is full.
+        let mut scan = query.clone();
+        scan.limit = query.limit.max(DESCRIPTION_SCAN_BATCH);
+        let mut page = Vec::new();
+        loop {
+            let (statement, params) =
+                sql::list(&scan, sql::DescriptionSearch::Omit, |n| format!("${n}"));
+            let batch = self.select_many(&statement, &params).await?;
+            let exhausted = batch.len() < scan.limit;
+            scan.after = batch.last().map(opsd_core::Cursor::of);
+            for op in batch {
+                if opsd_core::list::description_matches(text, &op.description) {
+                    page.push(op);
+                    if page.len() == query.limit {
+                        return Ok(page);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(page);
+            }
+        }
     }
 
     async fn due_for_expiry_unbounded(
@@ -899,6 +926,9 @@ impl PostgresStore {
         Ok(usize::try_from(deleted).unwrap_or(0))
     }
 }
+
+/// Rows read per statement while a listing searches descriptions.
+const DESCRIPTION_SCAN_BATCH: usize = 500;
 
 #[async_trait]
 impl OperationStore for PostgresStore {

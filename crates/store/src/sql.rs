@@ -20,10 +20,44 @@ fn one_of(column: &str, values: &[String]) -> String {
     }
 }
 
+/// How a backend applies `ListFilter::description_contains`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescriptionSearch<'a> {
+    /// In the statement, through this SQL function of (description, text),
+    /// which the backend registers to run `opsd_core::list::description_matches`.
+    Function(&'a str),
+    /// Not in the statement: the backend filters the rows it reads.
+    Omit,
+}
+
+/// `[from, to)` of the ids starting with `prefix`, as conditions on `column`:
+/// a range of the primary key, without LIKE's escapes.
+fn id_prefix_range(
+    column: &str,
+    prefix: &str,
+    params: &mut Vec<Param>,
+    bind: impl Fn(Param, &mut Vec<Param>) -> String,
+) -> String {
+    let from = bind(Param::Text(prefix.to_owned()), params);
+    match opsd_core::list::id_prefix_end(prefix) {
+        Some(end) => {
+            let to = bind(Param::Text(end), params);
+            format!("{column} >= {from} AND {column} < {to}")
+        }
+        None => format!("{column} >= {from}"),
+    }
+}
+
 /// `SELECT` for one page of a listing. Only the filters present appear in the
 /// statement, so each combination is a plain indexed range scan: by
-/// (created_at, id), or (resource_id, created_at, id), or (created_by, created_at, id).
-pub fn list(query: &ListQuery, placeholder: impl Fn(usize) -> String) -> (String, Vec<Param>) {
+/// (created_at, id), or (resource_id, created_at, id), or (created_by, created_at, id),
+/// or the primary key's range for an id prefix; the description search only
+/// filters the rows those select.
+pub fn list(
+    query: &ListQuery,
+    description: DescriptionSearch<'_>,
+    placeholder: impl Fn(usize) -> String,
+) -> (String, Vec<Param>) {
     let mut conditions = Vec::new();
     let mut params = Vec::new();
     let bind = |param: Param, params: &mut Vec<Param>| {
@@ -50,6 +84,15 @@ pub fn list(query: &ListQuery, placeholder: impl Fn(usize) -> String) -> (String
             .map(|scope| bind(Param::Text(scope.clone()), &mut params))
             .collect();
         conditions.push(one_of("scope", &placeholders));
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        conditions.push(id_prefix_range("id", prefix, &mut params, bind));
+    }
+    if let (Some(text), DescriptionSearch::Function(function)) =
+        (&filter.description_contains, description)
+    {
+        let p = bind(Param::Text(text.clone()), &mut params);
+        conditions.push(format!("{function}(description, {p})"));
     }
     if let Some(after) = filter.created_after {
         let p = bind(Param::Int(after.unix_nanos()), &mut params);
@@ -123,10 +166,7 @@ pub fn feed(
         conditions.push(format!("created_by = {p}"));
     }
     if let Some(prefix) = &filter.id_prefix {
-        // Ids are [0-9a-z]: a range is a prefix match without LIKE's escapes.
-        let from = bind(Param::Text(prefix.clone()), &mut params);
-        let to = bind(Param::Text(format!("{prefix}~")), &mut params);
-        conditions.push(format!("operation_id >= {from} AND operation_id < {to}"));
+        conditions.push(id_prefix_range("operation_id", prefix, &mut params, bind));
     }
     if let Some(kinds) = &filter.kinds {
         let numbers: Vec<String> = kinds.iter().map(|k| k.number().to_string()).collect();
@@ -158,7 +198,7 @@ mod tests {
             after: None,
             limit: 10,
         };
-        let (sql, params) = list(&query, |n| format!("${n}"));
+        let (sql, params) = list(&query, DescriptionSearch::Omit, |n| format!("${n}"));
         assert!(
             sql.ends_with("ORDER BY created_at DESC, id DESC LIMIT $1"),
             "{sql}"
@@ -178,11 +218,44 @@ mod tests {
             }),
             limit: 2,
         };
-        let (sql, params) = list(&query, |n| format!("?{n}"));
+        let (sql, params) = list(&query, DescriptionSearch::Omit, |n| format!("?{n}"));
         assert!(
             sql.contains("WHERE resource_id = ?1 AND state != 2 AND (created_at, id) < (?2, ?3)"),
             "{sql}"
         );
         assert_eq!(params.len(), 4);
+    }
+
+    #[test]
+    fn an_id_prefix_is_a_key_range_and_the_search_a_function() {
+        let query = |id_prefix: &str| ListQuery {
+            filter: ListFilter {
+                id_prefix: Some(id_prefix.into()),
+                description_contains: Some("50%_\\".into()),
+                ..ListFilter::default()
+            },
+            after: None,
+            limit: 5,
+        };
+        let (sql, params) = list(&query("fhz"), DescriptionSearch::Function("f"), |n| {
+            format!("?{n}")
+        });
+        assert!(
+            sql.contains("WHERE id >= ?1 AND id < ?2 AND f(description, ?3) ORDER BY"),
+            "{sql}"
+        );
+        assert_eq!(
+            params,
+            [
+                Param::Text("fhz".into()),
+                Param::Text("fi".into()),
+                Param::Text("50%_\\".into()),
+                Param::Int(5)
+            ]
+        );
+        let (sql, params) = list(&query("zz"), DescriptionSearch::Omit, |n| format!("${n}"));
+        assert!(sql.contains("WHERE id >= $1 ORDER BY"), "{sql}");
+        assert!(!sql.contains("(description"), "{sql}");
+        assert_eq!(params, [Param::Text("zz".into()), Param::Int(5)]);
     }
 }

@@ -411,7 +411,11 @@ impl OperationStore for SqliteStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Operation>, StoreError> {
-        let (statement, params) = sql::list(query, |n| format!("?{n}"));
+        let (statement, params) = sql::list(
+            query,
+            sql::DescriptionSearch::Function(DESCRIPTION_MATCHES),
+            |n| format!("?{n}"),
+        );
         self.readers
             .run(move |conn| select_many(conn, &statement, &params))
             .await
@@ -501,7 +505,28 @@ fn open_connection(
         },
     )?;
     conn.busy_timeout(busy_timeout).map_err(classify)?;
+    register_functions(&conn)?;
     Ok(conn)
+}
+
+/// The SQL function of (description, text) behind `ListFilter::description_contains`.
+const DESCRIPTION_MATCHES: &str = "opsd_description_matches";
+
+/// SQLite's `lower()` and `LIKE` fold only ASCII: the description search runs
+/// core's own rule instead, so that every backend gives the same answer.
+fn register_functions(conn: &Connection) -> Result<(), StoreError> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        DESCRIPTION_MATCHES,
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let description = ctx.get_raw(0).as_str().unwrap_or_default();
+            let text = ctx.get_raw(1).as_str().unwrap_or_default();
+            Ok(opsd_core::list::description_matches(text, description))
+        },
+    )
+    .map_err(classify)
 }
 
 fn schema_version(conn: &Connection) -> Result<SchemaVersion, StoreError> {
