@@ -110,6 +110,15 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                     }),
                 ),
                 (
+                    "proto-search",
+                    proto(pb::ListOperationsRequest {
+                        page_size: 2,
+                        id_prefix: "ops".into(),
+                        description_contains: "Op 1".into(),
+                        ..Default::default()
+                    }),
+                ),
+                (
                     "proto-bad-size",
                     proto(pb::ListOperationsRequest {
                         page_size: 1001,
@@ -140,6 +149,10 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                 ("query-twice", query("pageSize=1&pageSize=2")),
                 ("query-unknown", query("color=blue")),
                 ("query-control", query("createdBy=%00")),
+                (
+                    "query-search",
+                    query("idPrefix=ops&descriptionContains=%C3%84RGER%25_%5C&pageSize=2"),
+                ),
             ])
         }
         "grpc" => grpc_seeds(),

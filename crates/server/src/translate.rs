@@ -40,6 +40,8 @@ pub fn list_query(body: pb::ListOperationsRequest) -> Result<ListQuery, Error> {
             .map(|t| timestamp_from_wire("created_before", t))
             .transpose()?,
         scopes: non_empty(body.scope).map(|scope| [scope].into()),
+        id_prefix: non_empty(body.id_prefix),
+        description_contains: non_empty(body.description_contains),
     };
     // Filters reach SQL: refuse what no stored value can be, instead of letting
     // the database fail (retryably) on it.
@@ -52,6 +54,12 @@ pub fn list_query(body: pb::ListOperationsRequest) -> Result<ListQuery, Error> {
     }
     for scope in filter.scopes.iter().flatten() {
         violations.merge(validate_scope("scope", scope));
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        violations.id_prefix_filter("id_prefix", prefix);
+    }
+    if let Some(text) = &filter.description_contains {
+        violations.description_search("description_contains", text);
     }
     violations.into_result()?;
     let limit = page_size(i64::from(body.page_size))?;
@@ -251,13 +259,8 @@ pub fn feed_request(
         violations.resource_id("created_by", created_by);
     }
     let id_prefix = non_empty(body.id_prefix.clone());
-    if let Some(prefix) = &id_prefix
-        && (prefix.len() > opsd_core::id::ID_LEN
-            || !prefix
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()))
-    {
-        violations.add("id_prefix", "must be at most 20 characters of [0-9a-z]");
+    if let Some(prefix) = &id_prefix {
+        violations.id_prefix_filter("id_prefix", prefix);
     }
     let mut kinds = std::collections::BTreeSet::new();
     for (i, raw) in body.kinds.iter().enumerate() {

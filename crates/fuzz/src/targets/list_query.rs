@@ -24,6 +24,12 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"createdAfter=",
     b"createdBefore=",
     b"scope=",
+    b"idPrefix=",
+    b"descriptionContains=",
+    b"%C3%84",
+    b"%25",
+    b"_",
+    b"%5C",
     b"running",
     b"DONE",
     b"STATE_FILTER_ANY",
@@ -49,6 +55,8 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"\x32",
     b"\x3a",
     b"\x42",
+    b"\x4a",
+    b"\x52",
     b"\xff\xff\xff\xff\x0f",
     b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
 ];
@@ -89,7 +97,9 @@ fn operations() -> Vec<Operation> {
         );
         let id = OperationId::parse("id", &id).expect("fixture ids are valid");
         let created_at = Timestamp::from_unix_nanos(T0 + i64::from(i / 2) * 1_000_000_000);
-        let mut request = NewOperation::new(format!("fixture {i}"));
+        // Cases and wildcards for the description search.
+        let description = ["Fixture", "ÄRGER ärger", r"50%_\ done", "ΣΟΦΊΑ"][(i % 4) as usize];
+        let mut request = NewOperation::new(format!("{description} {i}"));
         request.resource_id = resources[(i % 5) as usize].map(str::to_owned);
         request.cancellation = if i % 2 == 0 {
             CancellationPolicy::Immediate
@@ -198,6 +208,8 @@ const FIELDS: &[&str] = &[
     "scope",
     "page_size",
     "page_token",
+    "id_prefix",
+    "description_contains",
     // REST: query parameters by their JSON names
     "query",
     "pageSize",
@@ -206,6 +218,8 @@ const FIELDS: &[&str] = &[
     "createdBy",
     "createdAfter",
     "createdBefore",
+    "idPrefix",
+    "descriptionContains",
 ];
 
 fn check_refusal(error: &Error) -> String {

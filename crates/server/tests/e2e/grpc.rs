@@ -919,6 +919,7 @@ macro_rules! on_every_backend {
 on_every_backend!(
     list_pages_are_stable_while_operations_are_added,
     list_refuses_bad_sizes_and_tokens,
+    list_finds_by_id_prefix_and_description_across_pages,
     wait_returns_at_completion_or_the_running_state_at_timeout,
     a_watch_sees_create_progress_done_in_order_and_ends,
     ten_thousand_watchers_all_see_the_end,
@@ -1046,6 +1047,101 @@ async fn list_pages_are_stable_while_operations_are_added(backend: Backend) {
     deployment.stop().await;
 }
 
+async fn list_finds_by_id_prefix_and_description_across_pages(backend: Backend) {
+    let Some(deployment) = Deployment::start(backend, 1).await else {
+        return;
+    };
+    let client = deployment.client();
+    let mut wanted = Vec::new();
+    for i in 0..30 {
+        deployment
+            .clock
+            .advance(std::time::Duration::from_micros(1));
+        let mut new = NewOperation::new(if i % 10 == 3 {
+            format!("Resize ÄRGER-disk {i} (50%_done)")
+        } else {
+            format!("snapshot {i}")
+        });
+        new.id_prefix = Some(if i < 5 { "fhm" } else { "epd" }.into());
+        let op = create(&TestServerRef(client), new).await;
+        if i % 10 == 3 && i < 5 {
+            wanted.push(op.id.clone());
+        }
+    }
+    let list = |request: opsd_client::ListOperationsRequest| async move {
+        let mut seen = Vec::new();
+        let mut request = request;
+        loop {
+            let page = client.list(request.clone()).await.unwrap();
+            seen.extend(page.operations);
+            if page.next_page_token.is_empty() {
+                return seen;
+            }
+            request.page_token = page.next_page_token;
+        }
+    };
+    // Both filters reach past the first unfiltered page (the oldest five are fhm).
+    let by_prefix = list(opsd_client::ListOperationsRequest {
+        id_prefix: "fhm".into(),
+        page_size: 2,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_prefix.len(), 5);
+    assert!(ids_of(&by_prefix).iter().all(|id| id.starts_with("fhm")));
+    let by_text = list(opsd_client::ListOperationsRequest {
+        description_contains: "ärger-DISK".into(),
+        page_size: 1,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_text.len(), 3, "3, 13 and 23");
+    let both = list(opsd_client::ListOperationsRequest {
+        id_prefix: "fhm".into(),
+        description_contains: "50%_".into(),
+        page_size: 10,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ids_of(&both), wanted);
+    let none = list(opsd_client::ListOperationsRequest {
+        description_contains: "5%".into(),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.is_empty(), "% is a plain character");
+    // A token made for one search is refused for another.
+    let first = client
+        .list(opsd_client::ListOperationsRequest {
+            description_contains: "snapshot".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let status = status(
+        client
+            .list(opsd_client::ListOperationsRequest {
+                description_contains: "Snapshot".into(),
+                page_size: 1,
+                page_token: first.next_page_token,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "page_token"
+    );
+    deployment.stop().await;
+}
+
 /// `create` takes a server; this adapts a bare client.
 struct TestServerRef<'a>(&'a Client);
 
@@ -1092,6 +1188,34 @@ async fn list_refuses_bad_sizes_and_tokens(backend: Backend) {
                 ..Default::default()
             },
             "scope",
+        ),
+        (
+            opsd_client::ListOperationsRequest {
+                id_prefix: "OPS".into(),
+                ..Default::default()
+            },
+            "id_prefix",
+        ),
+        (
+            opsd_client::ListOperationsRequest {
+                id_prefix: "o".repeat(21),
+                ..Default::default()
+            },
+            "id_prefix",
+        ),
+        (
+            opsd_client::ListOperationsRequest {
+                description_contains: "ä".repeat(257),
+                ..Default::default()
+            },
+            "description_contains",
+        ),
+        (
+            opsd_client::ListOperationsRequest {
+                description_contains: "a\u{0}".into(),
+                ..Default::default()
+            },
+            "description_contains",
         ),
     ] {
         let status = status(client.list(request).await);

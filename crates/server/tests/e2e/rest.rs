@@ -533,6 +533,15 @@ async fn lists_page_with_tokens_and_filter() {
         ("createdBy=someone-else", 0),
         ("createdAfter=2000-01-01T00:00:00Z", 6),
         ("createdBefore=2000-01-01T00:00:00%2B03:00", 0),
+        ("idPrefix=ops", 6),
+        ("idPrefix=", 6),
+        (&format!("idPrefix={}", &created[1][..12]), 1),
+        ("idPrefix=zzz", 0),
+        ("descriptionContains=OP%203", 1),
+        ("descriptionContains=op", 5),
+        ("descriptionContains=ELSEWHERE&state=running", 1),
+        ("descriptionContains=%25", 0),
+        ("descriptionContains=op&idPrefix=ops&resourceId=disk-9&pageSize=4", 4),
     ] {
         let page: pb::ListOperationsResponse =
             server.get_ok(&format!("/v1/operations?{query}")).await;
@@ -547,6 +556,10 @@ async fn lists_page_with_tokens_and_filter() {
         ("createdAfter=yesterday", "createdAfter"),
         ("color=blue", "color"),
         ("pageSize=1&pageSize=2", "pageSize"),
+        ("idPrefix=OPS", "idPrefix"),
+        ("idPrefix=ops%25", "idPrefix"),
+        (&format!("descriptionContains={}", "a".repeat(257)), "descriptionContains"),
+        ("descriptionContains=a%00", "descriptionContains"),
     ] {
         let response = server.get(&format!("/v1/operations?{query}")).await;
         assert_eq!(error(response, 400, 3).await.fields, [field], "{query}");
