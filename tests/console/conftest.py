@@ -19,6 +19,9 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
+# (what, seconds): how long each live update took to show after the API's
+# answer, reported at the end of the run.
+SHOWN_AFTER = []
 START_TIMEOUT = 30.0
 CHROMIUM_ARGS = [
     "--headless",
@@ -214,3 +217,13 @@ def page(browser):
     page.on("dialog", on_dialog)
     yield page
     context.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not SHOWN_AFTER:
+        return
+    terminalreporter.write_sep("-", "live updates, from the API's answer to the page")
+    for what, seconds in SHOWN_AFTER:
+        terminalreporter.write_line(f"{seconds * 1000:7.0f} ms  {what}")
+    worst = max(seconds for _, seconds in SHOWN_AFTER)
+    terminalreporter.write_line(f"{worst * 1000:7.0f} ms  the slowest of {len(SHOWN_AFTER)}")

@@ -32,6 +32,9 @@ def test_producer_and_consumer_happy_path(opsd_server):
             assert got.operation.done
             listed = [o.operation.id async for o in client.list_all(resource_id="disk-a")]
             assert listed == [op.id]
+            searched = await client.list(id_prefix=op.id[:10], description_contains="ASYNC SNAPSHOT")
+            assert [o.operation.id for o in searched.operations] == [op.id]
+            assert not (await client.list(id_prefix=op.id, description_contains="sync_")).operations
             events = await client.list_events(op.id)
             assert events.events[-1].kind == operation_pb2.EVENT_KIND_COMPLETED
             seen = [o async for o in client.watch(op.id)]

@@ -4,6 +4,7 @@ following Watch, polling at the server's hint, riding out a restart."""
 import datetime
 import logging
 import threading
+import uuid
 
 import grpc
 import pytest
@@ -37,6 +38,23 @@ def test_get_list_and_cancel(client):
 
     with pytest.raises(ValueError, match="unknown state"):
         client.list(state="sleeping")
+
+
+def test_list_searches_ids_and_descriptions_on_the_server(client):
+    tag = uuid.uuid4().hex[:8]
+    made = [client.create(f"Ärger {tag} {i}" if i % 2 else f"plain {tag} {i}").operation for i in range(5)]
+    # More than one page: the matches are found beyond the first.
+    found = client.list(description_contains=f"ärger {tag.upper()}", page_size=1)
+    assert [op.operation.id for op in found.operations] == [made[3].id]
+    assert found.next_page_token
+    every = [op.operation.id for op in client.list_all(description_contains=f"ÄRGER {tag}", page_size=1)]
+    assert every == [made[3].id, made[1].id]
+    by_prefix = client.list(id_prefix=made[2].id[:16], description_contains=tag)
+    assert [op.operation.id for op in by_prefix.operations] == [made[2].id]
+    assert not client.list(description_contains=f"{tag}%").operations, "% is a plain character"
+    with pytest.raises(opsd.InvalidArgument) as refused:
+        client.list(id_prefix="OPS")
+    assert "id_prefix" in str(refused.value)
 
 
 def test_wait_follows_watch_until_done(client):

@@ -679,6 +679,28 @@ async fn list_prints_an_aligned_table_and_json_like_grpc() {
         .await;
     assert_eq!(next["operations"][0]["operation"]["description"], "first");
 
+    // Searches reach the server: the match is found whatever its case.
+    let found = server
+        .json(&["list", "--description-contains", "SECOND WITH"])
+        .await;
+    let found = found["operations"].as_array().unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0]["operation"]["description"],
+        "second with a longer description"
+    );
+    let id = found[0]["operation"]["id"].as_str().unwrap().to_owned();
+    let by_prefix = server.json(&["list", "--id-prefix", &id[..15]]).await;
+    assert_eq!(by_prefix["operations"][0]["operation"]["id"], id.as_str());
+    assert_eq!(by_prefix["operations"].as_array().unwrap().len(), 1);
+    let none = server
+        .json(&["list", "--id-prefix", "ops", "--description-contains", "third"])
+        .await;
+    assert!(none.get("operations").is_none_or(|ops| ops.as_array().unwrap().is_empty()), "{none}");
+    let refused = server.opsctl(&["list", "--id-prefix", "OPS"]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("id_prefix"), "{}", stderr(&refused));
+
     let yaml = server.opsctl(&["--format", "yaml", "list"]).await;
     let yaml = String::from_utf8(yaml.stdout).unwrap();
     assert!(

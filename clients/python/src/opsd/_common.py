@@ -375,12 +375,16 @@ def list_request(
     scope: str,
     page_size: int,
     page_token: str,
+    id_prefix: str = "",
+    description_contains: str = "",
 ) -> operation_pb2.ListOperationsRequest:
     request = operation_pb2.ListOperationsRequest(
         resource_id=resource_id,
         created_by=created_by,
         state=state_filter(state),
         scope=scope,
+        id_prefix=id_prefix,
+        description_contains=description_contains,
         page_size=page_size,
         page_token=page_token,
     )

@@ -124,6 +124,8 @@ class Client:
         created_after: Optional[datetime.datetime] = None,
         created_before: Optional[datetime.datetime] = None,
         scope: str = "",
+        id_prefix: str = "",
+        description_contains: str = "",
         page_size: int = 0,
         page_token: str = "",
     ) -> operation_pb2.ListOperationsResponse:
@@ -134,6 +136,8 @@ class Client:
             created_after=created_after,
             created_before=created_before,
             scope=scope,
+            id_prefix=id_prefix,
+            description_contains=description_contains,
             page_size=page_size,
             page_token=page_token,
         )

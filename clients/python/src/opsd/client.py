@@ -143,10 +143,16 @@ class Client:
         created_after: Optional[datetime.datetime] = None,
         created_before: Optional[datetime.datetime] = None,
         scope: str = "",
+        id_prefix: str = "",
+        description_contains: str = "",
         page_size: int = 0,
         page_token: str = "",
     ) -> operation_pb2.ListOperationsResponse:
-        """One page of operations, newest first; `state` is running, done or any."""
+        """One page of operations, newest first; `state` is running, done or any.
+
+        `id_prefix` keeps ids that start with it; `description_contains` keeps
+        descriptions that contain it, ignoring case (Unicode lowercase, on the server).
+        """
         request = _common.list_request(
             resource_id=resource_id,
             created_by=created_by,
@@ -154,6 +160,8 @@ class Client:
             created_after=created_after,
             created_before=created_before,
             scope=scope,
+            id_prefix=id_prefix,
+            description_contains=description_contains,
             page_size=page_size,
             page_token=page_token,
         )

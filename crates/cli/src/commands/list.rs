@@ -18,6 +18,12 @@ pub struct Args {
     /// Only operations in this scope.
     #[arg(long)]
     pub scope: Option<String>,
+    /// Only operations whose id starts with this ([0-9a-z], at most 20 characters).
+    #[arg(long)]
+    pub id_prefix: Option<String>,
+    /// Only operations whose description contains this text, ignoring case.
+    #[arg(long)]
+    pub description_contains: Option<String>,
     #[arg(long, value_enum, default_value = "any")]
     pub state: State,
     /// Operations per page, 1-1000.
@@ -34,6 +40,8 @@ impl Args {
             resource_id: self.resource_id.clone().unwrap_or_default(),
             created_by: self.created_by.clone().unwrap_or_default(),
             scope: self.scope.clone().unwrap_or_default(),
+            id_prefix: self.id_prefix.clone().unwrap_or_default(),
+            description_contains: self.description_contains.clone().unwrap_or_default(),
             state: match self.state {
                 State::Any => StateFilter::Any,
                 State::Running => StateFilter::Running,

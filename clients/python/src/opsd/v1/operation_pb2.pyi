@@ -134,7 +134,7 @@ class Step(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[Step.State, str]] = ...) -> None: ...
 
 class ListOperationsRequest(_message.Message):
-    __slots__ = ("resource_id", "created_by", "state", "created_after", "created_before", "page_size", "page_token", "scope")
+    __slots__ = ("resource_id", "created_by", "state", "created_after", "created_before", "page_size", "page_token", "scope", "id_prefix", "description_contains")
     RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,8 @@ class ListOperationsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_CONTAINS_FIELD_NUMBER: _ClassVar[int]
     resource_id: str
     created_by: str
     state: StateFilter
@@ -151,7 +153,9 @@ class ListOperationsRequest(_message.Message):
     page_size: int
     page_token: str
     scope: str
-    def __init__(self, resource_id: _Optional[str] = ..., created_by: _Optional[str] = ..., state: _Optional[_Union[StateFilter, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., scope: _Optional[str] = ...) -> None: ...
+    id_prefix: str
+    description_contains: str
+    def __init__(self, resource_id: _Optional[str] = ..., created_by: _Optional[str] = ..., state: _Optional[_Union[StateFilter, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., scope: _Optional[str] = ..., id_prefix: _Optional[str] = ..., description_contains: _Optional[str] = ...) -> None: ...
 
 class ListOperationsResponse(_message.Message):
     __slots__ = ("operations", "next_page_token")
