@@ -11,7 +11,8 @@
 //! (Create + Complete, group commit against one commit per write), `watch`
 //! (fan-out memory and latency), `scale` (large store, retention under load),
 //! `feed` (change feed delivery and latency, and the timeline's cost on writes),
-//! `console` (the web console's first page over a store of many operations).
+//! `console` (the web console's first page over a store of many operations,
+//! from the server and in a real Chromium).
 
 mod collector;
 mod console;
@@ -94,6 +95,9 @@ struct Args {
     /// Operations in the store of the console scenario.
     #[arg(long, default_value_t = 10_000)]
     console_operations: usize,
+    /// Page loads in Chromium per store of the console scenario.
+    #[arg(long, default_value_t = 100)]
+    console_browser_loads: usize,
     /// Seconds-long runs on tiny data: checks the harness, measures nothing.
     #[arg(long)]
     quick: bool,
@@ -241,11 +245,13 @@ async fn main() -> anyhow::Result<()> {
                     console::Sizes {
                         operations: 1_000,
                         loads: 5,
+                        browser_loads: 3,
                     }
                 } else {
                     console::Sizes {
                         operations: args.console_operations,
                         loads: 50,
+                        browser_loads: args.console_browser_loads,
                     }
                 };
                 (

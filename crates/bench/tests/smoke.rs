@@ -149,5 +149,23 @@ fn a_quick_run_of_every_scenario_writes_well_formed_results() {
         assert!(row["loads"].as_u64().unwrap() > 0, "{row}");
         positive(&row["p50_ms"], "p50_ms");
         positive(&row["list_p50_ms"], "list_p50_ms");
+        // The browser's part ran, or says why it could not.
+        let browser = &row["browser"];
+        match browser["skipped"].as_str() {
+            Some(why) => {
+                assert!(!why.is_empty(), "{row}");
+                assert_ne!(
+                    std::env::var("OPSD_REQUIRE_BROWSER").as_deref(),
+                    Ok("1"),
+                    "the browser was required: {why}"
+                );
+            }
+            None => {
+                assert_eq!(browser["loads"], 3, "{row}");
+                positive(&browser["p50_ms"], "browser p50_ms");
+                assert!(browser["p99_ms"].as_f64() >= browser["p50_ms"].as_f64());
+                assert_eq!(browser["target_ms"], 300.0);
+            }
+        }
     }
 }
