@@ -314,7 +314,8 @@ async fn search_misses(endpoint: &str, count: usize) -> anyhow::Result<Vec<Durat
     let mut times = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
         let started = Instant::now();
-        let answer = harness::http_get(endpoint, "/v1/operations?descriptionContains=N%C3%B6where").await?;
+        let answer =
+            harness::http_get(endpoint, "/v1/operations?descriptionContains=N%C3%B6where").await?;
         times.push(started.elapsed());
         let answer: Value = serde_json::from_str(&answer)?;
         anyhow::ensure!(

@@ -694,12 +694,26 @@ async fn list_prints_an_aligned_table_and_json_like_grpc() {
     assert_eq!(by_prefix["operations"][0]["operation"]["id"], id.as_str());
     assert_eq!(by_prefix["operations"].as_array().unwrap().len(), 1);
     let none = server
-        .json(&["list", "--id-prefix", "ops", "--description-contains", "third"])
+        .json(&[
+            "list",
+            "--id-prefix",
+            "ops",
+            "--description-contains",
+            "third",
+        ])
         .await;
-    assert!(none.get("operations").is_none_or(|ops| ops.as_array().unwrap().is_empty()), "{none}");
+    assert!(
+        none.get("operations")
+            .is_none_or(|ops| ops.as_array().unwrap().is_empty()),
+        "{none}"
+    );
     let refused = server.opsctl(&["list", "--id-prefix", "OPS"]).await;
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("id_prefix"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("id_prefix"),
+        "{}",
+        stderr(&refused)
+    );
 
     let yaml = server.opsctl(&["--format", "yaml", "list"]).await;
     let yaml = String::from_utf8(yaml.stdout).unwrap();

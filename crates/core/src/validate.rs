@@ -172,13 +172,19 @@ mod tests {
     #[test]
     fn list_search_filters_are_bounded() {
         for good in ["", "o", "ops", "ops0123456789abcdefg"] {
-            assert!(check(|v| v.id_prefix_filter("id_prefix", good)).is_empty(), "{good}");
+            assert!(
+                check(|v| v.id_prefix_filter("id_prefix", good)).is_empty(),
+                "{good}"
+            );
         }
         for bad in ["OPS", "op-", "op%", "ops0123456789abcdefgh", "опс", "ops\0"] {
             let v = check(|v| v.id_prefix_filter("id_prefix", bad));
             assert_eq!(v.len(), 1, "{bad}");
             assert_eq!(v[0].field, "id_prefix");
-            assert_eq!(v[0].description, "must be at most 20 characters of [0-9a-z]");
+            assert_eq!(
+                v[0].description,
+                "must be at most 20 characters of [0-9a-z]"
+            );
         }
         let longest = "ä".repeat(256);
         assert!(check(|v| v.description_search("description_contains", &longest)).is_empty());

@@ -98,10 +98,18 @@ async function api(path, options) {
   }
   if (!response.ok) {
     const error = new ApiError(response.status, body);
-    if (response.status === 401) askForToken(error);
+    if (response.status === 401 && !(options && options.quiet)) askForToken(error);
     throw error;
   }
   return body;
+}
+
+// A request started early, before the page knows it needs it (see start):
+// a refusal asks for nothing, and a failure waits for whoever reads it.
+function early(path) {
+  const pending = api(path, { quiet: true });
+  pending.catch(() => {});
+  return pending;
 }
 
 // The change feed, read with fetch so that the token goes in a header (an
@@ -248,8 +256,13 @@ function askForToken(error) {
   input.focus();
 }
 
-async function whoAmI() {
-  caller = await api("/v1/caller");
+async function whoAmI(pending) {
+  try {
+    caller = await pending;
+  } catch (error) {
+    if (error.status === 401) askForToken(error);
+    throw error;
+  }
   const who = document.getElementById("who");
   const scopes = caller.allScopes ? "all scopes" : (caller.scopes || []).join(", ");
   who.textContent = `${caller.id} · ${caller.roles.join(", ")} · ${scopes}`;
@@ -279,11 +292,16 @@ function stateBadge(op) {
   return el("span", { class: "state " + name }, name.replace("-", " "));
 }
 
+// One formatter for every time shown: toLocaleString with options builds a
+// new one per call, which costs more than the rest of a row.
+const TIME_FORMAT = new Intl.DateTimeFormat(undefined,
+  { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
 function time(value) {
   if (!value) return "";
   const date = new Date(value);
   if (isNaN(date)) return value;
-  return date.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return TIME_FORMAT.format(date);
 }
 
 function timeCell(value) {
@@ -358,6 +376,13 @@ function kindName(kind) {
 }
 
 // ---- the operations list ----
+
+// The query of the list's first page.
+function listQuery(filters) {
+  const query = new URLSearchParams();
+  for (const name of LIST_PARAMS) if (filters[name]) query.set(name, filters[name]);
+  return query;
+}
 
 function filtersFromUrl() {
   const url = new URLSearchParams(location.search);
@@ -456,7 +481,8 @@ function newer(a, b) {
   return ta !== tb ? ta > tb : a.id > b.id;
 }
 
-async function listPage() {
+// `firstPage`: the first page's answer, already asked for.
+async function listPage(firstPage) {
   const filters = filtersFromUrl();
   const tbody = el("tbody", { id: "rows" });
   const status = el("div", { class: "empty", id: "list-status" }, "Loading…");
@@ -474,8 +500,7 @@ async function listPage() {
     status, more);
 
   let nextPageToken = "";
-  const query = new URLSearchParams();
-  for (const name of LIST_PARAMS) if (filters[name]) query.set(name, filters[name]);
+  const query = listQuery(filters);
 
   const updateStatus = () => {
     status.textContent = tbody.children.length ? "" : nextPageToken ? "No matching operation on this page." : "No operation matches.";
@@ -483,22 +508,24 @@ async function listPage() {
     more.hidden = !nextPageToken;
   };
 
-  const load = async () => {
+  const load = async (pending) => {
     const q = new URLSearchParams(query);
     if (nextPageToken) q.set("pageToken", nextPageToken);
-    const page = await api("/v1/operations?" + q.toString());
+    const page = await (pending || api("/v1/operations?" + q.toString()));
+    const rows = document.createDocumentFragment();
     for (const op of page.operations || []) {
       const id = op.operation && op.operation.id;
       if (tbody.querySelector(`tr[data-id="${CSS.escape(id)}"]`)) continue;
-      tbody.append(operationRow(op));
+      rows.append(operationRow(op));
     }
+    tbody.append(rows);
     nextPageToken = page.nextPageToken || "";
     updateStatus();
   };
   more.addEventListener("click", () => load().catch((e) => status.replaceChildren(errorBox(e))));
 
   try {
-    await load();
+    await load(firstPage);
   } catch (error) {
     if (error.status !== 401) status.replaceChildren(errorBox(error));
     return;
@@ -863,13 +890,20 @@ async function overviewPage() {
 // ---- start ----
 
 async function start() {
+  const path = location.pathname.replace(/\/+$/, "");
+  const match = path.match(/^\/console\/operations\/([^/]+)$/);
+  const isList = !match && path !== "/console/overview";
+  // The settings, the caller and the list's first page are asked for at once,
+  // not one after the other: the first page shows a round trip or two sooner.
+  const settingsRead = fetch("/console/settings.json", { cache: "no-store", credentials: "omit" })
+    .then((response) => response.json());
+  const callerRead = early("/v1/caller");
+  const firstPage = isList ? early("/v1/operations?" + listQuery(filtersFromUrl()).toString()) : null;
   try {
-    const response = await fetch("/console/settings.json", { cache: "no-store", credentials: "omit" });
-    settings = await response.json();
+    settings = await settingsRead;
   } catch (_) {
     // Defaults.
   }
-  const path = location.pathname.replace(/\/+$/, "");
   const nav = path === "/console/overview" ? "nav-overview" : "nav-list";
   document.getElementById(nav).setAttribute("aria-current", "page");
   if (settings.credentialsRequired && !token()) {
@@ -877,15 +911,14 @@ async function start() {
     return;
   }
   try {
-    await whoAmI();
+    await whoAmI(callerRead);
   } catch (error) {
     if (error.status !== 401) show(errorBox(error));
     return;
   }
-  const match = path.match(/^\/console\/operations\/([^/]+)$/);
   if (match) await operationPage(decodeURIComponent(match[1]));
   else if (path === "/console/overview") await overviewPage();
-  else await listPage();
+  else await listPage(firstPage);
 }
 
 start();

@@ -811,7 +811,11 @@ pub async fn list_filters_by_id_prefix(store: Arc<dyn OperationStore>) {
         padded(&["abzz", "abz", "abd", "abc2", "abc1", "aba", "ab9", "ab8"])
     );
     assert_eq!(by("ab9").await, padded(&["ab9"]), "9 is followed by a");
-    assert_eq!(by("abz").await, padded(&["abzz", "abz"]), "z ends the range");
+    assert_eq!(
+        by("abz").await,
+        padded(&["abzz", "abz"]),
+        "z ends the range"
+    );
     assert_eq!(by("zz").await, padded(&["zzz", "zzy"]), "no id is above z");
     assert_eq!(by("b").await, padded(&["b"]));
     assert_eq!(by(&format!("{:0<20}", "abc1")).await, padded(&["abc1"]));
@@ -877,12 +881,20 @@ pub async fn list_searches_descriptions_case_insensitively(store: Arc<dyn Operat
     };
     let numbers = |ops: Vec<Operation>| ops.into_iter().map(|op| op.id).collect::<Vec<_>>();
     assert_eq!(numbers(by("ärger").await), [id(2), id(1)]);
-    assert_eq!(numbers(by("ÄRGER").await), [id(2), id(1)], "non-ascii folds");
+    assert_eq!(
+        numbers(by("ÄRGER").await),
+        [id(2), id(1)],
+        "non-ascii folds"
+    );
     assert_eq!(numbers(by("äRgEr").await), [id(2), id(1)]);
     assert_eq!(numbers(by("disk").await), [id(4), id(1)], "ascii folds");
     assert_eq!(numbers(by("DISK-1").await), [id(1)]);
     assert_eq!(numbers(by("σοφία").await), [id(5)]);
-    assert_eq!(numbers(by("STRASSE").await), [], "lowercase, not case folding");
+    assert_eq!(
+        numbers(by("STRASSE").await),
+        [],
+        "lowercase, not case folding"
+    );
     assert_eq!(numbers(by("Straße").await), [id(6)]);
     assert_eq!(numbers(by("viel ärger mit disk-1").await), [id(1)]);
     assert_eq!(numbers(by("nothing like it").await), []);

@@ -541,7 +541,10 @@ async fn lists_page_with_tokens_and_filter() {
         ("descriptionContains=op", 5),
         ("descriptionContains=ELSEWHERE&state=running", 1),
         ("descriptionContains=%25", 0),
-        ("descriptionContains=op&idPrefix=ops&resourceId=disk-9&pageSize=4", 4),
+        (
+            "descriptionContains=op&idPrefix=ops&resourceId=disk-9&pageSize=4",
+            4,
+        ),
     ] {
         let page: pb::ListOperationsResponse =
             server.get_ok(&format!("/v1/operations?{query}")).await;
@@ -558,7 +561,10 @@ async fn lists_page_with_tokens_and_filter() {
         ("pageSize=1&pageSize=2", "pageSize"),
         ("idPrefix=OPS", "idPrefix"),
         ("idPrefix=ops%25", "idPrefix"),
-        (&format!("descriptionContains={}", "a".repeat(257)), "descriptionContains"),
+        (
+            &format!("descriptionContains={}", "a".repeat(257)),
+            "descriptionContains",
+        ),
         ("descriptionContains=a%00", "descriptionContains"),
     ] {
         let response = server.get(&format!("/v1/operations?{query}")).await;
