@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use opsd_core::event::{Placement, placement};
+use opsd_core::overview::{OverviewQuery, OverviewRows, ProgressQuery, ProgressSample};
 use opsd_core::{
     Event, EventFilter, EventKind, ListQuery, NewEvent, Operation, OperationId, Timestamp,
 };
@@ -432,6 +433,56 @@ impl OperationStore for SqliteStore {
         self.readers
             .run(move |conn| select_many(conn, &statement, &params))
             .await
+    }
+
+    async fn progress_samples(
+        &self,
+        samples: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError> {
+        // A store without events has no timelines: no sample, no typical gap.
+        let (statement, params) = sql::progress_samples(samples, |n| format!("?{n}"));
+        let rows = self
+            .readers
+            .run(move |conn| {
+                query(conn, &statement, &params, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+            })
+            .await?;
+        sql::samples_from_rows(rows)
+    }
+
+    async fn overview(&self, wanted: &OverviewQuery) -> Result<OverviewRows, StoreError> {
+        let statements = sql::overview(wanted, |n| format!("?{n}"));
+        let raw = self
+            .readers
+            .run(move |conn| {
+                let (running, p) = &statements.running;
+                let running = query(conn, running, p, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+                let (done, p) = &statements.done;
+                let done = query(conn, done, p, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+                let (oldest, p) = &statements.oldest;
+                let oldest = select_many(conn, oldest, p)?;
+                let (candidates, p) = &statements.candidates;
+                let candidates = select_many(conn, candidates, p)?;
+                let (sample, p) = &statements.sample;
+                let sample = query(conn, sample, p, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                })?;
+                Ok(sql::OverviewRaw {
+                    running,
+                    done,
+                    oldest,
+                    candidates,
+                    sample,
+                })
+            })
+            .await?;
+        raw.into_rows()
     }
 
     async fn count_running(&self) -> Result<u64, StoreError> {

@@ -664,6 +664,18 @@ impl OperationStore for GatedStore {
     ) -> Result<usize, opsd_store::StoreError> {
         self.inner.delete_done_before(cutoff, limit).await
     }
+    async fn progress_samples(
+        &self,
+        query: &opsd_core::overview::ProgressQuery,
+    ) -> Result<Vec<opsd_core::overview::ProgressSample>, opsd_store::StoreError> {
+        self.inner.progress_samples(query).await
+    }
+    async fn overview(
+        &self,
+        query: &opsd_core::overview::OverviewQuery,
+    ) -> Result<opsd_core::overview::OverviewRows, opsd_store::StoreError> {
+        self.inner.overview(query).await
+    }
     async fn count_running(&self) -> Result<u64, opsd_store::StoreError> {
         self.inner.count_running().await
     }
