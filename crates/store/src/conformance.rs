@@ -1521,7 +1521,10 @@ pub async fn the_overview_counts_by_prefix_and_reads_oldest_quiet_and_done(
         error_code,
         count,
     };
-    assert_eq!(rows.done, [done(None, 1), done(Some(1), 1), done(Some(9), 1)]);
+    assert_eq!(
+        rows.done,
+        [done(None, 1), done(Some(1), 1), done(Some(9), 1)]
+    );
     assert_eq!(rows.oldest, [r1.clone(), r2.clone()]);
     assert_eq!(ids_of(&rows.candidates), ids_of(&[r1.clone(), r2, r3]));
     let sampled: Vec<(String, Timestamp, Timestamp, Option<Timestamp>, Option<i32>)> = rows
@@ -1540,7 +1543,13 @@ pub async fn the_overview_counts_by_prefix_and_reads_oldest_quiet_and_done(
     assert_eq!(
         sampled,
         [
-            (d7.id.to_string(), second(0), second(70), Some(second(55)), Some(1)),
+            (
+                d7.id.to_string(),
+                second(0),
+                second(70),
+                Some(second(55)),
+                Some(1)
+            ),
             (d6.id.to_string(), second(0), second(60), None, Some(9)),
             (d5.id.to_string(), second(0), second(50), None, None),
         ]

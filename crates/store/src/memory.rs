@@ -295,7 +295,11 @@ impl OperationStore for MemoryStore {
         let mut chosen: Vec<&OperationId> = Vec::new();
         for ops in recent.values_mut() {
             ops.sort_by(|a, b| (b.modified_at, &b.id).cmp(&(a.modified_at, &a.id)));
-            chosen.extend(ops.iter().take(query.operations_per_prefix).map(|op| &op.id));
+            chosen.extend(
+                ops.iter()
+                    .take(query.operations_per_prefix)
+                    .map(|op| &op.id),
+            );
         }
         chosen.sort();
         Ok(chosen
