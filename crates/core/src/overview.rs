@@ -66,6 +66,28 @@ pub struct OverviewParams {
 }
 
 impl OverviewParams {
+    /// A request's parameters with the defaults filled in: no window is
+    /// [`DEFAULT_WINDOW`], no stuck threshold is the server's, `oldest` 0 is
+    /// [`DEFAULT_OLDEST`]; then validated.
+    pub fn resolve(
+        window: Option<Duration>,
+        stuck_after: Option<Duration>,
+        oldest: i32,
+        server_stuck_after: Duration,
+    ) -> Result<Self, Error> {
+        let params = Self {
+            window: window.unwrap_or(DEFAULT_WINDOW),
+            stuck_after: stuck_after.unwrap_or(server_stuck_after),
+            oldest: match usize::try_from(oldest) {
+                Ok(0) => DEFAULT_OLDEST,
+                Ok(n) => n,
+                Err(_) => return Err(Error::invalid_argument("oldest", "must be 0-100")),
+            },
+        };
+        params.validate()?;
+        Ok(params)
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
         let mut v = Violations::default();
         if self.window.is_zero() || self.window > MAX_WINDOW {
@@ -75,7 +97,7 @@ impl OverviewParams {
             v.add("stuck_after", "must be more than 0s and at most 7 days");
         }
         if self.oldest > MAX_OLDEST {
-            v.add("oldest", "must be at most 100");
+            v.add("oldest", "must be 0-100");
         }
         v.into_result()
     }

@@ -52,6 +52,33 @@ fn parameters_out_of_range_are_refused_with_every_field() {
 }
 
 #[test]
+fn unset_parameters_take_their_defaults() {
+    let params = OverviewParams::resolve(None, None, 0, secs(42)).unwrap();
+    assert_eq!(
+        params,
+        OverviewParams {
+            window: DEFAULT_WINDOW,
+            stuck_after: secs(42),
+            oldest: DEFAULT_OLDEST
+        }
+    );
+    let asked = OverviewParams::resolve(Some(secs(60)), Some(secs(5)), 3, secs(42)).unwrap();
+    assert_eq!(
+        (asked.window, asked.stuck_after, asked.oldest),
+        (secs(60), secs(5), 3)
+    );
+    for oldest in [-1, 101] {
+        let error = OverviewParams::resolve(None, None, oldest, secs(42)).unwrap_err();
+        assert_eq!(error.to_string(), "oldest: must be 0-100");
+    }
+    let error = OverviewParams::resolve(Some(Duration::ZERO), None, 0, secs(42)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "window: must be more than 0s and at most 7 days"
+    );
+}
+
+#[test]
 fn an_unchanged_operation_is_stuck_past_the_threshold_only() {
     let op = running("snp", 1, 0, 0);
     assert!(stuck_reasons(&op, at(600), secs(600), None).is_empty());
