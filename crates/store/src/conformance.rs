@@ -1527,7 +1527,8 @@ pub async fn the_overview_counts_by_prefix_and_reads_oldest_quiet_and_done(
     );
     assert_eq!(rows.oldest, [r1.clone(), r2.clone()]);
     assert_eq!(ids_of(&rows.candidates), ids_of(&[r1.clone(), r2, r3]));
-    let sampled: Vec<(String, Timestamp, Timestamp, Option<Timestamp>, Option<i32>)> = rows
+    type Sampled = (String, Timestamp, Timestamp, Option<Timestamp>, Option<i32>);
+    let sampled: Vec<Sampled> = rows
         .sample
         .iter()
         .map(|d| {
@@ -1579,7 +1580,7 @@ pub async fn the_overview_counts_by_prefix_and_reads_oldest_quiet_and_done(
         .unwrap();
     assert_eq!(scoped.running, [running("cpy", 1, 0)]);
     assert_eq!(scoped.done, []);
-    assert_eq!(scoped.oldest, [r4.clone()]);
+    assert_eq!(scoped.oldest, std::slice::from_ref(&r4));
     assert_eq!(scoped.candidates, [r4]);
     assert_eq!(scoped.sample, []);
     let none = store

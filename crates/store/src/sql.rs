@@ -342,13 +342,17 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// A row of the overview's sample: id, created_at, modified_at,
+/// cancel_requested_at, error_code.
+pub type SampleRow = (String, i64, i64, Option<i64>, Option<i64>);
+
 /// The raw rows of the [`OverviewStatements`], read by a backend.
 pub struct OverviewRaw {
     pub running: Vec<(String, i64, i64)>,
     pub done: Vec<(String, Option<i64>, i64)>,
     pub oldest: Vec<Operation>,
     pub candidates: Vec<Operation>,
-    pub sample: Vec<(String, i64, i64, Option<i64>, Option<i64>)>,
+    pub sample: Vec<SampleRow>,
 }
 
 impl OverviewRaw {
