@@ -2957,7 +2957,7 @@ async fn the_overview_comes_from_the_store_alike_on_every_replica(backend: Backe
         stuck_after: secs(3, 0),
         ..Default::default()
     };
-    let overview = client.overview(asked.clone()).await.unwrap();
+    let overview = client.overview(asked).await.unwrap();
     assert_eq!(overview.running, 4);
     assert_eq!(overview.window, secs(3600, 0));
     assert_eq!(overview.stuck_after, secs(3, 0));
@@ -2980,7 +2980,7 @@ async fn the_overview_comes_from_the_store_alike_on_every_replica(backend: Backe
                     .unwrap()
                     .id
                     .as_str(),
-                s.reasons.iter().map(|r| r.rule.clone().unwrap()).collect(),
+                s.reasons.iter().map(|r| r.rule.unwrap()).collect(),
             )
         })
         .collect();
