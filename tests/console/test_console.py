@@ -381,42 +381,72 @@ def test_with_a_tokens_file_the_console_shows_only_what_the_token_may(start_opsd
 
 
 def test_the_overview_shows_running_stuck_and_per_producer_numbers(start_opsd, page):
-    server = start_opsd("--console-stuck-after", "1s")
+    server = start_opsd("--console-stuck-after", "4s")
     api = Api(server.url)
-    quiet = api.create("snapshot disk-1", idPrefix="snp")
-    for n in range(3):
-        api.succeed(api.create(f"snapshot disk-{n + 10}", idPrefix="snp"))
-    api.fail(api.create("snapshot disk-20", idPrefix="snp"), 9, "disk is busy")
-    leased = api.create("resize disk-2", idPrefix="rsz", leaseDuration="20s")
-    api.progress(leased, 1, 3, "growing")
-    # A producer that reports every few milliseconds, then falls silent.
-    chatty = api.create("copy image-1", idPrefix="cpy")
-    for n in range(1, 5):
-        api.progress(chatty, n, 10, f"copied {n}")
-    # A cooperative producer that honours a cancel.
+    # A cooperative producer that ignores a cancel request, and one that honours it.
+    ignoring = api.create("snapshot disk-40", idPrefix="coo", cancellationPolicy="CANCELLATION_POLICY_COOPERATIVE")
+    api.ok("POST", f"/operations/{ignoring}:cancel", {})
     polite = api.create("snapshot disk-30", idPrefix="coo", cancellationPolicy="CANCELLATION_POLICY_COOPERATIVE")
     api.ok("POST", f"/operations/{polite}:cancel", {})
     api.fail(polite, 1, "cancelled on request")
-    # Unchanged for longer than --console-stuck-after.
-    time.sleep(1.2)
+    # One failure in four.
+    for n in range(3):
+        api.succeed(api.create(f"snapshot disk-{n + 10}", idPrefix="snp"))
+    api.fail(api.create("snapshot disk-20", idPrefix="snp"), 9, "disk is busy")
+    # A producer without a usual pace, silent past --console-stuck-after.
+    quiet = api.create("check quota-1", idPrefix="qui")
+    time.sleep(2.6)
+    # A producer that reports every few milliseconds, then falls silent: past
+    # ten of its usual gaps (and the 1s floor), well before 4s.
+    chatty = api.create("copy image-1", idPrefix="cpy")
+    for n in range(1, 5):
+        api.progress(chatty, n, 10, f"copied {n}")
+    time.sleep(1.6)
+    # Just created, but its lease lapses within 30s.
+    leased = api.create("resize disk-2", idPrefix="rsz", leaseDuration="20s")
+    api.progress(leased, 1, 3, "growing")
+
     page.goto(server.url + "/console/overview")
-    expect(page.locator("#card-running .n")).to_have_text("3")
+    expect(page.locator("#card-running .n")).to_have_text("4")
+    expect(page.locator("#card-stuck .n")).to_have_text("4")
     expect(page.locator("#card-completed .n")).to_have_text("5")
     expect(page.locator("#card-failed .n")).to_have_text("1")
-    expect(page.locator("#stuck tbody tr")).to_have_count(3)
-    expect(page.locator("#stuck")).to_contain_text(quiet)
-    stuck = lambda operation_id: page.locator("#stuck tbody tr", has_text=operation_id).locator("td.why")
-    expect(stuck(quiet)).to_have_text("no change for over 1s")
-    expect(stuck(chatty)).to_contain_text("× the usual")
-    expect(stuck(leased)).to_contain_text("lease lapses in")
-    expect(page.locator("#oldest tbody tr").first).to_contain_text(quiet)
-    coo = page.locator("#producers tbody tr", has_text="coo")
-    expect(coo.locator("td").nth(2)).to_have_text("1")
-    expect(coo.locator("td").nth(3)).to_have_text("0%")
-    expect(coo.locator("td").nth(6)).to_have_text(re.compile(r"^\d+ms$"))
-    snp = page.locator("#producers tbody tr", has_text="snp")
-    expect(snp.locator("td").nth(2)).to_have_text("4")
-    expect(snp.locator("td").nth(3)).to_have_text("25%")
+    expect(page.locator("#stuck tbody tr")).to_have_count(4)
+    why = lambda operation_id: page.locator("#stuck tbody tr", has_text=operation_id).locator("td.why .reason")
+    rules = lambda operation_id: [r.get_attribute("data-rule") for r in why(operation_id).all()]
+    expect(why(quiet)).to_have_text("no change for over 4s")
+    assert rules(quiet) == ["unchanged"]
+    assert rules(ignoring) == ["unchanged"]
+    expect(why(chatty)).to_have_text(re.compile(r"^\d+× the usual \d+ms between its producer's updates$"))
+    assert rules(chatty) == ["slower-than-usual"]
+    expect(why(leased)).to_have_text(re.compile(r"^lease lapses in \d+s$"))
+    assert rules(leased) == ["lease-lapsing"]
+    # Least recently changed first.
+    expect(page.locator("#stuck tbody tr").first).to_contain_text(ignoring)
+    expect(page.locator("#oldest tbody tr").first).to_contain_text(ignoring)
+    expect(page.locator("#oldest tbody tr")).to_have_count(4)
+
+    producer = lambda prefix: page.locator(f'#producers tbody tr[data-prefix="{prefix}"] td')
+    coo = producer("coo")
+    expect(coo.nth(1)).to_have_text("1")
+    expect(coo.nth(2)).to_have_text("1")
+    expect(coo.nth(3)).to_have_text("0%")
+    expect(coo.nth(4)).to_have_text("1")
+    expect(coo.nth(7)).to_have_text(re.compile(r"^\d+ms$"))
+    # The producer ignoring Cancel stands out.
+    expect(coo.nth(9).locator(".state.failed")).to_have_text("1 ignoring cancel")
+    snp = producer("snp")
+    expect(snp.nth(1)).to_have_text("0")
+    expect(snp.nth(2)).to_have_text("4")
+    expect(snp.nth(3)).to_have_text("25%")
+    expect(snp.nth(3)).to_have_class("failed-share")
+    expect(snp.nth(4)).to_have_text("")
+    expect(snp.nth(5)).to_have_text(re.compile(r"^\d+ms$"))
+    expect(snp.nth(9)).to_have_text("")
+    expect(producer("cpy").nth(8)).to_have_text(re.compile(r"^\d+ms$"))
+    # One call made all of it.
+    api_calls = [url for url in page.requests if "/v1/" in url and "/v1/caller" not in url]
+    assert [url.split(server.address, 1)[1] for url in api_calls] == ["/v1/overview"], api_calls
     page.screenshot(path=str(screenshot_dir() / "overview.png"), full_page=True)
     assert not page.errors, page.errors
 

@@ -82,6 +82,9 @@ enum Command {
     Events(commands::events::Args),
     /// List operations, newest first.
     List(commands::list::Args),
+    /// What runs, what is stuck and why, and how each producer (id prefix)
+    /// fared lately: completions, failed share, time to done, cancellations.
+    Overview(commands::overview::Args),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -138,7 +141,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     // Arguments are checked before connecting, so usage errors need no server.
     let request = match &command {
-        Command::Wait(_) | Command::Watch(_) | Command::List(_) | Command::Events(_) => None,
+        Command::Wait(_)
+        | Command::Watch(_)
+        | Command::List(_)
+        | Command::Overview(_)
+        | Command::Events(_) => None,
         _ => Some(commands::Request::from_command(command.clone())?),
     };
     let profile = profile::load(profile::config_path().as_deref(), cli.profile.as_deref())?;
@@ -198,6 +205,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::List(args) => {
             let page = client.list(args.request()).await?;
             println!("{}", output::render_list(&page, cli.format)?);
+            Ok(0)
+        }
+        Command::Overview(args) => {
+            let overview = client.overview(args.request()).await?;
+            println!("{}", output::render_overview(&overview, cli.format)?);
             Ok(0)
         }
         _ => unreachable!("single-operation commands returned above"),

@@ -145,6 +145,185 @@ pub fn render_list(page: &ListOperationsResponse, format: Format) -> anyhow::Res
     })
 }
 
+/// A duration as a person reads it: 850ms, 4.2s, 3m 5s, 2h 10m, 3d 4h.
+fn human(d: Option<&prost_types::Duration>) -> String {
+    let Some(d) = d else {
+        return String::new();
+    };
+    let ms = d.seconds.saturating_mul(1000) + i64::from(d.nanos) / 1_000_000;
+    let s = d.seconds;
+    match ms {
+        ..1_000 => format!("{}ms", ms.max(0)),
+        1_000..10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        10_000..60_000 => format!("{s}s"),
+        60_000..3_600_000 => two(s / 60, "m", s % 60, "s"),
+        3_600_000..86_400_000 => two(s / 3600, "h", s % 3600 / 60, "m"),
+        _ => two(s / 86400, "d", s % 86400 / 3600, "h"),
+    }
+}
+
+/// `3m 5s`, or `3m` when the smaller unit is zero.
+fn two(big: i64, big_unit: &str, small: i64, small_unit: &str) -> String {
+    if small == 0 {
+        format!("{big}{big_unit}")
+    } else {
+        format!("{big}{big_unit} {small}{small_unit}")
+    }
+}
+
+/// How long from `from` to `to`, as a wire duration.
+fn since(
+    from: Option<&prost_types::Timestamp>,
+    to: Option<&prost_types::Timestamp>,
+) -> Option<prost_types::Duration> {
+    let (from, to) = (from?, to?);
+    let nanos = (i128::from(to.seconds) - i128::from(from.seconds)) * 1_000_000_000
+        + i128::from(to.nanos - from.nanos);
+    let nanos = nanos.max(0);
+    Some(prost_types::Duration {
+        seconds: i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
+        nanos: (nanos % 1_000_000_000) as i32,
+    })
+}
+
+/// Why an operation is stuck, rule by rule.
+fn stuck_why(reasons: &[opsd_client::StuckReason]) -> String {
+    use opsd_client::stuck_reason::Rule;
+    reasons
+        .iter()
+        .filter_map(|reason| reason.rule.as_ref())
+        .map(|rule| match rule {
+            Rule::Unchanged(r) => format!("no change for over {}", human(r.threshold.as_ref())),
+            Rule::SlowerThanUsual(r) => format!(
+                "over {}x the usual {} between updates",
+                r.factor,
+                human(r.typical_gap.as_ref())
+            ),
+            Rule::LeaseLapsing(r) => match &r.lapses_in {
+                Some(d) if d.seconds > 0 || d.nanos > 0 => {
+                    format!("lease lapses in {}", human(Some(d)))
+                }
+                _ => "lease lapsed".to_owned(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The overview: a summary line and three tables (stuck, oldest running,
+/// producers), or the response in JSON or YAML.
+pub fn render_overview(
+    overview: &opsd_client::GetOverviewResponse,
+    format: Format,
+) -> anyhow::Result<String> {
+    let json = opsd_proto::json::to_json(overview)?;
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&json)?,
+        Format::Yaml => yaml(&json),
+        Format::Text => {
+            let completed: i64 = overview.producers.iter().map(|p| p.completed).sum();
+            let failed: i64 = overview.producers.iter().map(|p| p.failed).sum();
+            let window = human(overview.window.as_ref());
+            let mut lines = vec![format!(
+                "running {}  stuck {}  done {completed}  failed {failed}  (last {window}; stuck after {})",
+                overview.running,
+                overview.stuck_count,
+                human(overview.stuck_after.as_ref()),
+            )];
+            if overview.stuck_truncated {
+                lines.push(
+                    "stuck operations were looked for among the 1000 running ones changed least recently"
+                        .to_owned(),
+                );
+            }
+            if overview.sampled {
+                lines.push(format!(
+                    "percentiles cover the {} operations done most recently",
+                    overview.sample_size
+                ));
+            }
+            let now = overview.now.as_ref();
+            lines.push(String::new());
+            lines.push("STUCK".to_owned());
+            let mut rows = vec![
+                ["ID", "UNCHANGED FOR", "WHY", "DESCRIPTION"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
+            for stuck in &overview.stuck {
+                let op = stuck.operation.clone().unwrap_or_default();
+                let public = op.operation.unwrap_or_default();
+                rows.push(vec![
+                    public.id,
+                    human(since(public.modified_at.as_ref(), now).as_ref()),
+                    stuck_why(&stuck.reasons),
+                    public.description,
+                ]);
+            }
+            lines.extend(table(&rows, &[1]));
+            lines.push(String::new());
+            lines.push("OLDEST RUNNING".to_owned());
+            let mut rows = vec![
+                ["ID", "RUNNING FOR", "DESCRIPTION"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
+            for op in &overview.oldest_running {
+                let public = op.operation.clone().unwrap_or_default();
+                rows.push(vec![
+                    public.id,
+                    human(since(public.created_at.as_ref(), now).as_ref()),
+                    public.description,
+                ]);
+            }
+            lines.extend(table(&rows, &[1]));
+            lines.push(String::new());
+            lines.push(format!("PRODUCERS (last {window})"));
+            let mut rows = vec![
+                [
+                    "PREFIX",
+                    "RUNNING",
+                    "DONE",
+                    "FAILED",
+                    "CANCELLED",
+                    "P50",
+                    "P99",
+                    "CANCEL P50",
+                    "USUAL GAP",
+                    "IGNORING CANCEL",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ];
+            for p in &overview.producers {
+                let share = if p.completed > 0 {
+                    format!(
+                        "{} ({}%)",
+                        p.failed,
+                        (p.failed * 100 + p.completed / 2) / p.completed
+                    )
+                } else {
+                    String::new()
+                };
+                rows.push(vec![
+                    p.id_prefix.clone(),
+                    p.running.to_string(),
+                    p.completed.to_string(),
+                    share,
+                    p.cancelled.to_string(),
+                    human(p.p50_to_done.as_ref()),
+                    human(p.p99_to_done.as_ref()),
+                    human(p.p50_cancel_to_done.as_ref()),
+                    human(p.typical_gap.as_ref()),
+                    p.cancel_overdue.to_string(),
+                ]);
+            }
+            lines.extend(table(&rows, &[1, 2, 3, 4, 5, 6, 7, 8, 9]));
+            lines.join("\n")
+        }
+    })
+}
+
 /// Rows as aligned columns two spaces apart; the columns in `right` are
 /// right-aligned (numbers), the others left-aligned. No trailing spaces.
 fn table(rows: &[Vec<String>], right: &[usize]) -> Vec<String> {
@@ -595,6 +774,20 @@ mod tests {
         assert_eq!(cut.chars().count(), 80);
         assert!(cut.ends_with('…'));
         assert_eq!(short("a\tb\nc"), "a b c");
+    }
+
+    #[test]
+    fn durations_read_as_a_person_says_them() {
+        let d = |seconds: i64, nanos: i32| human(Some(&prost_types::Duration { seconds, nanos }));
+        assert_eq!(d(0, 850_000_000), "850ms");
+        assert_eq!(d(4, 200_000_000), "4.2s");
+        assert_eq!(d(42, 0), "42s");
+        assert_eq!(d(185, 0), "3m 5s");
+        assert_eq!(d(600, 0), "10m");
+        assert_eq!(d(3600, 0), "1h");
+        assert_eq!(d(7800, 0), "2h 10m");
+        assert_eq!(d(7 * 86400, 0), "7d");
+        assert_eq!(human(None), "");
     }
 
     #[test]

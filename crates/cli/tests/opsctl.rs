@@ -1303,3 +1303,87 @@ async fn watch_and_events_usage_errors_exit_2() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_prints_stuck_oldest_and_producers_and_json_like_grpc() {
+    let server = Server::start().await;
+    let created = server
+        .json(&[
+            "create",
+            "--description",
+            "quiet snapshot",
+            "--id-prefix",
+            "snp",
+        ])
+        .await;
+    let quiet = created["id"].as_str().unwrap().to_owned();
+    for code in ["9", "1"] {
+        let done = server
+            .json(&["create", "--description", "failing", "--id-prefix", "snp"])
+            .await;
+        let id = done["id"].as_str().unwrap();
+        server
+            .json(&[
+                "complete",
+                "--error-code",
+                code,
+                "--error-message",
+                "stop",
+                id,
+            ])
+            .await;
+    }
+
+    // A threshold of 1ms: the quiet one is stuck by the time the call arrives.
+    let output = server.opsctl(&["overview", "--stuck-after", "1ms"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0], "running 1  stuck 1  done 2  failed 1  (last 1h; stuck after 1ms)",
+        "{text}"
+    );
+    let stuck = lines.iter().position(|l| *l == "STUCK").unwrap();
+    assert!(lines[stuck + 1].starts_with("ID"), "{text}");
+    assert!(lines[stuck + 2].starts_with(&quiet), "{text}");
+    assert!(
+        lines[stuck + 2].contains("no change for over 1ms"),
+        "{text}"
+    );
+    let producers = lines
+        .iter()
+        .position(|l| *l == "PRODUCERS (last 1h)")
+        .unwrap();
+    let header = lines[producers + 1];
+    let row = lines[producers + 2];
+    assert!(row.starts_with("snp"), "{text}");
+    // Right-aligned under their headers: 2 done, 1 failed (50%), 1 cancelled.
+    let under = |name: &str| {
+        let end = header.find(name).unwrap() + name.len();
+        row[..end].split_whitespace().last().unwrap().to_owned()
+    };
+    assert_eq!(under("DONE"), "2", "{text}");
+    assert_eq!(under("CANCELLED"), "1", "{text}");
+    assert!(row.contains("1 (50%)"), "{text}");
+
+    let json = server
+        .json(&["overview", "--window", "10m", "--oldest", "1"])
+        .await;
+    assert_eq!(json["window"], "600s");
+    assert_eq!(json["stuckAfter"], "600s", "the server's threshold");
+    assert_eq!(json["running"], "1");
+    assert_eq!(json["oldestRunning"][0]["operation"]["id"], quiet.as_str());
+    assert_eq!(json["producers"][0]["idPrefix"], "snp");
+    assert_eq!(json["producers"][0]["failed"], "1");
+    assert_eq!(json["producers"][0]["cancelled"], "1");
+
+    let refused = server.opsctl(&["overview", "--window", "8d"]).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    let refused = server.opsctl(&["overview", "--window", "200h"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        stderr(&refused).trim(),
+        "INVALID_ARGUMENT: window: must be more than 0s and at most 7 days"
+    );
+    server.stop().await;
+}

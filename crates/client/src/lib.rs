@@ -75,6 +75,10 @@ pub use opsd_proto::opsd::v1::{
     CancellationPolicy, HeartbeatResponse, ListOperationsRequest, ListOperationsResponse, Progress,
     StateFilter, Step,
 };
+pub use opsd_proto::opsd::v1::{
+    GetOverviewRequest, GetOverviewResponse, ProducerOverview, StuckOperation, StuckReason,
+    stuck_reason,
+};
 pub use opsd_proto::yandex::cloud::operation::Operation;
 
 /// Type URL of `google.protobuf.Struct`, how JSON travels inside `Any`.
@@ -437,6 +441,16 @@ impl Client {
         request: ListOperationsRequest,
     ) -> Result<ListOperationsResponse, ClientError> {
         Ok(self.opsd.clone().list(request).await?.into_inner())
+    }
+
+    /// What runs, what is stuck and how each producer fared (see
+    /// `GetOverviewRequest` for the window, the stuck threshold and how many
+    /// oldest running operations to list).
+    pub async fn overview(
+        &self,
+        request: GetOverviewRequest,
+    ) -> Result<GetOverviewResponse, ClientError> {
+        Ok(self.opsd.clone().get_overview(request).await?.into_inner())
     }
 
     /// Returns when the operation is done, or its latest state after `timeout`.

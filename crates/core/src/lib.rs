@@ -10,6 +10,7 @@ pub mod event;
 pub mod id;
 pub mod list;
 pub mod operation;
+pub mod overview;
 pub mod payload;
 pub mod principal;
 pub mod progress;

@@ -50,6 +50,8 @@ impl Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     Read,
+    /// The overview: counts and lists over every operation of the caller's scopes.
+    Overview,
     Cancel,
     Produce,
 }
@@ -59,7 +61,10 @@ impl Action {
         matches!(
             (self, role),
             (_, Role::Admin)
-                | (Action::Read, Role::Viewer | Role::Operator)
+                | (
+                    Action::Read | Action::Overview,
+                    Role::Viewer | Role::Operator
+                )
                 | (Action::Cancel, Role::Operator)
                 | (Action::Produce, Role::Producer)
         )
@@ -68,6 +73,7 @@ impl Action {
     fn describe(self) -> &'static str {
         match self {
             Action::Read => "read operations (viewer)",
+            Action::Overview => "read the overview (viewer)",
             Action::Cancel => "cancel operations (operator)",
             Action::Produce => "use the producer api (producer)",
         }
@@ -208,19 +214,22 @@ mod tests {
     #[test]
     fn roles_grant_exactly_their_actions() {
         let table = [
-            (Role::Viewer, [true, false, false]),
-            (Role::Operator, [true, true, false]),
-            (Role::Producer, [false, false, true]),
-            (Role::Admin, [true, true, true]),
+            (Role::Viewer, [true, true, false, false]),
+            (Role::Operator, [true, true, true, false]),
+            (Role::Producer, [false, false, false, true]),
+            (Role::Admin, [true, true, true, true]),
+        ];
+        let actions = [
+            Action::Read,
+            Action::Overview,
+            Action::Cancel,
+            Action::Produce,
         ];
         for (role, expected) in table {
             let p = principal(&["f"], &[role]);
-            let got = [Action::Read, Action::Cancel, Action::Produce].map(|a| p.may(a));
+            let got = actions.map(|a| p.may(a));
             assert_eq!(got, expected, "{role:?}");
-            for (action, allowed) in [Action::Read, Action::Cancel, Action::Produce]
-                .into_iter()
-                .zip(expected)
-            {
+            for (action, allowed) in actions.into_iter().zip(expected) {
                 let result = p.authorize("f", "x", action);
                 assert_eq!(result.is_ok(), allowed);
                 if !allowed {

@@ -231,6 +231,20 @@ impl OperationStore for ResettableStore {
         self.store().feed_bounds().await
     }
 
+    async fn progress_samples(
+        &self,
+        query: &opsd_core::overview::ProgressQuery,
+    ) -> Result<Vec<opsd_core::overview::ProgressSample>, StoreError> {
+        self.store().progress_samples(query).await
+    }
+
+    async fn overview(
+        &self,
+        query: &opsd_core::overview::OverviewQuery,
+    ) -> Result<opsd_core::overview::OverviewRows, StoreError> {
+        self.store().overview(query).await
+    }
+
     async fn due_for_expiry(
         &self,
         now: Timestamp,

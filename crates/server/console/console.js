@@ -13,7 +13,7 @@ const LIST_PARAMS = ["state", "scope", "resourceId", "createdBy", "idPrefix", "d
 // The parameters of GET /v1/operations:watch that narrow the feed like the list.
 const FEED_PARAMS = ["scope", "resourceId", "createdBy", "idPrefix"];
 
-let settings = { traceUrl: null, stuckAfterSeconds: 600, credentialsRequired: false };
+let settings = { traceUrl: null, credentialsRequired: false };
 let caller = null;
 
 // ---- elements, text only ----
@@ -720,67 +720,14 @@ async function operationPage(id) {
 
 // ---- overview ----
 
-function percentile(sorted, p) {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+// A proto3 JSON duration ("1.5s") in milliseconds; NaN when unset.
+function durationMs(value) {
+  if (typeof value !== "string" || !value.endsWith("s")) return NaN;
+  return Number(value.slice(0, -1)) * 1000;
 }
 
-function prefixOf(id) {
-  return (id || "").slice(0, 3);
-}
-
-// A running operation is stuck past this many of its producer's usual gaps
-// between events (and at least STUCK_GAP_FLOOR ms).
-const STUCK_GAPS = 10;
-const STUCK_GAP_FLOOR = 1000;
-// Timelines read per overview to learn the usual gaps.
-const GAP_SAMPLE = 60;
-
-async function typicalGaps(ops) {
-  const sample = [...ops]
-    .sort((a, b) => new Date(b.operation.modifiedAt) - new Date(a.operation.modifiedAt))
-    .slice(0, GAP_SAMPLE);
-  const gaps = new Map();
-  let next = 0;
-  const worker = async () => {
-    while (next < sample.length) {
-      const op = sample[next++];
-      const id = op.operation.id;
-      try {
-        const page = await api(`/v1/operations/${encodeURIComponent(id)}/events?pageSize=1000`);
-        const times = (page.events || []).map((e) => new Date(e.time).getTime());
-        const prefix = prefixOf(id);
-        if (!gaps.has(prefix)) gaps.set(prefix, []);
-        for (let i = 1; i < times.length; i++) gaps.get(prefix).push(times[i] - times[i - 1]);
-      } catch (_) {
-        // Gone meanwhile: one sample fewer.
-      }
-    }
-  };
-  await Promise.all([worker(), worker(), worker(), worker()]);
-  const usual = new Map();
-  for (const [prefix, list] of gaps) {
-    if (list.length < 2) continue;
-    list.sort((a, b) => a - b);
-    usual.set(prefix, percentile(list, 0.5));
-  }
-  return usual;
-}
-
-async function listAll(params, stop, maxPages) {
-  const all = [];
-  let pageToken = "";
-  for (let i = 0; i < maxPages; i++) {
-    const q = new URLSearchParams(params);
-    q.set("pageSize", "1000");
-    if (pageToken) q.set("pageToken", pageToken);
-    const page = await api("/v1/operations?" + q.toString());
-    const ops = page.operations || [];
-    all.push(...ops);
-    pageToken = page.nextPageToken || "";
-    if (!pageToken || (stop && ops.length && stop(ops[ops.length - 1]))) break;
-  }
-  return { operations: all, complete: !pageToken };
+function count(value) {
+  return Number(value || 0);
 }
 
 function smallTable(id, headers, rows, empty) {
@@ -790,101 +737,97 @@ function smallTable(id, headers, rows, empty) {
     el("tbody", {}, rows)));
 }
 
+// One rule that made an operation stuck, in words, with its numbers.
+function stuckReason(reason) {
+  if (reason.unchanged) {
+    // How long it has been quiet is the row's "Unchanged for".
+    const r = reason.unchanged;
+    return el("span", { class: "reason", "data-rule": "unchanged" },
+      `no change for over ${duration(durationMs(r.threshold))}`);
+  }
+  if (reason.slowerThanUsual) {
+    const r = reason.slowerThanUsual;
+    const quiet = durationMs(r.quiet), gap = durationMs(r.typicalGap);
+    return el("span", { class: "reason", "data-rule": "slower-than-usual" },
+      `${Math.round(quiet / Math.max(gap, 1))}× the usual ${duration(gap)} between its producer's updates`);
+  }
+  if (reason.leaseLapsing) {
+    const lapses = durationMs(reason.leaseLapsing.lapsesIn);
+    return el("span", { class: "reason", "data-rule": "lease-lapsing" },
+      lapses > 0 ? `lease lapses in ${duration(lapses)}` : "lease lapsed");
+  }
+  return el("span", { class: "reason" }, "stuck");
+}
+
+function joined(items, separator) {
+  return items.flatMap((item, i) => (i ? [separator, item] : [item]));
+}
+
+// Everything on this page comes from one call, GET /v1/overview: the server
+// reads it from the store, so every replica shows the same.
 async function overviewPage() {
   show(el("h1", {}, "Overview"), el("p", { class: "empty" }, "Loading…"));
-  const now = Date.now();
-  const hourAgo = now - 3600 * 1000;
-  const dayAgo = new Date(now - 24 * 3600 * 1000).toISOString();
-  let running, done;
+  let overview;
   try {
-    [running, done] = await Promise.all([
-      listAll({ state: "RUNNING" }, null, 20),
-      // Operations done in the last hour, among those created in the last day.
-      listAll({ state: "DONE", createdAfter: dayAgo }, null, 20),
-    ]);
+    overview = await api("/v1/overview");
   } catch (error) {
     if (error.status !== 401) show(el("h1", {}, "Overview"), errorBox(error));
     return;
   }
-  const stuckAfter = settings.stuckAfterSeconds * 1000;
+  const now = new Date(overview.now).getTime();
+  const window = durationMs(overview.window);
+  const stuckAfter = durationMs(overview.stuckAfter);
+  const inWindow = window === 3600 * 1000 ? "the last hour" : `the last ${duration(window)}`;
   const link = (o) => el("a", { href: "/console/operations/" + encodeURIComponent(o.id), class: "mono" }, o.id);
-  const ops = running.operations;
-  // How often each producer (id prefix) usually reports: the median gap
-  // between consecutive events in the timelines of a sample of its running
-  // operations.
-  const usualGap = await typicalGaps(ops);
-  const reasons = (op) => {
-    const why = [];
-    const quiet = now - new Date(op.operation.modifiedAt).getTime();
-    const lease = op.leaseExpiresAt ? new Date(op.leaseExpiresAt).getTime() - now : Infinity;
-    const gap = usualGap.get(prefixOf(op.operation.id));
-    if (quiet > stuckAfter) why.push(`no change for over ${duration(stuckAfter)}`);
-    if (gap !== undefined && quiet > Math.max(STUCK_GAP_FLOOR, STUCK_GAPS * gap)) {
-      why.push(`${Math.round(quiet / Math.max(gap, 1))}× the usual ${duration(gap)} between its producer's updates`);
-    }
-    if (lease < 30000) why.push(`lease lapses in ${duration(lease)}`);
-    return why;
-  };
-  const stuck = ops.filter((op) => reasons(op).length > 0);
-  const oldest = [...ops].sort((a, b) => new Date(a.operation.createdAt) - new Date(b.operation.createdAt)).slice(0, 10);
-  const lastHour = done.operations.filter((op) => new Date(op.operation.modifiedAt).getTime() >= hourAgo);
-  const byPrefix = new Map();
-  const group = (p) => {
-    if (!byPrefix.has(p)) byPrefix.set(p, { running: 0, completed: 0, failed: 0, times: [], cancels: [], ignored: 0 });
-    return byPrefix.get(p);
-  };
-  for (const op of ops) {
-    const g = group(prefixOf(op.operation.id));
-    g.running++;
-    if (op.cancelRequestedAt && now - new Date(op.cancelRequestedAt).getTime() > stuckAfter) g.ignored++;
-  }
-  for (const op of lastHour) {
-    const g = group(prefixOf(op.operation.id));
-    const o = op.operation;
-    g.completed++;
-    if (o.error && o.error.code !== 1) g.failed++;
-    g.times.push(new Date(o.modifiedAt) - new Date(o.createdAt));
-    if (op.cancelRequestedAt) g.cancels.push(new Date(o.modifiedAt) - new Date(op.cancelRequestedAt));
-  }
-  const rows = [...byPrefix.entries()].sort().map(([prefix, g]) => {
-    g.times.sort((a, b) => a - b);
-    g.cancels.sort((a, b) => a - b);
-    return el("tr", {},
-      el("td", { class: "mono" }, el("a", { href: "/console?idPrefix=" + encodeURIComponent(prefix) }, prefix)),
-      el("td", {}, g.running),
-      el("td", {}, g.completed),
-      el("td", {}, g.completed ? Math.round((g.failed / g.completed) * 100) + "%" : ""),
-      el("td", {}, duration(percentile(g.times, 0.5))),
-      el("td", {}, duration(percentile(g.times, 0.99))),
-      el("td", {}, g.cancels.length ? duration(percentile(g.cancels, 0.5)) : ""),
-      el("td", {}, g.ignored ? el("span", { class: "state failed" }, `${g.ignored} ignoring cancel`) : ""));
+  const producers = overview.producers || [];
+  const completed = producers.reduce((n, p) => n + count(p.completed), 0);
+  const failed = producers.reduce((n, p) => n + count(p.failed), 0);
+  const stuck = overview.stuck || [];
+  const stuckCount = count(overview.stuckCount);
+  const rows = producers.map((p) => {
+    const done = count(p.completed), overdue = count(p.cancelOverdue);
+    return el("tr", { "data-prefix": p.idPrefix },
+      el("td", { class: "mono" }, el("a", { href: "/console?idPrefix=" + encodeURIComponent(p.idPrefix) }, p.idPrefix)),
+      el("td", {}, count(p.running)),
+      el("td", {}, done),
+      el("td", { class: count(p.failed) ? "failed-share" : "" }, done ? Math.round((count(p.failed) / done) * 100) + "%" : ""),
+      el("td", {}, count(p.cancelled) || ""),
+      el("td", {}, duration(durationMs(p.p50ToDone))),
+      el("td", {}, duration(durationMs(p.p99ToDone))),
+      el("td", {}, duration(durationMs(p.p50CancelToDone))),
+      el("td", {}, duration(durationMs(p.typicalGap))),
+      el("td", {}, overdue ? el("span", { class: "state failed", title: `cancel requested over ${duration(stuckAfter)} ago, still running` },
+        `${overdue} ignoring cancel`) : ""));
   });
-  const partial = !running.complete || !done.complete;
+  const notes = [];
+  if (overview.stuckTruncated) notes.push("Stuck operations were looked for among the 1,000 running ones changed least recently.");
+  if (overview.sampled) notes.push(`Percentiles cover the ${count(overview.sampleSize).toLocaleString("en")} operations done most recently.`);
   show(
     el("h1", {}, "Overview"),
     el("div", { class: "cards" },
-      el("div", { class: "card", id: "card-running" }, el("div", { class: "n" }, ops.length), el("div", { class: "l" }, "running")),
-      el("div", { class: "card", id: "card-stuck" }, el("div", { class: "n" }, stuck.length), el("div", { class: "l" }, "stuck")),
-      el("div", { class: "card", id: "card-completed" }, el("div", { class: "n" }, lastHour.length), el("div", { class: "l" }, "done in the last hour")),
-      el("div", { class: "card", id: "card-failed" }, el("div", { class: "n" },
-        lastHour.filter((op) => op.operation.error && op.operation.error.code !== 1).length), el("div", { class: "l" }, "failed in the last hour"))),
-    partial ? el("p", { class: "muted" }, "Counted over the first 20,000 operations of each kind.") : null,
+      el("div", { class: "card", id: "card-running" }, el("div", { class: "n" }, count(overview.running)), el("div", { class: "l" }, "running")),
+      el("div", { class: "card", id: "card-stuck" }, el("div", { class: "n" }, stuckCount), el("div", { class: "l" }, "stuck")),
+      el("div", { class: "card", id: "card-completed" }, el("div", { class: "n" }, completed), el("div", { class: "l" }, `done in ${inWindow}`)),
+      el("div", { class: "card", id: "card-failed" }, el("div", { class: "n" }, failed), el("div", { class: "l" }, `failed in ${inWindow}`))),
+    notes.length ? el("p", { class: "muted", id: "overview-notes" }, notes.join(" ")) : null,
     el("h2", {}, "Stuck"),
-    el("p", { class: "muted" }, `Running with no change for over ${duration(stuckAfter)}, or for ${STUCK_GAPS}× longer than its producer usually takes between updates, or with a lease lapsing within 30s.`),
-    smallTable("stuck", ["Id", "Description", "Unchanged for", "Why", "Progress"], stuck.map((op) => el("tr", {},
-      el("td", {}, link(op.operation)),
-      el("td", { class: "desc" }, op.operation.description || ""),
-      el("td", {}, ago(op.operation.modifiedAt, now)),
-      el("td", { class: "why" }, reasons(op).join("; ")),
-      el("td", {}, progressBar(op.progress, false)))), "Nothing is stuck."),
+    el("p", { class: "muted" }, `Running with no change for over ${duration(stuckAfter)}, or for ${overview.stuckGapFactor}× longer than its producer usually takes between updates (at least ${duration(durationMs(overview.stuckGapFloor))}), or with a lease lapsing within ${duration(durationMs(overview.leaseWarning))}.`),
+    smallTable("stuck", ["Id", "Description", "Unchanged for", "Why", "Progress"], stuck.map((s) => el("tr", {},
+      el("td", {}, link(s.operation.operation)),
+      el("td", { class: "desc" }, s.operation.operation.description || ""),
+      el("td", {}, ago(s.operation.operation.modifiedAt, now)),
+      el("td", { class: "why" }, joined((s.reasons || []).map(stuckReason), "; ")),
+      el("td", {}, progressBar(s.operation.progress, false)))), "Nothing is stuck."),
+    stuckCount > stuck.length ? el("p", { class: "muted" }, `Showing ${stuck.length} of ${stuckCount}.`) : null,
     el("h2", {}, "Oldest running"),
-    smallTable("oldest", ["Id", "Description", "Running for", "Progress"], oldest.map((op) => el("tr", {},
+    smallTable("oldest", ["Id", "Description", "Running for", "Progress"], (overview.oldestRunning || []).map((op) => el("tr", {},
       el("td", {}, link(op.operation)),
       el("td", { class: "desc" }, op.operation.description || ""),
       el("td", {}, ago(op.operation.createdAt, now)),
       el("td", {}, progressBar(op.progress, false)))), "Nothing is running."),
-    el("h2", {}, "By producer (id prefix), last hour"),
-    smallTable("producers", ["Prefix", "Running", "Done", "Failed", "p50", "p99", "Cancel honoured (p50)", ""], rows, "No operation in the last hour."));
+    el("h2", {}, `By producer (id prefix), ${inWindow}`),
+    smallTable("producers", ["Prefix", "Running", "Done", "Failed", "Cancelled", "p50", "p99", "Cancel honoured (p50)", "Usual gap", ""], rows,
+      `No operation in ${inWindow}.`));
 }
 
 // ---- start ----

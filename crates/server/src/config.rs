@@ -495,7 +495,6 @@ impl Config {
     pub fn console(&self) -> crate::console::ConsoleOptions {
         crate::console::ConsoleOptions {
             trace_url: self.console_trace_url.clone(),
-            stuck_after: self.console_stuck_after,
         }
     }
 
@@ -984,8 +983,10 @@ pub struct Config {
     #[arg(long, env = "OPSD_CONSOLE_TRACE_URL", value_parser = crate::console::parse_trace_url)]
     pub console_trace_url: Option<String>,
 
-    /// The console's overview calls a running operation stuck when nothing
-    /// changed on it for this long.
+    /// The overview (GetOverview, `GET /v1/overview`, the console's overview
+    /// page) calls a running operation stuck when nothing changed on it for
+    /// this long, and a cancel request this old unanswered, unless the
+    /// request names its own threshold.
     #[arg(long, env = "OPSD_CONSOLE_STUCK_AFTER", default_value = "10m", value_parser = parse_duration)]
     pub console_stuck_after: Duration,
 

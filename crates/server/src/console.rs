@@ -4,8 +4,6 @@
 //! with the credentials the user gives it, so it shows exactly what those
 //! credentials may see.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -22,27 +20,14 @@ const CONSOLE_JS: &str = include_str!("../console/console.js");
 const CONSOLE_CSS: &str = include_str!("../console/console.css");
 const FAVICON_SVG: &str = include_str!("../console/favicon.svg");
 
-/// What the console is told about this server.
-#[derive(Clone, Debug)]
+/// What the console is told about this server. (The overview's stuck
+/// threshold is the server's, applied by GetOverview itself.)
+#[derive(Clone, Debug, Default)]
 pub struct ConsoleOptions {
     /// Where a trace id links to: a URL with `{trace_id}` in it
     /// (`--console-trace-url`); no link when `None`.
     pub trace_url: Option<String>,
-    /// A running operation unchanged for this long is stuck on the overview
-    /// (`--console-stuck-after`).
-    pub stuck_after: Duration,
 }
-
-impl Default for ConsoleOptions {
-    fn default() -> Self {
-        Self {
-            trace_url: None,
-            stuck_after: DEFAULT_STUCK_AFTER,
-        }
-    }
-}
-
-pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(600);
 
 /// Checks a `--console-trace-url` template: an http(s) URL naming `{trace_id}`.
 pub fn parse_trace_url(raw: &str) -> Result<String, String> {
@@ -64,7 +49,6 @@ pub fn parse_trace_url(raw: &str) -> Result<String, String> {
 pub fn router(options: &ConsoleOptions, credentials_required: bool) -> Router {
     let settings = serde_json::json!({
         "traceUrl": options.trace_url,
-        "stuckAfterSeconds": options.stuck_after.as_secs(),
         "credentialsRequired": credentials_required,
     })
     .to_string();

@@ -136,6 +136,7 @@ async fn run(config: Config, trace_spans: bool) -> anyhow::Result<()> {
             default_id_prefix,
             retention: config.retention,
             max_wait: config.max_wait,
+            stuck_after: config.console_stuck_after,
             ..ServiceConfig::default()
         },
     ));

@@ -91,6 +91,7 @@ pub fn router(
             "/iam/v1/tokens",
             axum::routing::post(iam_create).fallback(no_route),
         )
+        .route("/v1/overview", get(overview).fallback(no_route))
         .route("/v1/caller", get(caller).fallback(no_route))
         .route("/openapi.yaml", get(openapi))
         .with_state(gateway)
@@ -200,6 +201,14 @@ async fn list(State(gateway): Shared, Caller(caller): Caller, uri: Uri) -> Answe
     let query = translate::list_query(list_request(&uri)?)?;
     let page = gateway.service.list(&caller, &query).await?;
     json(&translate::list_response(&query, &page))
+}
+
+/// `GET /v1/overview?window=3600s&stuckAfter=600s&oldest=10`.
+async fn overview(State(gateway): Shared, Caller(caller): Caller, uri: Uri) -> Answer {
+    let request: pb::GetOverviewRequest = from_params(&query_params(&uri)?)?;
+    let params = translate::overview_params(request, gateway.service.config().stuck_after)?;
+    let overview = gateway.service.overview(&caller, &params).await?;
+    json(&translate::overview_response(&overview))
 }
 
 /// The List request a query string spells; `state` may be short (`running`).

@@ -3,6 +3,7 @@
 //! and REST adapters share.
 
 use opsd_core::list::{decode_page_token, encode_page_token, page_size};
+use opsd_core::overview::{self, Overview, OverviewParams, StuckReason};
 use opsd_core::principal::validate_scope;
 use opsd_core::validate::Violations;
 use opsd_core::{
@@ -15,8 +16,8 @@ use opsd_proto::yandex::cloud::iam::v1 as yciam;
 use crate::auth::{Credential, IssuedToken};
 
 use crate::grpc::convert::{
-    any_from_wire, duration_from_wire, non_empty, operation_to_opsd_wire, policy_from_wire,
-    progress_from_wire, status_from_wire, timestamp, timestamp_from_wire,
+    any_from_wire, duration_from_wire, duration_to_wire, non_empty, operation_to_opsd_wire,
+    policy_from_wire, progress_from_wire, status_from_wire, timestamp, timestamp_from_wire,
 };
 
 /// The listing a request asks for; bad sizes, tokens and filters are INVALID_ARGUMENT.
@@ -326,5 +327,97 @@ pub fn iam_token_response(issued: IssuedToken) -> yciam::CreateIamTokenResponse 
     yciam::CreateIamTokenResponse {
         iam_token: issued.token,
         expires_at: Some(timestamp(issued.expires_at)),
+    }
+}
+
+/// The overview a request asks for, with the server's stuck threshold as the default.
+pub fn overview_params(
+    body: pb::GetOverviewRequest,
+    server_stuck_after: std::time::Duration,
+) -> Result<OverviewParams, Error> {
+    let window = body
+        .window
+        .map(|d| duration_from_wire("window", d))
+        .transpose()?;
+    let stuck_after = body
+        .stuck_after
+        .map(|d| duration_from_wire("stuck_after", d))
+        .transpose()?;
+    OverviewParams::resolve(window, stuck_after, body.oldest, server_stuck_after)
+}
+
+fn stuck_reason_to_wire(reason: &StuckReason) -> pb::StuckReason {
+    use pb::stuck_reason::Rule;
+    let rule = match *reason {
+        StuckReason::Unchanged { quiet, threshold } => {
+            Rule::Unchanged(pb::stuck_reason::Unchanged {
+                quiet: Some(duration_to_wire(quiet)),
+                threshold: Some(duration_to_wire(threshold)),
+            })
+        }
+        StuckReason::SlowerThanUsual {
+            quiet,
+            typical_gap,
+            factor,
+            threshold,
+        } => Rule::SlowerThanUsual(pb::stuck_reason::SlowerThanUsual {
+            quiet: Some(duration_to_wire(quiet)),
+            typical_gap: Some(duration_to_wire(typical_gap)),
+            factor,
+            threshold: Some(duration_to_wire(threshold)),
+        }),
+        StuckReason::LeaseLapsing { lapses_in, warning } => {
+            Rule::LeaseLapsing(pb::stuck_reason::LeaseLapsing {
+                lapses_in: Some(duration_to_wire(lapses_in)),
+                warning: Some(duration_to_wire(warning)),
+            })
+        }
+    };
+    pb::StuckReason { rule: Some(rule) }
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub fn overview_response(overview: &Overview) -> pb::GetOverviewResponse {
+    pb::GetOverviewResponse {
+        now: Some(timestamp(overview.now)),
+        window: Some(duration_to_wire(overview.window)),
+        stuck_after: Some(duration_to_wire(overview.stuck_after)),
+        running: count(overview.running),
+        oldest_running: overview.oldest.iter().map(operation_to_opsd_wire).collect(),
+        stuck: overview
+            .stuck
+            .iter()
+            .map(|stuck| pb::StuckOperation {
+                operation: Some(operation_to_opsd_wire(&stuck.operation)),
+                reasons: stuck.reasons.iter().map(stuck_reason_to_wire).collect(),
+            })
+            .collect(),
+        stuck_count: count(overview.stuck_count),
+        stuck_truncated: overview.stuck_truncated,
+        producers: overview
+            .producers
+            .iter()
+            .map(|p| pb::ProducerOverview {
+                id_prefix: p.prefix.clone(),
+                running: count(p.running),
+                completed: count(p.completed),
+                failed: count(p.failed),
+                cancelled: count(p.cancelled),
+                p50_to_done: p.p50.map(duration_to_wire),
+                p99_to_done: p.p99.map(duration_to_wire),
+                p50_cancel_to_done: p.cancel_p50.map(duration_to_wire),
+                cancel_overdue: count(p.cancel_overdue),
+                typical_gap: p.typical_gap.map(duration_to_wire),
+                sample_size: count(p.sample_size),
+            })
+            .collect(),
+        sampled: overview.sampled,
+        sample_size: count(overview.sample_size),
+        stuck_gap_factor: overview::STUCK_GAP_FACTOR,
+        stuck_gap_floor: Some(duration_to_wire(overview::STUCK_GAP_FLOOR)),
+        lease_warning: Some(duration_to_wire(overview::LEASE_WARNING)),
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use opsd_core::event::REAPER_ACTOR;
 use opsd_core::operation::{DEFAULT_LEASE, validate_lease};
+use opsd_core::overview::{self, Overview, OverviewParams};
 use opsd_core::validate::Violations;
 use opsd_core::{
     Action, Clock, Error, Event, EventKind, IdPrefix, ListQuery, NewEvent, NewOperation, Operation,
@@ -43,6 +44,8 @@ pub struct ServiceConfig {
     /// Operations deleted per retention statement, so deletion never holds
     /// the store for long.
     pub retention_batch: usize,
+    /// The overview's stuck threshold when a request names none.
+    pub stuck_after: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -53,6 +56,7 @@ impl Default for ServiceConfig {
             max_wait: Duration::from_secs(600),
             expiry_batch: 100,
             retention_batch: 500,
+            stuck_after: overview::DEFAULT_STUCK_AFTER,
         }
     }
 }
@@ -139,6 +143,32 @@ impl OperationService {
             query.filter.scopes = Some(scopes);
         }
         Ok(self.store.list(&query).await?)
+    }
+
+    /// The overview of the operations the caller may see: what runs, what is
+    /// stuck and how each producer fared in the window (rules in
+    /// `opsd_core::overview`). Two bounded store reads: the typical gaps
+    /// first, since they decide which quiet operations may be stuck.
+    pub async fn overview(
+        &self,
+        caller: &Principal,
+        params: &OverviewParams,
+    ) -> Result<Overview, Error> {
+        caller.require(Action::Overview)?;
+        params.validate()?;
+        let scopes = match &caller.scopes {
+            Scopes::All => None,
+            Scopes::Only(visible) => Some(visible.clone()),
+        };
+        let now = self.clock.now();
+        let samples = self
+            .store
+            .progress_samples(&overview::progress_query(params, now, scopes.clone()))
+            .await?;
+        let gaps = overview::typical_gaps(&samples);
+        let query = overview::overview_query(params, now, scopes, &gaps);
+        let rows = self.store.overview(&query).await?;
+        Ok(overview::assemble(params, now, &gaps, &query, rows))
     }
 
     /// Waits until the operation is done or `timeout` (capped by the

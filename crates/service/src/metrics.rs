@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use opsd_core::overview::{OverviewQuery, OverviewRows, ProgressQuery, ProgressSample};
 use opsd_core::{
     Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Outcome, Timestamp,
 };
@@ -284,6 +285,8 @@ pub struct MeteredStore {
     due_for_expiry: StoreCallMetrics,
     delete_done_before: StoreCallMetrics,
     count_running: StoreCallMetrics,
+    progress_samples: StoreCallMetrics,
+    overview: StoreCallMetrics,
     list_events: StoreCallMetrics,
     read_feed: StoreCallMetrics,
     feed_bounds: StoreCallMetrics,
@@ -331,6 +334,8 @@ impl MeteredStore {
             due_for_expiry: call("due_for_expiry"),
             delete_done_before: call("delete_done_before"),
             count_running: call("count_running"),
+            progress_samples: call("progress_samples"),
+            overview: call("overview"),
             list_events: call("list_events"),
             read_feed: call("read_feed"),
             feed_bounds: call("feed_bounds"),
@@ -406,6 +411,17 @@ impl OperationStore for MeteredStore {
     }
     async fn count_running(&self) -> Result<u64, StoreError> {
         self.count_running.time(self.inner.count_running()).await
+    }
+    async fn progress_samples(
+        &self,
+        query: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError> {
+        self.progress_samples
+            .time(self.inner.progress_samples(query))
+            .await
+    }
+    async fn overview(&self, query: &OverviewQuery) -> Result<OverviewRows, StoreError> {
+        self.overview.time(self.inner.overview(query)).await
     }
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.inner.subscribe()

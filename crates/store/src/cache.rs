@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use opsd_core::overview::{OverviewQuery, OverviewRows, ProgressQuery, ProgressSample};
 use opsd_core::{
     Any, Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Outcome, State, Timestamp,
 };
@@ -238,6 +239,17 @@ impl OperationStore for CachingStore {
 
     async fn count_running(&self) -> Result<u64, StoreError> {
         self.inner.count_running().await
+    }
+
+    async fn progress_samples(
+        &self,
+        query: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError> {
+        self.inner.progress_samples(query).await
+    }
+
+    async fn overview(&self, query: &OverviewQuery) -> Result<OverviewRows, StoreError> {
+        self.inner.overview(query).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -38,6 +38,8 @@ macro_rules! conformance_suite {
             the_feed_delivers_every_event_once_in_commit_order,
             the_feed_filters_by_scope_resource_creator_prefix_and_kind,
             retention_deletes_events_and_moves_the_feed_horizon,
+            the_overview_counts_by_prefix_and_reads_oldest_quiet_and_done,
+            progress_samples_are_the_first_events_of_each_prefixs_recent_operations,
             concurrent_inserts_are_all_readable_at_once,
             subscribers_hear_every_committed_change,
             list_pages_newest_first_without_gaps_or_duplicates,
@@ -1728,4 +1730,286 @@ pub async fn retention_deletes_events_and_moves_the_feed_horizon(store: Arc<dyn 
     let bounds = store.feed_bounds().await.unwrap();
     assert_eq!(bounds.horizon, completion.position);
     assert_eq!(bounds.head, head, "the head never moves back");
+}
+
+const OVERVIEW_T0: i64 = 1_700_000_000_000_000_000;
+
+fn second(n: i64) -> Timestamp {
+    at(OVERVIEW_T0 + n * 1_000_000_000)
+}
+
+fn prefixed(prefix: &str, n: u64) -> Operation {
+    let mut op = sample(n);
+    op.id = OperationId::parse("id", &format!("{prefix}{n:017}")).unwrap();
+    op
+}
+
+/// Inserts `op` as created at `created`, then writes its next version with
+/// `state` last changed at `modified` (unless it stays running and unchanged).
+async fn stored_at(
+    store: &dyn OperationStore,
+    mut op: Operation,
+    created: i64,
+    modified: i64,
+    state: State,
+) -> Operation {
+    op.created_at = second(created);
+    op.modified_at = second(created);
+    store.insert(&op, &created_event(&op)).await.unwrap();
+    if modified == created && state == State::Running {
+        return op;
+    }
+    let mut next = next_version(&op, state);
+    next.modified_at = second(modified);
+    assert_eq!(
+        store
+            .compare_and_swap(&next, Some(&changed(&next)))
+            .await
+            .unwrap(),
+        Swapped::Swapped
+    );
+    next
+}
+
+fn created_event(op: &Operation) -> NewEvent {
+    created(op)
+}
+
+fn failed_with(code: i32, cancel_requested_at: Option<Timestamp>) -> State {
+    State::Done {
+        outcome: Outcome::Error(RpcStatus {
+            code,
+            message: "failed".into(),
+            details: Vec::new(),
+        }),
+        cancel_requested_at,
+    }
+}
+
+fn ids_of(ops: &[Operation]) -> Vec<String> {
+    ops.iter().map(|op| op.id.to_string()).collect()
+}
+
+/// The overview's rows: exact counts of running operations (with overdue
+/// cancel requests) and of the window's done ones by prefix and error code;
+/// the oldest running; running ones quiet or with a lapsing lease, quietest
+/// first; the window's done ones, most recent first; all within the scopes
+/// and the limits.
+pub async fn the_overview_counts_by_prefix_and_reads_oldest_quiet_and_done(
+    store: Arc<dyn OperationStore>,
+) {
+    use opsd_core::overview::{DoneCount, OverviewQuery, RunningCount};
+    let store = &*store;
+    let r1 = stored_at(store, prefixed("snp", 1), 0, 0, State::Running).await;
+    let r2 = stored_at(
+        store,
+        prefixed("snp", 2),
+        10,
+        20,
+        State::CancelRequested {
+            requested_at: second(20),
+        },
+    )
+    .await;
+    let mut leased = prefixed("cpy", 3);
+    leased.lease_expires_at = Some(second(105));
+    let r3 = stored_at(store, leased, 30, 100, State::Running).await;
+    let mut elsewhere = prefixed("cpy", 4);
+    elsewhere.scope = "folder-2".into();
+    let r4 = stored_at(store, elsewhere, 40, 100, State::Running).await;
+    let ok = State::Done {
+        outcome: response(1),
+        cancel_requested_at: None,
+    };
+    let d5 = stored_at(store, prefixed("snp", 5), 0, 50, ok.clone()).await;
+    let d6 = stored_at(store, prefixed("snp", 6), 0, 60, failed_with(9, None)).await;
+    let d7 = stored_at(
+        store,
+        prefixed("snp", 7),
+        0,
+        70,
+        failed_with(1, Some(second(55))),
+    )
+    .await;
+    // Done before the window.
+    stored_at(store, prefixed("cpy", 8), 0, 5, ok).await;
+
+    let query = OverviewQuery {
+        scopes: None,
+        done_since: second(40),
+        cancel_requested_before: second(25),
+        quiet_before: second(50),
+        lease_before: second(110),
+        oldest: 2,
+        candidates: 10,
+        sample: 10,
+    };
+    let rows = store.overview(&query).await.unwrap();
+    let running = |prefix: &str, running, cancel_overdue| RunningCount {
+        prefix: prefix.into(),
+        running,
+        cancel_overdue,
+    };
+    assert_eq!(rows.running, [running("cpy", 2, 0), running("snp", 2, 1)]);
+    let done = |error_code, count| DoneCount {
+        prefix: "snp".into(),
+        error_code,
+        count,
+    };
+    assert_eq!(
+        rows.done,
+        [done(None, 1), done(Some(1), 1), done(Some(9), 1)]
+    );
+    assert_eq!(rows.oldest, [r1.clone(), r2.clone()]);
+    assert_eq!(ids_of(&rows.candidates), ids_of(&[r1.clone(), r2, r3]));
+    type Sampled = (String, Timestamp, Timestamp, Option<Timestamp>, Option<i32>);
+    let sampled: Vec<Sampled> = rows
+        .sample
+        .iter()
+        .map(|d| {
+            (
+                d.id.to_string(),
+                d.created_at,
+                d.modified_at,
+                d.cancel_requested_at,
+                d.error_code,
+            )
+        })
+        .collect();
+    assert_eq!(
+        sampled,
+        [
+            (
+                d7.id.to_string(),
+                second(0),
+                second(70),
+                Some(second(55)),
+                Some(1)
+            ),
+            (d6.id.to_string(), second(0), second(60), None, Some(9)),
+            (d5.id.to_string(), second(0), second(50), None, None),
+        ]
+    );
+
+    let limited = store
+        .overview(&OverviewQuery {
+            candidates: 1,
+            sample: 1,
+            oldest: 0,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.oldest, []);
+    assert_eq!(ids_of(&limited.candidates), ids_of(&[r1]));
+    assert_eq!(limited.sample.len(), 1);
+    assert_eq!(limited.sample[0].id, d7.id);
+
+    let scoped = store
+        .overview(&OverviewQuery {
+            scopes: Some(["folder-2".to_owned()].into()),
+            quiet_before: second(100),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(scoped.running, [running("cpy", 1, 0)]);
+    assert_eq!(scoped.done, []);
+    assert_eq!(scoped.oldest, std::slice::from_ref(&r4));
+    assert_eq!(scoped.candidates, [r4]);
+    assert_eq!(scoped.sample, []);
+    let none = store
+        .overview(&OverviewQuery {
+            scopes: Some(Default::default()),
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(none, opsd_core::overview::OverviewRows::default());
+}
+
+/// For the typical gaps: the first events of the most recently changed
+/// operations of each prefix, running or done since the cutoff, in the scopes.
+pub async fn progress_samples_are_the_first_events_of_each_prefixs_recent_operations(
+    store: Arc<dyn OperationStore>,
+) {
+    use opsd_core::overview::ProgressQuery;
+    let store = &*store;
+    // snp 1 reports at 0, 10, 20; snp 2 changed last at 5; snp 3 done before the cutoff.
+    let a1 = stored_at(store, prefixed("snp", 1), 0, 10, State::Running).await;
+    let mut a1_again = next_version(&a1, State::Running);
+    a1_again.modified_at = second(20);
+    store
+        .compare_and_swap(&a1_again, Some(&changed(&a1_again)))
+        .await
+        .unwrap();
+    stored_at(store, prefixed("snp", 2), 0, 5, State::Running).await;
+    let done = State::Done {
+        outcome: response(2),
+        cancel_requested_at: None,
+    };
+    stored_at(store, prefixed("snp", 3), 0, 30, done.clone()).await;
+    stored_at(store, prefixed("snp", 4), 0, 1, done.clone()).await;
+    let b1 = stored_at(store, prefixed("cpy", 5), 0, 8, done).await;
+    let mut other = prefixed("cpy", 6);
+    other.scope = "folder-2".into();
+    stored_at(store, other, 0, 9, State::Running).await;
+
+    let query = ProgressQuery {
+        scopes: Some(["folder-1".to_owned()].into()),
+        changed_since: second(8),
+        operations_per_prefix: 2,
+        events_per_operation: 2,
+    };
+    let samples = store.progress_samples(&query).await.unwrap();
+    let seen: Vec<(String, Vec<(EventKind, Timestamp)>)> = samples
+        .into_iter()
+        .map(|s| (s.id.to_string(), s.events))
+        .collect();
+    let snp3 = prefixed("snp", 3).id.to_string();
+    assert_eq!(
+        seen,
+        [
+            (
+                b1.id.to_string(),
+                vec![
+                    (EventKind::Created, second(0)),
+                    (EventKind::Completed, second(8))
+                ]
+            ),
+            (
+                a1.id.to_string(),
+                vec![
+                    (EventKind::Created, second(0)),
+                    (EventKind::MetadataUpdated, second(10))
+                ]
+            ),
+            (
+                snp3,
+                vec![
+                    (EventKind::Created, second(0)),
+                    (EventKind::Completed, second(30))
+                ]
+            ),
+        ]
+    );
+    let one_each = store
+        .progress_samples(&ProgressQuery {
+            scopes: None,
+            operations_per_prefix: 1,
+            events_per_operation: 10,
+            ..query
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = one_each.iter().map(|s| s.id.to_string()).collect();
+    // cpy 6 (9) is more recent than cpy 5 (8); snp 3 (30) than snp 1 (20).
+    assert_eq!(
+        ids,
+        [
+            prefixed("cpy", 6).id.to_string(),
+            prefixed("snp", 3).id.to_string()
+        ]
+    );
+    assert_eq!(one_each[1].events.len(), 2);
 }

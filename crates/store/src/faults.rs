@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use opsd_core::overview::{OverviewQuery, OverviewRows, ProgressQuery, ProgressSample};
 use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
 use tokio::sync::broadcast;
 
@@ -44,6 +45,8 @@ pub enum Call {
     ListEvents,
     ReadFeed,
     FeedBounds,
+    ProgressSamples,
+    Overview,
 }
 
 impl Call {
@@ -319,6 +322,18 @@ impl OperationStore for FaultyStore {
     async fn count_running(&self) -> Result<u64, StoreError> {
         self.call(Call::CountRunning, self.inner.count_running())
             .await
+    }
+
+    async fn progress_samples(
+        &self,
+        query: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError> {
+        self.call(Call::ProgressSamples, self.inner.progress_samples(query))
+            .await
+    }
+
+    async fn overview(&self, query: &OverviewQuery) -> Result<OverviewRows, StoreError> {
+        self.call(Call::Overview, self.inner.overview(query)).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -17,6 +17,7 @@ mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
+use opsd_core::overview::{OverviewQuery, OverviewRows, ProgressQuery, ProgressSample};
 use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
 
 pub use cache::CachingStore;
@@ -96,6 +97,14 @@ pub(crate) fn newer_schema(database: u64, binary: u64) -> String {
         "database schema version {database} is newer than this opsd knows ({binary}): \
          run an opsd release of schema version {database} or later"
     )
+}
+
+/// Puts an overview's counts in the order the contract names (SQL backends
+/// group without ordering).
+pub(crate) fn sort_overview_counts(rows: &mut OverviewRows) {
+    rows.running.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    rows.done
+        .sort_by(|a, b| (&a.prefix, a.error_code).cmp(&(&b.prefix, b.error_code)));
 }
 
 /// Room for bursts of changes before a slow subscriber lags (and must resync).
@@ -195,6 +204,22 @@ pub trait OperationStore: Send + Sync + 'static {
 
     /// How many operations are not done yet.
     async fn count_running(&self) -> Result<u64, StoreError>;
+
+    /// For the overview's typical gaps: of each id prefix, the
+    /// `operations_per_prefix` most recently changed operations (by
+    /// `(modified_at, id)`) among the running ones and those done at or after
+    /// `changed_since`, in the scopes; of each, its first
+    /// `events_per_operation` events. Ordered by id.
+    async fn progress_samples(
+        &self,
+        query: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError>;
+
+    /// For the overview: exact counts by id prefix, the oldest running
+    /// operations, the stuck candidates and a sample of recently done
+    /// operations, as [`OverviewQuery`] describes them; counts sorted by
+    /// prefix (and error code, a response first).
+    async fn overview(&self, query: &OverviewQuery) -> Result<OverviewRows, StoreError>;
 
     /// Every committed change from now on. A receiver that falls more than
     /// [`CHANGE_BUFFER`] changes behind gets `Lagged` and should treat it as

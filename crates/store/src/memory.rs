@@ -5,7 +5,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use opsd_core::event::{DEFAULT_MAX_EVENTS_PER_OPERATION, Placement, placement};
-use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
+use opsd_core::overview::{
+    DoneCount, DoneSample, OverviewQuery, OverviewRows, ProgressQuery, ProgressSample,
+    RunningCount, prefix_of,
+};
+use opsd_core::{
+    Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Outcome, Timestamp,
+};
 
 use tokio::sync::broadcast;
 
@@ -272,6 +278,118 @@ impl OperationStore for MemoryStore {
             .values()
             .filter(|op| !op.is_done())
             .count() as u64)
+    }
+
+    async fn progress_samples(
+        &self,
+        query: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError> {
+        let tables = self.tables()?;
+        let mut recent: HashMap<&str, Vec<&Operation>> = HashMap::new();
+        for op in tables.operations.values() {
+            let in_scope = query.scopes.as_ref().is_none_or(|s| s.contains(&op.scope));
+            if in_scope && (!op.is_done() || op.modified_at >= query.changed_since) {
+                recent.entry(prefix_of(&op.id)).or_default().push(op);
+            }
+        }
+        let mut chosen: Vec<&OperationId> = Vec::new();
+        for ops in recent.values_mut() {
+            ops.sort_by(|a, b| (b.modified_at, &b.id).cmp(&(a.modified_at, &a.id)));
+            chosen.extend(
+                ops.iter()
+                    .take(query.operations_per_prefix)
+                    .map(|op| &op.id),
+            );
+        }
+        chosen.sort();
+        Ok(chosen
+            .into_iter()
+            .map(|id| {
+                let mut events: Vec<&Event> = tables
+                    .events
+                    .iter()
+                    .filter(|e| &e.operation_id == id)
+                    .filter(|e| e.sequence <= query.events_per_operation as u64)
+                    .collect();
+                events.sort_by_key(|e| e.sequence);
+                ProgressSample {
+                    id: id.clone(),
+                    events: events.into_iter().map(|e| (e.kind, e.at)).collect(),
+                }
+            })
+            .collect())
+    }
+
+    async fn overview(&self, query: &OverviewQuery) -> Result<OverviewRows, StoreError> {
+        let tables = self.tables()?;
+        let visible: Vec<&Operation> = tables
+            .operations
+            .values()
+            .filter(|op| query.scopes.as_ref().is_none_or(|s| s.contains(&op.scope)))
+            .collect();
+        let mut running: HashMap<&str, RunningCount> = HashMap::new();
+        let mut done: HashMap<(&str, Option<i32>), u64> = HashMap::new();
+        let mut oldest = Vec::new();
+        let mut candidates = Vec::new();
+        let mut sample = Vec::new();
+        for op in visible {
+            let prefix = prefix_of(&op.id);
+            if !op.is_done() {
+                let count = running.entry(prefix).or_insert_with(|| RunningCount {
+                    prefix: prefix.to_owned(),
+                    running: 0,
+                    cancel_overdue: 0,
+                });
+                count.running += 1;
+                if op
+                    .cancel_requested_at()
+                    .is_some_and(|t| t <= query.cancel_requested_before)
+                {
+                    count.cancel_overdue += 1;
+                }
+                oldest.push(op);
+                if op.modified_at <= query.quiet_before
+                    || op.lease_expires_at.is_some_and(|t| t <= query.lease_before)
+                {
+                    candidates.push(op);
+                }
+            } else if op.modified_at >= query.done_since {
+                let error_code = match op.outcome() {
+                    Some(Outcome::Error(status)) => Some(status.code),
+                    _ => None,
+                };
+                *done.entry((prefix, error_code)).or_default() += 1;
+                sample.push(DoneSample {
+                    id: op.id.clone(),
+                    created_at: op.created_at,
+                    modified_at: op.modified_at,
+                    cancel_requested_at: op.cancel_requested_at(),
+                    error_code,
+                });
+            }
+        }
+        oldest.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        oldest.truncate(query.oldest);
+        candidates.sort_by(|a, b| (a.modified_at, &a.id).cmp(&(b.modified_at, &b.id)));
+        candidates.truncate(query.candidates);
+        sample.sort_by(|a, b| (b.modified_at, &b.id).cmp(&(a.modified_at, &a.id)));
+        sample.truncate(query.sample);
+        let mut rows = OverviewRows {
+            running: running.into_values().collect(),
+            done: done
+                .into_iter()
+                .map(|((prefix, error_code), count)| DoneCount {
+                    prefix: prefix.to_owned(),
+                    error_code,
+                    count,
+                })
+                .collect(),
+            oldest: oldest.into_iter().cloned().collect(),
+            candidates: candidates.into_iter().cloned().collect(),
+            sample,
+        };
+        crate::sort_overview_counts(&mut rows);
+        Ok(rows)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {

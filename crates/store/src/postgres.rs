@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
+use opsd_core::overview::{OverviewQuery, OverviewRows, ProgressQuery, ProgressSample};
 use opsd_core::{Event, EventFilter, ListQuery, NewEvent, Operation, OperationId, Timestamp};
 use tokio::sync::{broadcast, oneshot};
 use tokio_postgres::types::{ToSql, Type};
@@ -879,6 +880,69 @@ impl PostgresStore {
         self.select_many(&statement, &params).await
     }
 
+    async fn progress_samples_unbounded(
+        &self,
+        query: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError> {
+        let (statement, params) = sql::progress_samples(query, |n| format!("${n}"));
+        let rows = self
+            .query(&statement, &params)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(classify)?;
+        sql::samples_from_rows(rows)
+    }
+
+    async fn overview_unbounded(&self, query: &OverviewQuery) -> Result<OverviewRows, StoreError> {
+        let statements = sql::overview(query, |n| format!("${n}"));
+        let (running, p) = &statements.running;
+        let running = self
+            .query(running, p)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(classify)?;
+        let (done, p) = &statements.done;
+        let done = self
+            .query(done, p)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(classify)?;
+        let (oldest, p) = &statements.oldest;
+        let oldest = self.select_many(oldest, p).await?;
+        let (candidates, p) = &statements.candidates;
+        let candidates = self.select_many(candidates, p).await?;
+        let (sample, p) = &statements.sample;
+        let sample = self
+            .query(sample, p)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(classify)?;
+        sql::OverviewRaw {
+            running,
+            done,
+            oldest,
+            candidates,
+            sample,
+        }
+        .into_rows()
+    }
+
     async fn count_running_unbounded(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let found = rows(
@@ -997,6 +1061,19 @@ impl OperationStore for PostgresStore {
 
     async fn count_running(&self) -> Result<u64, StoreError> {
         self.bounded("count_running", self.count_running_unbounded())
+            .await
+    }
+
+    async fn progress_samples(
+        &self,
+        query: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError> {
+        self.bounded("progress_samples", self.progress_samples_unbounded(query))
+            .await
+    }
+
+    async fn overview(&self, query: &OverviewQuery) -> Result<OverviewRows, StoreError> {
+        self.bounded("overview", self.overview_unbounded(query))
             .await
     }
 

@@ -1,6 +1,13 @@
 //! SQL shared by the SQL backends, written once with backend-specific placeholders.
 
-use opsd_core::{ListQuery, StateFilter};
+use std::collections::BTreeSet;
+
+use opsd_core::overview::{
+    DoneCount, DoneSample, OverviewQuery, OverviewRows, ProgressQuery, ProgressSample, RunningCount,
+};
+use opsd_core::{EventKind, ListQuery, Operation, OperationId, StateFilter, Timestamp};
+
+use crate::StoreError;
 
 use crate::record::{COLUMNS, STATE_DONE};
 
@@ -184,6 +191,252 @@ pub fn feed(
         ),
         params,
     )
+}
+
+/// A statement and its parameters.
+pub type Statement = (String, Vec<Param>);
+
+/// Binds parameters in order, as `placeholder(n)` names the n-th.
+struct Binder<F> {
+    params: Vec<Param>,
+    placeholder: F,
+}
+
+impl<F: Fn(usize) -> String> Binder<F> {
+    fn new(placeholder: F) -> Self {
+        Self {
+            params: Vec::new(),
+            placeholder,
+        }
+    }
+
+    fn bind(&mut self, param: Param) -> String {
+        self.params.push(param);
+        (self.placeholder)(self.params.len())
+    }
+
+    fn int(&mut self, n: impl TryInto<i64>) -> String {
+        let n = n.try_into().unwrap_or(i64::MAX);
+        self.bind(Param::Int(n))
+    }
+
+    /// ` AND scope IN (…)` for a scope filter, else nothing. The column is
+    /// wrapped (`scope || ''`) so that no planner picks the scope index,
+    /// which holds every operation of the scope, over the running or
+    /// done-by-age index, which bound the scan.
+    fn scopes(&mut self, scopes: &Option<BTreeSet<String>>) -> String {
+        match scopes {
+            None => String::new(),
+            Some(scopes) => {
+                let placeholders: Vec<String> = scopes
+                    .iter()
+                    .map(|scope| self.bind(Param::Text(scope.clone())))
+                    .collect();
+                format!(" AND {}", one_of("scope || ''", &placeholders))
+            }
+        }
+    }
+
+    fn finish(self, statement: String) -> Statement {
+        (statement, self.params)
+    }
+}
+
+/// The id prefix (the producing service) of an operation row.
+const PREFIX: &str = "substr(id, 1, 3)";
+
+/// The first events of the most recently changed operations of each id
+/// prefix: running ones (the running index) and those done since the cutoff
+/// (the done-by-age index). Rows: operation id, kind, time, by id and sequence.
+pub fn progress_samples(query: &ProgressQuery, placeholder: impl Fn(usize) -> String) -> Statement {
+    let mut b = Binder::new(placeholder);
+    let running_scopes = b.scopes(&query.scopes);
+    let since = b.int(query.changed_since.unix_nanos());
+    let done_scopes = b.scopes(&query.scopes);
+    let per_prefix = b.int(query.operations_per_prefix);
+    let per_operation = b.int(query.events_per_operation);
+    b.finish(format!(
+        "WITH recent AS (\
+         SELECT id, modified_at FROM operations WHERE state != {STATE_DONE}{running_scopes} \
+         UNION ALL \
+         SELECT id, modified_at FROM operations WHERE state = {STATE_DONE} \
+         AND modified_at >= {since}{done_scopes}), \
+         ranked AS (SELECT id, row_number() OVER (PARTITION BY {PREFIX} \
+         ORDER BY modified_at DESC, id DESC) AS rank FROM recent) \
+         SELECT e.operation_id, e.kind, e.at FROM ranked JOIN events e ON e.operation_id = ranked.id \
+         WHERE ranked.rank <= {per_prefix} AND e.sequence <= {per_operation} \
+         ORDER BY e.operation_id, e.sequence"
+    ))
+}
+
+/// The statements of an overview, each an indexed scan (running: the
+/// running index; done: the done-by-age index).
+pub struct OverviewStatements {
+    /// Rows: prefix, running, cancel overdue.
+    pub running: Statement,
+    /// Rows: prefix, error code (NULL for a response), count.
+    pub done: Statement,
+    /// Operation rows.
+    pub oldest: Statement,
+    /// Operation rows.
+    pub candidates: Statement,
+    /// Rows: id, created_at, modified_at, cancel_requested_at, error_code.
+    pub sample: Statement,
+}
+
+pub fn overview(
+    query: &OverviewQuery,
+    placeholder: impl Fn(usize) -> String + Copy,
+) -> OverviewStatements {
+    let running = {
+        let mut b = Binder::new(placeholder);
+        let overdue = b.int(query.cancel_requested_before.unix_nanos());
+        let scopes = b.scopes(&query.scopes);
+        b.finish(format!(
+            "SELECT {PREFIX}, count(*), count(CASE WHEN cancel_requested_at <= {overdue} THEN 1 END) \
+             FROM operations WHERE state != {STATE_DONE}{scopes} GROUP BY {PREFIX}"
+        ))
+    };
+    let done = {
+        let mut b = Binder::new(placeholder);
+        let since = b.int(query.done_since.unix_nanos());
+        let scopes = b.scopes(&query.scopes);
+        b.finish(format!(
+            "SELECT {PREFIX}, error_code, count(*) FROM operations \
+             WHERE state = {STATE_DONE} AND modified_at >= {since}{scopes} \
+             GROUP BY {PREFIX}, error_code"
+        ))
+    };
+    let oldest = {
+        let mut b = Binder::new(placeholder);
+        let scopes = b.scopes(&query.scopes);
+        let limit = b.int(query.oldest);
+        // `created_at + 0`: sorting the running rows beats walking the
+        // creation index through every operation ever kept.
+        b.finish(format!(
+            "SELECT {COLUMNS} FROM operations WHERE state != {STATE_DONE}{scopes} \
+             ORDER BY created_at + 0, id LIMIT {limit}"
+        ))
+    };
+    let candidates = {
+        let mut b = Binder::new(placeholder);
+        let quiet = b.int(query.quiet_before.unix_nanos());
+        let lease = b.int(query.lease_before.unix_nanos());
+        let scopes = b.scopes(&query.scopes);
+        let limit = b.int(query.candidates);
+        b.finish(format!(
+            "SELECT {COLUMNS} FROM operations WHERE state != {STATE_DONE} \
+             AND (modified_at <= {quiet} OR lease_expires_at <= {lease}){scopes} \
+             ORDER BY modified_at, id LIMIT {limit}"
+        ))
+    };
+    let sample = {
+        let mut b = Binder::new(placeholder);
+        let since = b.int(query.done_since.unix_nanos());
+        let scopes = b.scopes(&query.scopes);
+        let limit = b.int(query.sample);
+        b.finish(format!(
+            "SELECT id, created_at, modified_at, cancel_requested_at, error_code FROM operations \
+             WHERE state = {STATE_DONE} AND modified_at >= {since}{scopes} \
+             ORDER BY modified_at DESC, id DESC LIMIT {limit}"
+        ))
+    };
+    OverviewStatements {
+        running,
+        done,
+        oldest,
+        candidates,
+        sample,
+    }
+}
+
+/// The rows of [`progress_samples`] (id, kind, time), one sample per id.
+pub fn samples_from_rows(rows: Vec<(String, i64, i64)>) -> Result<Vec<ProgressSample>, StoreError> {
+    let mut samples: Vec<ProgressSample> = Vec::new();
+    for (id, kind, at) in rows {
+        let kind = i32::try_from(kind)
+            .ok()
+            .and_then(EventKind::from_number)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown event kind {kind}")))?;
+        let at = Timestamp::from_unix_nanos(at);
+        match samples.last_mut() {
+            Some(last) if last.id.as_str() == id => last.events.push((kind, at)),
+            _ => samples.push(ProgressSample {
+                id: OperationId::from_trusted(id),
+                events: vec![(kind, at)],
+            }),
+        }
+    }
+    Ok(samples)
+}
+
+fn error_code(code: Option<i64>) -> Result<Option<i32>, StoreError> {
+    code.map(|code| {
+        i32::try_from(code)
+            .map_err(|_| StoreError::Corrupt(format!("error code {code} out of range")))
+    })
+    .transpose()
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A row of the overview's sample: id, created_at, modified_at,
+/// cancel_requested_at, error_code.
+pub type SampleRow = (String, i64, i64, Option<i64>, Option<i64>);
+
+/// The raw rows of the [`OverviewStatements`], read by a backend.
+pub struct OverviewRaw {
+    pub running: Vec<(String, i64, i64)>,
+    pub done: Vec<(String, Option<i64>, i64)>,
+    pub oldest: Vec<Operation>,
+    pub candidates: Vec<Operation>,
+    pub sample: Vec<SampleRow>,
+}
+
+impl OverviewRaw {
+    pub fn into_rows(self) -> Result<OverviewRows, StoreError> {
+        let mut rows = OverviewRows {
+            running: self
+                .running
+                .into_iter()
+                .map(|(prefix, running, overdue)| RunningCount {
+                    prefix,
+                    running: count(running),
+                    cancel_overdue: count(overdue),
+                })
+                .collect(),
+            done: self
+                .done
+                .into_iter()
+                .map(|(prefix, code, n)| {
+                    Ok(DoneCount {
+                        prefix,
+                        error_code: error_code(code)?,
+                        count: count(n),
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+            oldest: self.oldest,
+            candidates: self.candidates,
+            sample: self
+                .sample
+                .into_iter()
+                .map(|(id, created_at, modified_at, cancel, code)| {
+                    Ok(DoneSample {
+                        id: OperationId::from_trusted(id),
+                        created_at: Timestamp::from_unix_nanos(created_at),
+                        modified_at: Timestamp::from_unix_nanos(modified_at),
+                        cancel_requested_at: cancel.map(Timestamp::from_unix_nanos),
+                        error_code: error_code(code)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        };
+        crate::sort_overview_counts(&mut rows);
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use opsd_core::event::{Placement, placement};
+use opsd_core::overview::{OverviewQuery, OverviewRows, ProgressQuery, ProgressSample};
 use opsd_core::{
     Event, EventFilter, EventKind, ListQuery, NewEvent, Operation, OperationId, Timestamp,
 };
@@ -436,6 +437,62 @@ impl OperationStore for SqliteStore {
         self.readers
             .run(move |conn| select_many(conn, &statement, &params))
             .await
+    }
+
+    async fn progress_samples(
+        &self,
+        samples: &ProgressQuery,
+    ) -> Result<Vec<ProgressSample>, StoreError> {
+        // A store without events has no timelines: no sample, no typical gap.
+        let (statement, params) = sql::progress_samples(samples, |n| format!("?{n}"));
+        let rows = self
+            .readers
+            .run(move |conn| {
+                query(conn, &statement, &params, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+            })
+            .await?;
+        sql::samples_from_rows(rows)
+    }
+
+    async fn overview(&self, wanted: &OverviewQuery) -> Result<OverviewRows, StoreError> {
+        let statements = sql::overview(wanted, |n| format!("?{n}"));
+        let raw = self
+            .readers
+            .run(move |conn| {
+                let (running, p) = &statements.running;
+                let running = query(conn, running, p, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+                let (done, p) = &statements.done;
+                let done = query(conn, done, p, |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+                let (oldest, p) = &statements.oldest;
+                let oldest = select_many(conn, oldest, p)?;
+                let (candidates, p) = &statements.candidates;
+                let candidates = select_many(conn, candidates, p)?;
+                let (sample, p) = &statements.sample;
+                let sample = query(conn, sample, p, |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                })?;
+                Ok(sql::OverviewRaw {
+                    running,
+                    done,
+                    oldest,
+                    candidates,
+                    sample,
+                })
+            })
+            .await?;
+        raw.into_rows()
     }
 
     async fn count_running(&self) -> Result<u64, StoreError> {
@@ -1177,6 +1234,78 @@ impl Readers {
 mod tests {
     use super::*;
     use crate::conformance::sample;
+
+    /// Every statement of the overview reads through the running or the
+    /// done-by-age index (never a scan of the table or of a whole scope),
+    /// so its cost follows what runs and what was done in the window.
+    #[test]
+    fn the_overview_reads_through_the_running_and_done_indexes() {
+        let conn = Connection::open_in_memory().unwrap();
+        for migration in MIGRATIONS {
+            conn.execute_batch(migration).unwrap();
+        }
+        let scopes = Some(["folder-1".to_owned(), "folder-2".to_owned()].into());
+        let now = Timestamp::from_unix_nanos(1_000);
+        let statements = sql::overview(
+            &opsd_core::overview::OverviewQuery {
+                scopes: scopes.clone(),
+                done_since: now,
+                cancel_requested_before: now,
+                quiet_before: now,
+                lease_before: now,
+                oldest: 10,
+                candidates: 10,
+                sample: 10,
+            },
+            |n| format!("?{n}"),
+        );
+        let progress = sql::progress_samples(
+            &opsd_core::overview::ProgressQuery {
+                scopes,
+                changed_since: now,
+                operations_per_prefix: 2,
+                events_per_operation: 3,
+            },
+            |n| format!("?{n}"),
+        );
+        for (statement, params) in [
+            statements.running,
+            statements.done,
+            statements.oldest,
+            statements.candidates,
+            statements.sample,
+            progress,
+        ] {
+            let values: Vec<rusqlite::types::Value> = params
+                .iter()
+                .map(|p| match p {
+                    Param::Text(text) => rusqlite::types::Value::Text(text.clone()),
+                    Param::Int(n) => rusqlite::types::Value::Integer(*n),
+                })
+                .collect();
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+                .unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(values), |row| row.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let reads: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.contains(" operations") || step.contains(" e "))
+                .collect();
+            assert!(!reads.is_empty(), "{statement}: {plan:?}");
+            for step in reads {
+                assert!(
+                    step.contains("operations_running")
+                        || step.contains("operations_done_by_age")
+                        || step.contains("events_by_operation"),
+                    "{statement}: {plan:?}"
+                );
+            }
+        }
+    }
 
     /// When the event of a change cannot be written, the change is not
     /// written either (and the other writes of its batch still are).

@@ -411,6 +411,20 @@ def complete_request(
     return request
 
 
+def overview_request(
+    *,
+    window: Optional[Seconds],
+    stuck_after: Optional[Seconds],
+    oldest: int,
+) -> operation_pb2.GetOverviewRequest:
+    request = operation_pb2.GetOverviewRequest(oldest=oldest)
+    if window is not None:
+        request.window.CopyFrom(duration(window))
+    if stuck_after is not None:
+        request.stuck_after.CopyFrom(duration(stuck_after))
+    return request
+
+
 def empty_response() -> any_pb2.Any:
     return pack(empty_pb2.Empty())
 

@@ -143,6 +143,16 @@ class Client:
         )
         return await self._call(self._opsd.List, request, idempotent=True)
 
+    async def overview(
+        self,
+        *,
+        window: Optional[Seconds] = None,
+        stuck_after: Optional[Seconds] = None,
+        oldest: int = 0,
+    ) -> operation_pb2.GetOverviewResponse:
+        request = _common.overview_request(window=window, stuck_after=stuck_after, oldest=oldest)
+        return await self._call(self._opsd.GetOverview, request, idempotent=True)
+
     async def list_all(self, **filters: _AnyType) -> AsyncIterator[operation_pb2.Operation]:
         token = ""
         while True:

@@ -177,6 +177,20 @@ class Client:
             if not token:
                 return
 
+    def overview(
+        self,
+        *,
+        window: Optional[Seconds] = None,
+        stuck_after: Optional[Seconds] = None,
+        oldest: int = 0,
+    ) -> operation_pb2.GetOverviewResponse:
+        """What runs, what is stuck (and by which rule) and how each id prefix
+        fared within `window` (default one hour); `stuck_after` defaults to
+        the server's threshold, `oldest` (0: 10) is how many of the oldest
+        running operations to list."""
+        request = _common.overview_request(window=window, stuck_after=stuck_after, oldest=oldest)
+        return self._call(self._opsd.GetOverview, request, idempotent=True)
+
     def list_events(self, operation_id: str, *, page_size: int = 0, page_token: str = "") -> operation_pb2.ListEventsResponse:
         """One page of the operation's timeline, oldest first."""
         request = operation_pb2.ListEventsRequest(

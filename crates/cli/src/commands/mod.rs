@@ -6,6 +6,7 @@ pub mod create;
 pub mod events;
 pub mod get;
 pub mod list;
+pub mod overview;
 pub mod progress;
 pub mod report_failure;
 pub mod wait;
@@ -40,6 +41,7 @@ impl Request {
             Command::Wait(_)
             | Command::Watch(_)
             | Command::List(_)
+            | Command::Overview(_)
             | Command::Events(_)
             | Command::Completions { .. } => {
                 unreachable!("handled by run")

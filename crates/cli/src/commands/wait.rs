@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 /// A whole number and a unit: ms, s, m or h.
-fn parse_duration(raw: &str) -> Result<Duration, String> {
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let split = raw
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{raw:?} needs a unit (ms, s, m or h)"))?;

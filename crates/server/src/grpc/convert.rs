@@ -32,6 +32,14 @@ pub fn duration_from_wire(field: &str, d: prost_types::Duration) -> Result<Durat
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
 }
 
+/// A domain duration on the wire (saturating at the largest one).
+pub fn duration_to_wire(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
 pub fn progress_to_wire(progress: &Progress) -> pb::Progress {
     pb::Progress {
         work_done: progress.work_done,

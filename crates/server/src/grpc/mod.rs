@@ -186,6 +186,22 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
         Ok(Response::new(translate::list_response(&query, &page)))
     }
 
+    async fn get_overview(
+        &self,
+        request: Request<pb::GetOverviewRequest>,
+    ) -> Result<Response<pb::GetOverviewResponse>, Status> {
+        let caller = caller(&request)?;
+        let params =
+            translate::overview_params(request.into_inner(), self.service.config().stuck_after)
+                .map_err(to_status)?;
+        let overview = self
+            .service
+            .overview(&caller, &params)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(translate::overview_response(&overview)))
+    }
+
     async fn wait(
         &self,
         request: Request<pb::WaitOperationRequest>,

@@ -227,9 +227,10 @@ enum Call {
     Complete,
     ReportFailure,
     ListEvents,
+    Overview,
 }
 
-const CALLS: [Call; 12] = [
+const CALLS: [Call; 13] = [
     Call::CloudGet,
     Call::CloudCancel,
     Call::Get,
@@ -242,6 +243,7 @@ const CALLS: [Call; 12] = [
     Call::Complete,
     Call::ReportFailure,
     Call::ListEvents,
+    Call::Overview,
 ];
 
 impl Call {
@@ -254,6 +256,7 @@ impl Call {
             | Call::Watch
             | Call::ListEvents => opsd_core::Action::Read,
             Call::CloudCancel => opsd_core::Action::Cancel,
+            Call::Overview => opsd_core::Action::Overview,
             _ => opsd_core::Action::Produce,
         }
     }
@@ -261,7 +264,9 @@ impl Call {
     /// The principal of folder-a that lacks this call's role, and one that has it.
     fn lacking_and_having(self, tokens: &Tokens) -> (String, String) {
         match self.action() {
-            opsd_core::Action::Read => (tokens.producer.clone(), tokens.viewer.clone()),
+            opsd_core::Action::Read | opsd_core::Action::Overview => {
+                (tokens.producer.clone(), tokens.viewer.clone())
+            }
             opsd_core::Action::Cancel => (tokens.viewer.clone(), tokens.owner.clone()),
             opsd_core::Action::Produce => (tokens.viewer.clone(), tokens.producer.clone()),
         }
@@ -321,6 +326,10 @@ async fn grpc_call(server: &Server, call: Call, id: &str, authorization: Option<
         ),
         Call::List => done(
             opsd.list(with_auth(pb::ListOperationsRequest::default(), a))
+                .await,
+        ),
+        Call::Overview => done(
+            opsd.get_overview(with_auth(pb::GetOverviewRequest::default(), a))
                 .await,
         ),
         Call::ListEvents => done(
@@ -446,6 +455,7 @@ async fn rest_call(server: &Server, call: Call, id: &str, authorization: Option<
         Call::Get => ("GET", format!("/v1/operations/{id}"), None),
         Call::List => ("GET", "/v1/operations".to_owned(), None),
         Call::ListEvents => ("GET", format!("/v1/operations/{id}/events"), None),
+        Call::Overview => ("GET", "/v1/overview".to_owned(), None),
         Call::Wait => (
             "GET",
             format!("/v1/operations/{id}:wait?timeout=0.001s"),
@@ -561,7 +571,7 @@ async fn every_credential_against_every_call_on_grpc_and_rest() {
                     "another tenant",
                     Some(format!("Bearer {}", server.tokens.stranger)),
                     match call {
-                        Call::List => Answer::Ok,
+                        Call::List | Call::Overview => Answer::Ok,
                         Call::Create => Answer::PermissionDenied,
                         _ => Answer::NotFound,
                     },
@@ -590,7 +600,7 @@ async fn every_credential_against_every_call_on_grpc_and_rest() {
                     "another tenant's iam token",
                     Some(format!("Bearer {}", iam_of[&server.tokens.stranger])),
                     match call {
-                        Call::List => Answer::Ok,
+                        Call::List | Call::Overview => Answer::Ok,
                         Call::Create => Answer::PermissionDenied,
                         _ => Answer::NotFound,
                     },

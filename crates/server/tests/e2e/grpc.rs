@@ -664,6 +664,18 @@ impl OperationStore for GatedStore {
     ) -> Result<usize, opsd_store::StoreError> {
         self.inner.delete_done_before(cutoff, limit).await
     }
+    async fn progress_samples(
+        &self,
+        query: &opsd_core::overview::ProgressQuery,
+    ) -> Result<Vec<opsd_core::overview::ProgressSample>, opsd_store::StoreError> {
+        self.inner.progress_samples(query).await
+    }
+    async fn overview(
+        &self,
+        query: &opsd_core::overview::OverviewQuery,
+    ) -> Result<opsd_core::overview::OverviewRows, opsd_store::StoreError> {
+        self.inner.overview(query).await
+    }
     async fn count_running(&self) -> Result<u64, opsd_store::StoreError> {
         self.inner.count_running().await
     }
@@ -936,6 +948,7 @@ on_every_backend!(
     the_feed_resumes_exactly_after_its_token,
     a_token_older_than_retention_is_out_of_range,
     a_feed_opens_with_a_bookmark_of_where_it_starts,
+    the_overview_comes_from_the_store_alike_on_every_replica,
 );
 
 /// On PostgreSQL the replicas have separate stores: the change crosses the
@@ -2987,6 +3000,234 @@ async fn a_token_older_than_retention_is_out_of_range(backend: Backend) {
     assert!(
         refused.message().contains("list the operations again"),
         "{refused:?}"
+    );
+    deployment.stop().await;
+}
+
+/// The overview on a manual clock: every stuck rule with its numbers, failed
+/// apart from cancelled, a cooperative producer ignoring Cancel, percentiles;
+/// and the same answer from either replica (on PostgreSQL, two stores on one
+/// database), since it is read from the store.
+async fn the_overview_comes_from_the_store_alike_on_every_replica(backend: Backend) {
+    use opsd_client::{GetOverviewRequest, stuck_reason::Rule};
+    use std::time::Duration;
+    let Some(deployment) = Deployment::start(backend, 2).await else {
+        return;
+    };
+    let client = deployment.client();
+    let clock = &deployment.clock;
+    let step = |d: Duration| clock.advance(d);
+    let new = |prefix: &str, policy: CancellationPolicy| NewOperation {
+        id_prefix: Some(prefix.to_owned()),
+        cancellation_policy: policy,
+        ..NewOperation::new(format!("{prefix} work"))
+    };
+    let server = TestServerRef(client);
+    let immediate = CancellationPolicy::Immediate;
+    let cooperative = CancellationPolicy::Cooperative;
+    let quiet = create(&server, new("snp", immediate)).await;
+    let ok = create(&server, new("snp", immediate)).await;
+    step(Duration::from_secs(2));
+    client
+        .complete(&ok.id, struct_response("ok"))
+        .await
+        .unwrap();
+    let bad = create(&server, new("snp", immediate)).await;
+    step(Duration::from_secs(2));
+    client
+        .complete(&bad.id, failure(9, "disk is busy"))
+        .await
+        .unwrap();
+    let ignoring = create(&server, new("coo", cooperative)).await;
+    client.cancel(&ignoring.id).await.unwrap();
+    let polite = create(&server, new("coo", cooperative)).await;
+    client.cancel(&polite.id).await.unwrap();
+    step(Duration::from_secs(1));
+    client
+        .complete(&polite.id, failure(1, "cancelled"))
+        .await
+        .unwrap();
+    let chatty = create(&server, new("cpy", immediate)).await;
+    for n in 1..=4 {
+        step(Duration::from_millis(100));
+        let progress = opsd_client::Progress {
+            work_done: n,
+            work_total: 10,
+            ..Default::default()
+        };
+        client
+            .update(&chatty.id, None, Some(progress))
+            .await
+            .unwrap();
+    }
+    step(Duration::from_millis(100));
+    let leased = create(
+        &server,
+        NewOperation {
+            lease_duration: Some(Duration::from_secs(20)),
+            ..new("rsz", immediate)
+        },
+    )
+    .await;
+    step(Duration::from_secs(5));
+
+    let secs = |s: u64, ms: u32| {
+        Some(prost_types::Duration {
+            seconds: s as i64,
+            nanos: ms as i32 * 1_000_000,
+        })
+    };
+    let asked = GetOverviewRequest {
+        stuck_after: secs(3, 0),
+        ..Default::default()
+    };
+    let overview = client.overview(asked).await.unwrap();
+    assert_eq!(overview.running, 4);
+    assert_eq!(overview.window, secs(3600, 0));
+    assert_eq!(overview.stuck_after, secs(3, 0));
+    let oldest: Vec<&str> = overview
+        .oldest_running
+        .iter()
+        .map(|op| op.operation.as_ref().unwrap().id.as_str())
+        .collect();
+    assert_eq!(oldest, [&quiet.id, &ignoring.id, &chatty.id, &leased.id]);
+    let stuck: Vec<(&str, Vec<Rule>)> = overview
+        .stuck
+        .iter()
+        .map(|s| {
+            (
+                s.operation
+                    .as_ref()
+                    .unwrap()
+                    .operation
+                    .as_ref()
+                    .unwrap()
+                    .id
+                    .as_str(),
+                s.reasons.iter().map(|r| r.rule.unwrap()).collect(),
+            )
+        })
+        .collect();
+    let unchanged = |quiet: Option<prost_types::Duration>| {
+        Rule::Unchanged(opsd_client::stuck_reason::Unchanged {
+            quiet,
+            threshold: secs(3, 0),
+        })
+    };
+    assert_eq!(
+        stuck,
+        [
+            (quiet.id.as_str(), vec![unchanged(secs(10, 500))]),
+            // The cancel request changed it 1ns after its creation (modified_at
+            // always moves on).
+            (
+                ignoring.id.as_str(),
+                vec![unchanged(Some(prost_types::Duration {
+                    seconds: 6,
+                    nanos: 499_999_999
+                }))]
+            ),
+            (
+                chatty.id.as_str(),
+                vec![
+                    unchanged(secs(5, 100)),
+                    Rule::SlowerThanUsual(opsd_client::stuck_reason::SlowerThanUsual {
+                        quiet: secs(5, 100),
+                        typical_gap: secs(0, 100),
+                        factor: 10,
+                        threshold: secs(1, 0),
+                    })
+                ]
+            ),
+            (
+                leased.id.as_str(),
+                vec![
+                    unchanged(secs(5, 0)),
+                    Rule::LeaseLapsing(opsd_client::stuck_reason::LeaseLapsing {
+                        lapses_in: secs(15, 0),
+                        warning: secs(30, 0),
+                    })
+                ]
+            ),
+        ]
+    );
+    assert_eq!(overview.stuck_count, 4);
+    assert!(!overview.stuck_truncated && !overview.sampled);
+    assert_eq!(overview.sample_size, 3);
+    let producer = |prefix: &str| {
+        overview
+            .producers
+            .iter()
+            .find(|p| p.id_prefix == prefix)
+            .unwrap_or_else(|| panic!("no {prefix} in {:?}", overview.producers))
+            .clone()
+    };
+    let snp = producer("snp");
+    assert_eq!(
+        (snp.running, snp.completed, snp.failed, snp.cancelled),
+        (1, 2, 1, 0)
+    );
+    assert_eq!((snp.p50_to_done, snp.p99_to_done), (secs(2, 0), secs(2, 0)));
+    assert_eq!(snp.typical_gap, secs(2, 0));
+    let coo = producer("coo");
+    assert_eq!(
+        (
+            coo.running,
+            coo.completed,
+            coo.failed,
+            coo.cancelled,
+            coo.cancel_overdue
+        ),
+        (1, 1, 0, 1, 1),
+        "the producer ignoring its cancel request stands out"
+    );
+    // Requested 1ns after creation, done 1s after creation.
+    assert_eq!(
+        coo.p50_cancel_to_done,
+        Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 999_999_999
+        })
+    );
+    assert_eq!(coo.typical_gap, None, "one gap is too few");
+    assert_eq!(producer("cpy").typical_gap, secs(0, 100));
+    let prefixes: Vec<&str> = overview
+        .producers
+        .iter()
+        .map(|p| p.id_prefix.as_str())
+        .collect();
+    assert_eq!(prefixes, ["coo", "cpy", "rsz", "snp"]);
+
+    // The other replica answers the same from its own store.
+    let other = deployment.replicas[1].client.overview(asked).await.unwrap();
+    assert_eq!(other, overview);
+
+    // With the server's threshold (10 minutes) only the other two rules fire,
+    // and nobody has ignored a cancel request for that long.
+    let default = client
+        .overview(GetOverviewRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(default.stuck_after, secs(600, 0));
+    let reasons: Vec<usize> = default.stuck.iter().map(|s| s.reasons.len()).collect();
+    assert_eq!(reasons, [1, 1]);
+    assert_eq!(default.stuck_count, 2);
+    assert!(default.producers.iter().all(|p| p.cancel_overdue == 0));
+
+    // Bad parameters name their field.
+    let refused = status(
+        client
+            .overview(GetOverviewRequest {
+                window: secs(8 * 24 * 3600, 0),
+                oldest: 101,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(
+        refused.message(),
+        "window: must be more than 0s and at most 7 days; oldest: must be 0-100"
     );
     deployment.stop().await;
 }

@@ -1300,3 +1300,80 @@ async fn the_timeline_and_the_feed_over_rest() {
     assert_eq!(bad.fields, ["pageToken"]);
     server.stop().await;
 }
+
+/// `GET /v1/overview` reads its parameters from the query in their JSON
+/// names, answers in camelCase JSON as gRPC's GetOverview, and refuses bad
+/// parameters naming them.
+#[tokio::test]
+async fn the_overview_answers_in_json_with_its_parameters_from_the_query() {
+    let server = Server::start().await;
+    let quiet = create_running(&server, "snapshot disk-1").await;
+    let failed = create_running(&server, "snapshot disk-2").await;
+    let _: pb::Operation = server
+        .post_ok(
+            &format!("/v1/operations/{failed}:complete"),
+            r#"{"error":{"code":9,"message":"disk is busy"}}"#,
+        )
+        .await;
+    // Any time since its creation is longer than a threshold of 1ns.
+    let response = server
+        .get("/v1/overview?window=600s&stuckAfter=0.000000001s&oldest=5")
+        .await;
+    let text = response.text().await.unwrap();
+    for name in [
+        "\"stuckAfter\":\"0.000000001s\"",
+        "\"oldestRunning\"",
+        "\"idPrefix\":\"ops\"",
+        "\"p50ToDone\"",
+        "\"stuckGapFactor\":10",
+        "\"leaseWarning\":\"30s\"",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    let overview: pb::GetOverviewResponse = from_json(&text).unwrap();
+    assert_eq!(overview.window.unwrap().seconds, 600);
+    assert_eq!(overview.running, 1);
+    assert_eq!(id_of(&overview.oldest_running[0]), quiet);
+    let stuck = &overview.stuck[0];
+    assert_eq!(id_of(stuck.operation.as_ref().unwrap()), quiet);
+    assert!(matches!(
+        stuck.reasons[0].rule,
+        Some(pb::stuck_reason::Rule::Unchanged(_))
+    ));
+    let ops = &overview.producers[0];
+    assert_eq!((ops.completed, ops.failed, ops.cancelled), (1, 1, 0));
+
+    // The same as gRPC's answer, but for the time it was taken at.
+    let mut grpc = server
+        .grpc
+        .overview(pb::GetOverviewRequest {
+            window: overview.window,
+            stuck_after: overview.stuck_after,
+            oldest: 5,
+        })
+        .await
+        .unwrap();
+    grpc.now = overview.now;
+    for stuck in &mut grpc.stuck {
+        stuck.reasons.clear();
+    }
+    let mut rest = overview.clone();
+    for stuck in &mut rest.stuck {
+        stuck.reasons.clear();
+    }
+    assert_eq!(grpc, rest);
+
+    for (query, field) in [
+        ("window=0s", "window"),
+        ("stuckAfter=-1s", "stuckAfter"),
+        ("oldest=101", "oldest"),
+        ("oldest=many", "oldest"),
+        ("since=1h", "since"),
+    ] {
+        let refused = error(server.get(&format!("/v1/overview?{query}")).await, 400, 3).await;
+        assert_eq!(refused.fields, [field], "{query}: {refused:?}");
+    }
+    let refused = error(server.post("/v1/overview", "{}").await, 404, 5).await;
+    assert_eq!(refused.message, "no route for POST /v1/overview");
+    server.stop().await;
+}

@@ -268,3 +268,114 @@ class WatchOperationsResponse(_message.Message):
     event: Event
     resume_token: str
     def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class GetOverviewRequest(_message.Message):
+    __slots__ = ("window", "stuck_after", "oldest")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    STUCK_AFTER_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_FIELD_NUMBER: _ClassVar[int]
+    window: _duration_pb2.Duration
+    stuck_after: _duration_pb2.Duration
+    oldest: int
+    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stuck_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., oldest: _Optional[int] = ...) -> None: ...
+
+class StuckReason(_message.Message):
+    __slots__ = ("unchanged", "slower_than_usual", "lease_lapsing")
+    class Unchanged(_message.Message):
+        __slots__ = ("quiet", "threshold")
+        QUIET_FIELD_NUMBER: _ClassVar[int]
+        THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+        quiet: _duration_pb2.Duration
+        threshold: _duration_pb2.Duration
+        def __init__(self, quiet: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., threshold: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    class SlowerThanUsual(_message.Message):
+        __slots__ = ("quiet", "typical_gap", "factor", "threshold")
+        QUIET_FIELD_NUMBER: _ClassVar[int]
+        TYPICAL_GAP_FIELD_NUMBER: _ClassVar[int]
+        FACTOR_FIELD_NUMBER: _ClassVar[int]
+        THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+        quiet: _duration_pb2.Duration
+        typical_gap: _duration_pb2.Duration
+        factor: int
+        threshold: _duration_pb2.Duration
+        def __init__(self, quiet: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., typical_gap: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., factor: _Optional[int] = ..., threshold: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    class LeaseLapsing(_message.Message):
+        __slots__ = ("lapses_in", "warning")
+        LAPSES_IN_FIELD_NUMBER: _ClassVar[int]
+        WARNING_FIELD_NUMBER: _ClassVar[int]
+        lapses_in: _duration_pb2.Duration
+        warning: _duration_pb2.Duration
+        def __init__(self, lapses_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., warning: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    SLOWER_THAN_USUAL_FIELD_NUMBER: _ClassVar[int]
+    LEASE_LAPSING_FIELD_NUMBER: _ClassVar[int]
+    unchanged: StuckReason.Unchanged
+    slower_than_usual: StuckReason.SlowerThanUsual
+    lease_lapsing: StuckReason.LeaseLapsing
+    def __init__(self, unchanged: _Optional[_Union[StuckReason.Unchanged, _Mapping]] = ..., slower_than_usual: _Optional[_Union[StuckReason.SlowerThanUsual, _Mapping]] = ..., lease_lapsing: _Optional[_Union[StuckReason.LeaseLapsing, _Mapping]] = ...) -> None: ...
+
+class StuckOperation(_message.Message):
+    __slots__ = ("operation", "reasons")
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    operation: Operation
+    reasons: _containers.RepeatedCompositeFieldContainer[StuckReason]
+    def __init__(self, operation: _Optional[_Union[Operation, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[StuckReason, _Mapping]]] = ...) -> None: ...
+
+class ProducerOverview(_message.Message):
+    __slots__ = ("id_prefix", "running", "completed", "failed", "cancelled", "p50_to_done", "p99_to_done", "p50_cancel_to_done", "cancel_overdue", "typical_gap", "sample_size")
+    ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    P50_TO_DONE_FIELD_NUMBER: _ClassVar[int]
+    P99_TO_DONE_FIELD_NUMBER: _ClassVar[int]
+    P50_CANCEL_TO_DONE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    TYPICAL_GAP_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    id_prefix: str
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    p50_to_done: _duration_pb2.Duration
+    p99_to_done: _duration_pb2.Duration
+    p50_cancel_to_done: _duration_pb2.Duration
+    cancel_overdue: int
+    typical_gap: _duration_pb2.Duration
+    sample_size: int
+    def __init__(self, id_prefix: _Optional[str] = ..., running: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., p50_to_done: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p99_to_done: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p50_cancel_to_done: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cancel_overdue: _Optional[int] = ..., typical_gap: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sample_size: _Optional[int] = ...) -> None: ...
+
+class GetOverviewResponse(_message.Message):
+    __slots__ = ("now", "window", "stuck_after", "running", "oldest_running", "stuck", "stuck_count", "stuck_truncated", "producers", "sampled", "sample_size", "stuck_gap_factor", "stuck_gap_floor", "lease_warning")
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    STUCK_AFTER_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    STUCK_FIELD_NUMBER: _ClassVar[int]
+    STUCK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STUCK_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    PRODUCERS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STUCK_GAP_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    STUCK_GAP_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    LEASE_WARNING_FIELD_NUMBER: _ClassVar[int]
+    now: _timestamp_pb2.Timestamp
+    window: _duration_pb2.Duration
+    stuck_after: _duration_pb2.Duration
+    running: int
+    oldest_running: _containers.RepeatedCompositeFieldContainer[Operation]
+    stuck: _containers.RepeatedCompositeFieldContainer[StuckOperation]
+    stuck_count: int
+    stuck_truncated: bool
+    producers: _containers.RepeatedCompositeFieldContainer[ProducerOverview]
+    sampled: bool
+    sample_size: int
+    stuck_gap_factor: int
+    stuck_gap_floor: _duration_pb2.Duration
+    lease_warning: _duration_pb2.Duration
+    def __init__(self, now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stuck_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., running: _Optional[int] = ..., oldest_running: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., stuck: _Optional[_Iterable[_Union[StuckOperation, _Mapping]]] = ..., stuck_count: _Optional[int] = ..., stuck_truncated: bool = ..., producers: _Optional[_Iterable[_Union[ProducerOverview, _Mapping]]] = ..., sampled: bool = ..., sample_size: _Optional[int] = ..., stuck_gap_factor: _Optional[int] = ..., stuck_gap_floor: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., lease_warning: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

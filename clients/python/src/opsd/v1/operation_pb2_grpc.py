@@ -65,6 +65,11 @@ class OperationServiceStub(object):
                 request_serializer=opsd_dot_v1_dot_operation__pb2.WatchOperationsRequest.SerializeToString,
                 response_deserializer=opsd_dot_v1_dot_operation__pb2.WatchOperationsResponse.FromString,
                 _registered_method=True)
+        self.GetOverview = channel.unary_unary(
+                '/opsd.v1.OperationService/GetOverview',
+                request_serializer=opsd_dot_v1_dot_operation__pb2.GetOverviewRequest.SerializeToString,
+                response_deserializer=opsd_dot_v1_dot_operation__pb2.GetOverviewResponse.FromString,
+                _registered_method=True)
 
 
 class OperationServiceServicer(object):
@@ -120,6 +125,15 @@ class OperationServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOverview(self, request, context):
+        """What runs, what is stuck (and by which rule), and per id prefix how
+        operations fared in a recent window, over every operation the caller
+        may see; from the store, so every replica answers alike.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +166,11 @@ def add_OperationServiceServicer_to_server(servicer, server):
                     servicer.WatchOperations,
                     request_deserializer=opsd_dot_v1_dot_operation__pb2.WatchOperationsRequest.FromString,
                     response_serializer=opsd_dot_v1_dot_operation__pb2.WatchOperationsResponse.SerializeToString,
+            ),
+            'GetOverview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOverview,
+                    request_deserializer=opsd_dot_v1_dot_operation__pb2.GetOverviewRequest.FromString,
+                    response_serializer=opsd_dot_v1_dot_operation__pb2.GetOverviewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +336,33 @@ class OperationService(object):
             '/opsd.v1.OperationService/WatchOperations',
             opsd_dot_v1_dot_operation__pb2.WatchOperationsRequest.SerializeToString,
             opsd_dot_v1_dot_operation__pb2.WatchOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOverview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/opsd.v1.OperationService/GetOverview',
+            opsd_dot_v1_dot_operation__pb2.GetOverviewRequest.SerializeToString,
+            opsd_dot_v1_dot_operation__pb2.GetOverviewResponse.FromString,
             options,
             channel_credentials,
             insecure,
