@@ -178,7 +178,9 @@ pub async fn router(
         .add_service(producers)
         .prepare()
         .into_axum_router()
-        .layer(grpc::calls::GrpcCallsLayer::new(Arc::clone(service.metrics())));
+        .layer(grpc::calls::GrpcCallsLayer::new(Arc::clone(
+            service.metrics(),
+        )));
     let scrape = {
         let service = Arc::clone(&service);
         axum::routing::get(move || async move {

@@ -36,7 +36,10 @@ impl RecordLayer {
             .iter()
             .map(|&path| {
                 let ok = Cow::Borrowed(opsd_proto::grpc_code_name(tonic::Code::Ok));
-                (path, metrics.request_series("grpc", Cow::Borrowed(path), ok))
+                (
+                    path,
+                    metrics.request_series("grpc", Cow::Borrowed(path), ok),
+                )
             })
             .collect();
         Self {
@@ -242,7 +245,10 @@ mod tests {
                     }
                 }),
             )
-            .route("/grpc.health.v1.Health/Check", axum::routing::post(|| async { "" }))
+            .route(
+                "/grpc.health.v1.Health/Check",
+                axum::routing::post(|| async { "" }),
+            )
             .route("/v1/operations/{id}", axum::routing::get(|| async { "" }))
             .fallback(|| async { ([("grpc-status", "12")], "") })
             .layer(RecordLayer::new(Arc::clone(&metrics)));
@@ -250,13 +256,19 @@ mod tests {
         call(grpc(get)).await.unwrap();
         call(grpc(get)).await.unwrap();
         let mut failing = grpc(get);
-        failing.headers_mut().insert("fail", http::HeaderValue::from_static("1"));
+        failing
+            .headers_mut()
+            .insert("fail", http::HeaderValue::from_static("1"));
         call(failing).await.unwrap();
         call(grpc("/grpc.health.v1.Health/Check")).await.unwrap();
         call(grpc("/no.such.Service/Call")).await.unwrap();
-        call(http::Request::get("/v1/operations/abc").body(axum::body::Body::empty()).unwrap())
-            .await
-            .unwrap();
+        call(
+            http::Request::get("/v1/operations/abc")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
 
         let text = metrics.encode();
         for series in [

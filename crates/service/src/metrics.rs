@@ -248,7 +248,12 @@ impl Metrics {
 
     /// The series one kind of answer is counted in, looked up once: a caller
     /// that keeps them records a request without a label lookup.
-    pub fn request_series(&self, protocol: &'static str, method: Label, code: Label) -> RequestSeries {
+    pub fn request_series(
+        &self,
+        protocol: &'static str,
+        method: Label,
+        code: Label,
+    ) -> RequestSeries {
         let labels = RequestLabels {
             protocol: Cow::Borrowed(protocol),
             method,

@@ -134,7 +134,11 @@ mod tests {
         assert_eq!(cache.get(&v1.id), Some(v1.clone()));
         let v2 = running(2);
         cache.begin([&v2.id]);
-        assert_eq!(cache.get(&v2.id), None, "forgotten while the batch is applied");
+        assert_eq!(
+            cache.get(&v2.id),
+            None,
+            "forgotten while the batch is applied"
+        );
         cache.end([&v2]);
         assert_eq!(cache.get(&v2.id).map(|op| op.version), Some(2));
     }

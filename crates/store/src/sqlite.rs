@@ -363,6 +363,9 @@ impl OperationStore for SqliteStore {
     }
 
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        if self.readers.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
         if let Some(op) = self.running.get(id) {
             return Ok(Some(op));
         }
@@ -662,16 +665,13 @@ fn run_writer(
         let results = commit_batch(&mut conn, &batch, limits);
         // Before anyone hears of the batch: a caller told its write is done
         // and a watcher woken by it must both read the new version.
-        running.end(
-            batch
-                .iter()
-                .zip(&results)
-                .filter_map(|(request, result)| match (&request.write, result) {
-                    (Write::Insert(op, _), Ok(Written::Inserted(Inserted::Created)))
-                    | (Write::Swap(op, _), Ok(Written::Swapped(Swapped::Swapped))) => Some(op),
-                    _ => None,
-                }),
-        );
+        running.end(batch.iter().zip(&results).filter_map(|(request, result)| {
+            match (&request.write, result) {
+                (Write::Insert(op, _), Ok(Written::Inserted(Inserted::Created)))
+                | (Write::Swap(op, _), Ok(Written::Swapped(Swapped::Swapped))) => Some(op),
+                _ => None,
+            }
+        }));
         for (request, result) in batch.iter().zip(&results) {
             let change = match (&request.write, result) {
                 (Write::Insert(op, _), Ok(Written::Inserted(Inserted::Created)))
@@ -1318,10 +1318,14 @@ mod tests {
     #[tokio::test]
     async fn running_operations_are_served_by_the_writers_cache_and_never_stale() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap());
+        let store =
+            Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap());
         let reads = || store.readers.reads_here.load(Ordering::SeqCst);
         let op = sample(1);
-        store.insert(&op, &crate::conformance::created(&op)).await.unwrap();
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
         let before = reads();
         assert_eq!(store.get(&op.id).await.unwrap(), Some(op.clone()));
         assert_eq!(reads(), before, "the writer cached what it wrote");
@@ -1339,7 +1343,10 @@ mod tests {
                     while seen < 200 {
                         let floor = acknowledged.load(Ordering::SeqCst);
                         let got = store.get(&id).await.unwrap().unwrap().version;
-                        assert!(got >= floor, "read version {got} after {floor} was acknowledged");
+                        assert!(
+                            got >= floor,
+                            "read version {got} after {floor} was acknowledged"
+                        );
                         assert!(got >= seen, "read version {got} after reading {seen}");
                         seen = got;
                         tokio::task::yield_now().await;
@@ -1351,9 +1358,7 @@ mod tests {
         for _ in 1..200 {
             let mut next = current.clone();
             next.version += 1;
-            next.modified_at = Timestamp::from_unix_nanos(
-                next.modified_at.unix_nanos() + 1_000,
-            );
+            next.modified_at = Timestamp::from_unix_nanos(next.modified_at.unix_nanos() + 1_000);
             let swapped = store
                 .compare_and_swap(&next, Some(&crate::conformance::changed(&next)))
                 .await
@@ -1383,7 +1388,10 @@ mod tests {
             }),
             cancel_requested_at: None,
         };
-        store.compare_and_swap(&done, Some(&crate::conformance::changed(&done))).await.unwrap();
+        store
+            .compare_and_swap(&done, Some(&crate::conformance::changed(&done)))
+            .await
+            .unwrap();
         let before = store.readers.reads_here.load(Ordering::SeqCst);
         assert_eq!(store.get(&done.id).await.unwrap(), Some(done));
         assert_eq!(store.readers.reads_here.load(Ordering::SeqCst), before + 1);
@@ -1668,9 +1676,12 @@ mod tests {
             .insert(&op, &crate::conformance::created(&op))
             .await
             .unwrap();
+        store.close().await.unwrap();
+        // Tampered with while no opsd runs (a running one holds what it wrote).
         let conn = Connection::open(&path).unwrap();
         conn.execute("UPDATE operations SET state = 2", []).unwrap();
         drop(conn);
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
         assert!(matches!(
             store.get(&op.id).await,
             Err(StoreError::Corrupt(_))
