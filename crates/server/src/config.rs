@@ -818,7 +818,9 @@ pub struct Config {
     pub store_timeout: Duration,
 
     /// Memory for done operations served without reading the store (they never
-    /// change); `0` turns the cache off. Units: B, KiB, MiB, GiB.
+    /// change) and, on SQLite, as much again for running ones (the store's one
+    /// writer keeps what it wrote); `0` turns both caches off. Units: B, KiB,
+    /// MiB, GiB.
     #[arg(long, env = "OPSD_CACHE_SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub cache_size: usize,
 

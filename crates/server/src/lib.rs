@@ -79,10 +79,7 @@ pub async fn serve(
     let app = router(service, gate, &grpc_options, endpoints)
         .await?
         .merge(console::router(&options.console, credentials_required))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::record,
-        ))
+        .layer(metrics::RecordLayer::new(metrics))
         .layer(call_span::CallSpanLayer {
             spans: options.trace_spans,
         });
@@ -181,11 +178,9 @@ pub async fn router(
         .add_service(producers)
         .prepare()
         .into_axum_router()
-        .layer(axum::middleware::from_fn(grpc::deadline::enforce))
-        .layer(axum::middleware::map_response_with_state(
-            Arc::clone(service.metrics()),
-            grpc::refusals::rewrite,
-        ));
+        .layer(grpc::calls::GrpcCallsLayer::new(Arc::clone(
+            service.metrics(),
+        )));
     let scrape = {
         let service = Arc::clone(&service);
         axum::routing::get(move || async move {

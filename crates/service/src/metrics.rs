@@ -64,6 +64,20 @@ pub struct BuildLabels {
     pub version: String,
 }
 
+/// The counter and histogram of one (protocol, method, code); clones share them.
+#[derive(Clone, Debug)]
+pub struct RequestSeries {
+    count: Counter,
+    duration: Histogram,
+}
+
+impl RequestSeries {
+    pub fn record(&self, elapsed: Duration) {
+        self.count.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -231,6 +245,30 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// The series one kind of answer is counted in, looked up once: a caller
+    /// that keeps them records a request without a label lookup.
+    pub fn request_series(
+        &self,
+        protocol: &'static str,
+        method: Label,
+        code: Label,
+    ) -> RequestSeries {
+        let labels = RequestLabels {
+            protocol: Cow::Borrowed(protocol),
+            method,
+            code,
+        };
+        let count = self.requests.get_or_create(&labels).clone();
+        let duration = self
+            .request_duration
+            .get_or_create(&MethodLabels {
+                protocol: labels.protocol,
+                method: labels.method,
+            })
+            .clone();
+        RequestSeries { count, duration }
     }
 
     /// One answered request.

@@ -37,8 +37,9 @@ struct Shared {
     resets: AtomicU64,
 }
 
+/// Weighs cached operations by [`approximate_size`].
 #[derive(Clone, Copy)]
-struct ByApproximateSize;
+pub(crate) struct ByApproximateSize;
 
 impl Weighter<OperationId, Arc<Operation>> for ByApproximateSize {
     fn weight(&self, _id: &OperationId, op: &Arc<Operation>) -> u64 {

@@ -23,6 +23,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $make;
             insert_then_get_returns_it_unchanged,
             get_of_an_unknown_id_is_none,
+            concurrent_gets_each_get_their_own_operation_and_see_every_acknowledged_write,
             insert_of_a_taken_id_is_refused,
             idempotency_key_returns_the_first_operation,
             idempotency_keys_are_scoped_to_the_creator,
@@ -155,6 +156,52 @@ pub async fn insert_then_get_returns_it_unchanged(store: Arc<dyn OperationStore>
 
 pub async fn get_of_an_unknown_id_is_none(store: Arc<dyn OperationStore>) {
     assert_eq!(store.get(&id(404)).await.unwrap(), None);
+}
+
+/// Many Gets at once (a backend may answer them together), of different
+/// operations, the same one twice and ones that do not exist, interleaved
+/// with writes: each gets its own operation, at least at the version
+/// acknowledged before it started.
+pub async fn concurrent_gets_each_get_their_own_operation_and_see_every_acknowledged_write(
+    store: Arc<dyn OperationStore>,
+) {
+    let mut ops = Vec::new();
+    for n in 1..=20 {
+        let op = sample(n);
+        store.insert(&op, &created(&op)).await.unwrap();
+        ops.push(op);
+    }
+    for round in 0..5 {
+        // Every operation moves on a version; then everything is read at once.
+        for op in &mut ops {
+            let next = next_version(op, State::Running);
+            assert_eq!(
+                store
+                    .compare_and_swap(&next, Some(&changed(&next)))
+                    .await
+                    .unwrap(),
+                Swapped::Swapped
+            );
+            *op = next;
+        }
+        let mut reads = Vec::new();
+        for op in ops.iter().chain(ops.iter().take(5)) {
+            let store = Arc::clone(&store);
+            let op = op.clone();
+            reads.push(tokio::spawn(async move {
+                assert_eq!(store.get(&op.id).await.unwrap(), Some(op), "round {round}");
+            }));
+        }
+        for missing in 900..905 {
+            let store = Arc::clone(&store);
+            reads.push(tokio::spawn(async move {
+                assert_eq!(store.get(&id(missing)).await.unwrap(), None);
+            }));
+        }
+        for read in reads {
+            read.await.unwrap();
+        }
+    }
 }
 
 pub async fn insert_of_a_taken_id_is_refused(store: Arc<dyn OperationStore>) {

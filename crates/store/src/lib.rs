@@ -13,6 +13,7 @@ pub mod faults;
 mod memory;
 mod postgres;
 mod record;
+mod running;
 mod sql;
 mod sqlite;
 

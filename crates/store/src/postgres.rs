@@ -23,6 +23,7 @@ use tokio_postgres::{AsyncMessage, Row};
 
 mod batch;
 pub mod connect;
+mod reads;
 
 use crate::record::{COLUMNS, EVENT_COLUMNS, EventRecord, Record};
 use crate::sql::{self, Param};
@@ -198,6 +199,7 @@ impl PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     batcher: batch::Batcher,
+    reads: reads::PointReads,
     /// The longest any store call takes, whatever the database does.
     timeout: Duration,
     /// Statements are prepared once per connection (false behind a pooler).
@@ -335,6 +337,13 @@ impl PostgresStore {
                 pool.clone(),
                 1,
                 options.max_events_per_operation,
+                !options.pooled,
+            ),
+            // Reads wait on the database, not on each other: a lane per
+            // four connections (at least one) keeps the pool for the rest.
+            reads: reads::PointReads::start(
+                pool.clone(),
+                (options.max_connections / 4).max(1),
                 !options.pooled,
             ),
             pool,
@@ -761,8 +770,10 @@ impl PostgresStore {
     }
 
     async fn get_unbounded(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
-        let client = self.client().await?;
-        select_by_id(&client, self.cache_statements, id.as_str()).await
+        if self.pool.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.reads.get(id.as_str()).await
     }
 
     async fn compare_and_swap_unbounded(

@@ -25,6 +25,7 @@ use rusqlite::{
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use crate::record::{COLUMNS, EVENT_COLUMNS, EventRecord, Record};
+use crate::running::RunningCache;
 use crate::sql::{self, Param};
 use crate::{
     CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, SchemaVersion, StoreError,
@@ -138,7 +139,13 @@ pub struct SqliteOptions {
     /// Bring the schema up to date at open (the default); when false, a
     /// schema behind this binary is refused instead (`--no-migrate`).
     pub migrate: bool,
+    /// Memory for running operations held by the store (the writer keeps
+    /// what it wrote), so a Get of one reads no database; 0 holds none.
+    pub running_cache_bytes: u64,
 }
+
+/// Running operations the store holds by default.
+pub const DEFAULT_RUNNING_CACHE_BYTES: u64 = 64 << 20;
 
 impl SqliteOptions {
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -151,6 +158,7 @@ impl SqliteOptions {
             max_events_per_operation: opsd_core::event::DEFAULT_MAX_EVENTS_PER_OPERATION,
             record_events: true,
             migrate: true,
+            running_cache_bytes: DEFAULT_RUNNING_CACHE_BYTES,
         }
     }
 }
@@ -160,6 +168,18 @@ enum Write {
     Import(Vec<Operation>),
     Swap(Operation, Option<NewEvent>),
     DeleteDoneBefore { cutoff: Timestamp, limit: usize },
+}
+
+impl Write {
+    /// The operations this write may change.
+    fn changes(&self) -> Box<dyn Iterator<Item = &OperationId> + '_> {
+        match self {
+            Write::Insert(op, _) | Write::Swap(op, _) => Box::new(std::iter::once(&op.id)),
+            Write::Import(ops) => Box::new(ops.iter().map(|op| &op.id)),
+            // Only done operations, which the running cache never holds.
+            Write::DeleteDoneBefore { .. } => Box::new(std::iter::empty()),
+        }
+    }
 }
 
 enum Written {
@@ -179,6 +199,8 @@ pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<Readers>,
+    /// Running operations as the writer last wrote them (see [`RunningCache`]).
+    running: Arc<RunningCache>,
     record_events: bool,
 }
 
@@ -226,9 +248,11 @@ impl SqliteStore {
         };
         let changes = broadcast::channel(CHANGE_BUFFER).0;
         let committed = changes.clone();
+        let running = Arc::new(RunningCache::new(options.running_cache_bytes));
+        let writer_running = Arc::clone(&running);
         let writer_thread = std::thread::Builder::new()
             .name("opsd-sqlite-writer".into())
-            .spawn(move || run_writer(conn, receiver, limits, committed))
+            .spawn(move || run_writer(conn, receiver, limits, committed, &writer_running))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
 
         Ok(Self {
@@ -241,7 +265,10 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(options.readers.max(1)),
                 closed: AtomicBool::new(false),
+                #[cfg(test)]
+                reads_here: std::sync::atomic::AtomicU64::new(0),
             }),
+            running,
             record_events: options.record_events,
         })
     }
@@ -337,10 +364,22 @@ impl OperationStore for SqliteStore {
     }
 
     async fn get(&self, id: &OperationId) -> Result<Option<Operation>, StoreError> {
+        if self.readers.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        if let Some(op) = self.running.get(id) {
+            return Ok(Some(op));
+        }
+        let stamp = self.running.stamp();
         // A lookup by primary key in a WAL database takes microseconds, less
         // than handing it to the blocking pool and back; longer reads go there.
-        self.readers
-            .run_here(|conn| select_by_id(conn, id.as_str()))
+        let op = self
+            .readers
+            .run_here(|conn| select_by_id(conn, id.as_str()))?;
+        if let Some(op) = &op {
+            self.running.remember_read(op, stamp);
+        }
+        Ok(op)
     }
 
     async fn compare_and_swap(
@@ -692,6 +731,7 @@ fn run_writer(
     requests: mpsc::Receiver<WriteRequest>,
     limits: WriterLimits,
     changes: broadcast::Sender<Change>,
+    running: &RunningCache,
 ) {
     let mut batch = Vec::with_capacity(limits.max_batch);
     // `recv` fails only once every sender is gone and the queue is empty.
@@ -703,7 +743,17 @@ fn run_writer(
                 Err(_) => break,
             }
         }
+        running.begin(batch.iter().flat_map(|request| request.write.changes()));
         let results = commit_batch(&mut conn, &batch, limits);
+        // Before anyone hears of the batch: a caller told its write is done
+        // and a watcher woken by it must both read the new version.
+        running.end(batch.iter().zip(&results).filter_map(|(request, result)| {
+            match (&request.write, result) {
+                (Write::Insert(op, _), Ok(Written::Inserted(Inserted::Created)))
+                | (Write::Swap(op, _), Ok(Written::Swapped(Swapped::Swapped))) => Some(op),
+                _ => None,
+            }
+        }));
         for (request, result) in batch.iter().zip(&results) {
             let change = match (&request.write, result) {
                 (Write::Insert(op, _), Ok(Written::Inserted(Inserted::Created)))
@@ -1166,6 +1216,9 @@ struct Readers {
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
     closed: AtomicBool,
+    /// Reads run on the calling thread, for tests to see the running cache work.
+    #[cfg(test)]
+    reads_here: std::sync::atomic::AtomicU64,
 }
 
 impl Readers {
@@ -1177,6 +1230,8 @@ impl Readers {
         if self.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
+        #[cfg(test)]
+        self.reads_here.fetch_add(1, Ordering::SeqCst);
         let conn = self.take()?;
         let result = read(&conn);
         self.put_back(conn);
@@ -1412,6 +1467,89 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len());
+    }
+
+    #[tokio::test]
+    async fn running_operations_are_served_by_the_writers_cache_and_never_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap());
+        let reads = || store.readers.reads_here.load(Ordering::SeqCst);
+        let op = sample(1);
+        store
+            .insert(&op, &crate::conformance::created(&op))
+            .await
+            .unwrap();
+        let before = reads();
+        assert_eq!(store.get(&op.id).await.unwrap(), Some(op.clone()));
+        assert_eq!(reads(), before, "the writer cached what it wrote");
+
+        // Readers racing the writer: every Get returns at least the version
+        // acknowledged before it started, and never goes back.
+        let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let acknowledged = Arc::clone(&acknowledged);
+                let id = op.id.clone();
+                tokio::spawn(async move {
+                    let mut seen = 0;
+                    while seen < 200 {
+                        let floor = acknowledged.load(Ordering::SeqCst);
+                        let got = store.get(&id).await.unwrap().unwrap().version;
+                        assert!(
+                            got >= floor,
+                            "read version {got} after {floor} was acknowledged"
+                        );
+                        assert!(got >= seen, "read version {got} after reading {seen}");
+                        seen = got;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let mut current = op;
+        for _ in 1..200 {
+            let mut next = current.clone();
+            next.version += 1;
+            next.modified_at = Timestamp::from_unix_nanos(next.modified_at.unix_nanos() + 1_000);
+            let swapped = store
+                .compare_and_swap(&next, Some(&crate::conformance::changed(&next)))
+                .await
+                .unwrap();
+            assert_eq!(swapped, Swapped::Swapped);
+            acknowledged.store(next.version, Ordering::SeqCst);
+            current = next;
+        }
+        for reader in readers {
+            reader.await.unwrap();
+        }
+
+        // After a restart nothing is cached: the first Get reads, the next does not.
+        store.close().await.unwrap();
+        let store = SqliteStore::open(SqliteOptions::new(dir.path().join("opsd.db"))).unwrap();
+        assert_eq!(store.get(&current.id).await.unwrap(), Some(current.clone()));
+        let before = store.readers.reads_here.load(Ordering::SeqCst);
+        assert_eq!(store.get(&current.id).await.unwrap(), Some(current.clone()));
+        assert_eq!(store.readers.reads_here.load(Ordering::SeqCst), before);
+        // Done operations are not kept: the done cache is another layer's.
+        let mut done = current.clone();
+        done.version += 1;
+        done.state = opsd_core::State::Done {
+            outcome: opsd_core::Outcome::Response(opsd_core::Any {
+                type_url: "type.googleapis.com/google.protobuf.Empty".into(),
+                value: Vec::new(),
+            }),
+            cancel_requested_at: None,
+        };
+        store
+            .compare_and_swap(&done, Some(&crate::conformance::changed(&done)))
+            .await
+            .unwrap();
+        let before = store.readers.reads_here.load(Ordering::SeqCst);
+        assert_eq!(store.get(&done.id).await.unwrap(), Some(done));
+        assert_eq!(store.readers.reads_here.load(Ordering::SeqCst), before + 1);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
@@ -1692,9 +1830,12 @@ mod tests {
             .insert(&op, &crate::conformance::created(&op))
             .await
             .unwrap();
+        store.close().await.unwrap();
+        // Tampered with while no opsd runs (a running one holds what it wrote).
         let conn = Connection::open(&path).unwrap();
         conn.execute("UPDATE operations SET state = 2", []).unwrap();
         drop(conn);
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
         assert!(matches!(
             store.get(&op.id).await,
             Err(StoreError::Corrupt(_))

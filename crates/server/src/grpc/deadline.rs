@@ -23,34 +23,6 @@ pub fn parse_grpc_timeout(raw: &str) -> Option<Duration> {
     })
 }
 
-/// Answers DEADLINE_EXCEEDED (trailers-only) when a gRPC call is not
-/// answered within the deadline its caller sent, and stops working on it.
-/// Clients built on gRPC's core libraries also give up on their own, but one
-/// that only sends the header (or a proxy) would otherwise wait as long as
-/// the slowest store call. A stream's deadline covers its first answer.
-pub async fn enforce(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let deadline = request
-        .headers()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout);
-    let Some(deadline) = deadline else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path().to_owned();
-    match tokio::time::timeout(deadline, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::debug!(method = %path, ?deadline, "call outlived its deadline");
-            tonic::Status::deadline_exceeded("the call's deadline passed before it was answered")
-                .into_http()
-        }
-    }
-}
-
 /// How long the caller is still listening, if it said.
 pub fn remaining<T>(request: &tonic::Request<T>) -> Option<Duration> {
     request

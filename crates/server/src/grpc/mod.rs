@@ -2,6 +2,7 @@
 //! opsd's own `opsd.v1` services, translating to [`OperationService`] calls,
 //! and the clouds' IAM token exchange ([`iam`]).
 
+pub mod calls;
 pub mod convert;
 pub mod deadline;
 pub mod iam;

@@ -10,9 +10,6 @@
 //! streamed is never touched. opsd's own INTERNAL errors say "internal error",
 //! which none of tonic's refusals do.
 
-use std::sync::Arc;
-
-use axum::extract::State;
 use axum::response::Response;
 use opsd_core::Error;
 use opsd_service::Metrics;
@@ -33,8 +30,8 @@ const UNDECODABLE: [&str; 4] = [
 ];
 const TOO_LARGE: &str = "Error, decoded message length too large";
 
-/// The middleware: rewrites tonic's refusals, passes everything else through.
-pub async fn rewrite(State(metrics): State<Arc<Metrics>>, response: Response) -> Response {
+/// Rewrites tonic's refusals, passes everything else through.
+pub fn rewrite(metrics: &Metrics, response: Response) -> Response {
     // Successes and opsd's own answers are the common case: look no further.
     let refusal = response
         .headers()
