@@ -1833,10 +1833,6 @@ fn failed_with(code: i32, cancel_requested_at: Option<Timestamp>) -> State {
     }
 }
 
-fn ids_of(ops: &[Operation]) -> Vec<String> {
-    ops.iter().map(|op| op.id.to_string()).collect()
-}
-
 /// The overview's rows: exact counts of running operations (with overdue
 /// cancel requests) and of the window's done ones by prefix and error code;
 /// the oldest running; running ones quiet or with a lapsing lease, quietest

@@ -41,6 +41,8 @@ pub fn filter(reader: &mut Reader) -> ListFilter {
         created_after: (flags & 16 != 0).then(|| Timestamp::from_unix_nanos(reader.i64())),
         created_before: (flags & 32 != 0).then(|| Timestamp::from_unix_nanos(reader.i64())),
         scopes: (flags & 64 != 0).then(|| (0..reader.byte() % 3).map(|_| text(reader)).collect()),
+        id_prefix: (flags & 128 != 0).then(|| text(reader)),
+        description_contains: (reader.byte() & 1 != 0).then(|| text(reader)),
     }
 }
 
