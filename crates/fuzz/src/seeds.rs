@@ -793,6 +793,22 @@ fn rest_seeds() -> Vec<(String, Vec<u8>)> {
             call(10, 0, "POST /iam/v1/tokens\n{\"jwt\":\"a.b.c\"}"),
         ),
         ("raw-caller", call(10, 0, "GET /v1/caller\n")),
+        (
+            "raw-overview",
+            call(
+                10,
+                0,
+                "GET /v1/overview?window=3600s&stuckAfter=0.000000001s&oldest=5\n",
+            ),
+        ),
+        (
+            "raw-overview-bad",
+            call(
+                10,
+                0,
+                "GET /v1/overview?window=0s&stuckAfter=-1s&oldest=101\n",
+            ),
+        ),
     ];
     items
         .into_iter()

@@ -92,6 +92,10 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"/v1/operations/",
     b"/operations/",
     b"/v1/caller",
+    b"/v1/overview",
+    b"window=",
+    b"stuckAfter=",
+    b"oldest=",
     b"GET ",
     b"POST ",
 ];
