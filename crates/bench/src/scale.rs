@@ -140,10 +140,6 @@ async fn load(
             let n = made;
             made += 1;
             let is_expired = n >= live;
-            let id = OperationId::generate(&prefix, &mut rng);
-            if !is_expired && n % every == 0 && sample.len() < SAMPLE {
-                sample.push(id.to_string());
-            }
             // In creation order, as a store fills: live ones over the last
             // half day, expired ones two days before that (a one-day
             // retention tells them apart).
@@ -156,6 +152,10 @@ async fn load(
             let created = Timestamp::from_unix_nanos(
                 now.unix_nanos() - offset + step * i64::try_from(index).unwrap_or(0),
             );
+            let id = OperationId::generate(&prefix, created, &mut rng);
+            if !is_expired && n % every == 0 && sample.len() < SAMPLE {
+                sample.push(id.to_string());
+            }
             batch.push(operation(id, created, is_expired || n % 10 != 0));
         }
         let imported = store.import(batch).await?;

@@ -221,8 +221,9 @@ impl OperationService {
             .clone()
             .unwrap_or_else(|| self.config.default_id_prefix.clone());
         for _ in 0..MAX_ID_ATTEMPTS {
-            let id = OperationId::generate(&prefix, &mut rand::rng());
-            let operation = Operation::create(id, request.clone(), &caller.id, self.clock.now());
+            let now = self.clock.now();
+            let id = OperationId::generate(&prefix, now, &mut rand::rng());
+            let operation = Operation::create(id, request.clone(), &caller.id, now);
             let event = NewEvent::of(EventKind::Created, &operation, &caller.id).traced(span);
             match self.store.insert(&operation, &event).await? {
                 Inserted::Created => {

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, LazyLock, Mutex, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -719,6 +719,22 @@ fn check_events_recorded(
     tx.commit().map_err(classify)
 }
 
+// Hot statements, built once: `prepare_cached` finds them by text, and
+// formatting the text anew on every call cost an allocation and a copy.
+static SELECT_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLUMNS} FROM operations WHERE id = ?1"));
+static SELECT_BY_IDEMPOTENCY_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM operations WHERE created_by = ?1 AND idempotency_key = ?2")
+});
+static INSERT_OPERATION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO operations ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+          ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29) \
+         ON CONFLICT DO NOTHING"
+    )
+});
+
 #[derive(Clone, Copy)]
 struct WriterLimits {
     max_batch: usize,
@@ -861,9 +877,7 @@ fn insert(
 ) -> Result<Inserted, StoreError> {
     if let Some(idempotency) = &op.idempotency {
         let existing = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM operations WHERE created_by = ?1 AND idempotency_key = ?2"
-            ))
+            .prepare_cached(&SELECT_BY_IDEMPOTENCY_KEY)
             .and_then(|mut stmt| {
                 stmt.query_row(params![op.created_by, idempotency.key], read_record)
                     .optional()
@@ -875,12 +889,7 @@ fn insert(
     }
     let r = Record::from(op);
     let inserted = conn
-        .prepare_cached(&format!(
-            "INSERT INTO operations ({COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-              ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29) \
-             ON CONFLICT DO NOTHING"
-        ))
+        .prepare_cached(&INSERT_OPERATION)
         .and_then(|mut stmt| {
             stmt.execute(params![
                 r.id,
@@ -917,7 +926,8 @@ fn insert(
         .map_err(classify)?;
     if inserted == 1 {
         if limits.record_events {
-            record_event(conn, op, event, limits.max_events)?;
+            // A new operation has no timeline yet: nothing to look up.
+            record_event(conn, op, event, limits.max_events, Timeline::Empty)?;
         }
         return Ok(Inserted::Created);
     }
@@ -1053,7 +1063,7 @@ fn swap(
         if let Some(event) = event
             && limits.record_events
         {
-            record_event(conn, next, event, limits.max_events)?;
+            record_event(conn, next, event, limits.max_events, Timeline::Stored)?;
         }
         return Ok(Swapped::Swapped);
     }
@@ -1061,6 +1071,15 @@ fn swap(
         Some(current) => Swapped::Stale(current),
         None => Swapped::Missing,
     })
+}
+
+/// Where the timeline of the operation an event is recorded for stands.
+#[derive(Clone, Copy)]
+enum Timeline {
+    /// The operation was inserted by this write: it has no events.
+    Empty,
+    /// Look its last event up.
+    Stored,
 }
 
 /// Appends `new` to the timeline of `op` (or folds it into the last event),
@@ -1071,19 +1090,23 @@ fn record_event(
     op: &Operation,
     new: &NewEvent,
     max_events: u64,
+    timeline: Timeline,
 ) -> Result<(), StoreError> {
-    let last: Option<(i64, i64, i64, i64)> = conn
-        .prepare_cached(
-            "SELECT sequence, kind, folded, position FROM events WHERE operation_id = ?1 \
-             ORDER BY sequence DESC LIMIT 1",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row([op.id.as_str()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    let last: Option<(i64, i64, i64, i64)> = match timeline {
+        Timeline::Empty => None,
+        Timeline::Stored => conn
+            .prepare_cached(
+                "SELECT sequence, kind, folded, position FROM events WHERE operation_id = ?1 \
+                 ORDER BY sequence DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([op.id.as_str()], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .optional()
             })
-            .optional()
-        })
-        .map_err(classify)?;
+            .map_err(classify)?,
+    };
     let count = last.map_or(0, |(sequence, ..)| sequence.max(0) as u64);
     let last_kind = last.and_then(|(_, kind, ..)| EventKind::from_number(kind as i32));
     let record = match placement(new.kind, count, last_kind, max_events) {
@@ -1150,7 +1173,7 @@ fn select_events(
 
 fn select_by_id(conn: &Connection, id: &str) -> Result<Option<Operation>, StoreError> {
     let record = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM operations WHERE id = ?1"))
+        .prepare_cached(&SELECT_BY_ID)
         .and_then(|mut stmt| stmt.query_row([id], read_record).optional())
         .map_err(classify)?;
     record.map(Operation::try_from).transpose()

@@ -77,7 +77,8 @@ pub fn run(data: &[u8]) -> String {
                 .iter()
                 .fold(0u64, |h, &b| h.rotate_left(5) ^ u64::from(b));
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let generated = OperationId::generate(&prefix, &mut rng);
+            let now = opsd_core::Timestamp::from_unix_nanos(seed as i64);
+            let generated = OperationId::generate(&prefix, now, &mut rng);
             assert!(generated.as_str().starts_with(prefix_text));
             assert_eq!(
                 OperationId::parse("operation_id", generated.as_str()),
