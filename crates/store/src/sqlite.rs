@@ -796,23 +796,54 @@ fn run_writer(
     }
 }
 
-/// Applies every write in one transaction, each in its own savepoint so one
-/// failing write does not undo the others, then commits once.
+/// Applies every write in one transaction and commits once. Writes fail
+/// rarely (a conflict is an answer, not an error), so the batch is first
+/// applied without savepoints, which cost a copy of every page a write
+/// touches; if any write fails, that attempt is rolled back and the batch is
+/// applied again with each write in its own savepoint, so the failing one
+/// does not undo the others.
 fn commit_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
     limits: WriterLimits,
 ) -> Vec<Result<Written, StoreError>> {
+    match apply_batch(conn, batch, limits, Isolation::Together) {
+        Some(results) => results,
+        None => apply_batch(conn, batch, limits, Isolation::EachInSavepoint)
+            .expect("a batch applied write by write answers every write"),
+    }
+}
+
+/// How the writes of one batch are kept apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// No savepoints: any failing write rolls the whole attempt back.
+    Together,
+    /// Each write in a savepoint of its own.
+    EachInSavepoint,
+}
+
+/// One attempt at a batch. `None` only with [`Isolation::Together`], when a
+/// write failed and nothing was committed.
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &[WriteRequest],
+    limits: WriterLimits,
+    isolation: Isolation,
+) -> Option<Vec<Result<Written, StoreError>>> {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let error = classify(e);
-            return batch.iter().map(|_| Err(error.clone())).collect();
+            return Some(batch.iter().map(|_| Err(error.clone())).collect());
         }
     };
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
-        let result = apply_in_savepoint(&mut tx, &request.write, limits);
+        let result = match isolation {
+            Isolation::Together => apply(&tx, &request.write, limits),
+            Isolation::EachInSavepoint => apply_in_savepoint(&mut tx, &request.write, limits),
+        };
         if tx.is_autocommit() {
             // SQLite rolled back the whole transaction, not just this write (it
             // may on a full disk or an I/O error): nothing of the batch is
@@ -822,16 +853,24 @@ fn commit_batch(
                 Ok(_) => StoreError::Unavailable("sqlite ended the transaction".into()),
             };
             tracing::warn!(error = %error, writes = batch.len(), "sqlite rolled back a whole batch");
-            return batch.iter().map(|_| Err(error.clone())).collect();
+            return Some(batch.iter().map(|_| Err(error.clone())).collect());
+        }
+        if isolation == Isolation::Together && result.is_err() {
+            // Dropping the transaction rolls this attempt back.
+            tracing::debug!(
+                writes = batch.len(),
+                "a write of the batch failed, applying it write by write"
+            );
+            return None;
         }
         results.push(result);
     }
     if let Err(e) = tx.commit() {
         let error = classify(e);
         tracing::warn!(error = %error, writes = batch.len(), "sqlite commit failed");
-        return batch.iter().map(|_| Err(error.clone())).collect();
+        return Some(batch.iter().map(|_| Err(error.clone())).collect());
     }
-    results
+    Some(results)
 }
 
 fn apply_in_savepoint(
@@ -840,8 +879,17 @@ fn apply_in_savepoint(
     limits: WriterLimits,
 ) -> Result<Written, StoreError> {
     let savepoint = tx.savepoint().map_err(classify)?;
-    let result = match write {
-        Write::Insert(op, event) => insert(&savepoint, op, event, limits).map(Written::Inserted),
+    let result = apply(&savepoint, write, limits);
+    if result.is_ok() {
+        savepoint.commit().map_err(classify)?;
+    }
+    // A dropped savepoint rolls back.
+    result
+}
+
+fn apply(conn: &Connection, write: &Write, limits: WriterLimits) -> Result<Written, StoreError> {
+    match write {
+        Write::Insert(op, event) => insert(conn, op, event, limits).map(Written::Inserted),
         // In id order, so consecutive rows land on neighbouring index pages.
         Write::Import(ops) => {
             let mut ops: Vec<&Operation> = ops.iter().collect();
@@ -850,23 +898,16 @@ fn apply_in_savepoint(
                 .try_fold(0, |created, op| {
                     // A loaded operation starts its timeline at its creation.
                     let event = NewEvent::of(EventKind::Created, op, &op.created_by);
-                    let inserted = insert(&savepoint, op, &event, limits)?;
+                    let inserted = insert(conn, op, &event, limits)?;
                     Ok(created + usize::from(inserted == Inserted::Created))
                 })
                 .map(Written::Imported)
         }
-        Write::Swap(op, event) => {
-            swap(&savepoint, op, event.as_ref(), limits).map(Written::Swapped)
-        }
+        Write::Swap(op, event) => swap(conn, op, event.as_ref(), limits).map(Written::Swapped),
         Write::DeleteDoneBefore { cutoff, limit } => {
-            delete_done_before(&savepoint, *cutoff, *limit).map(Written::Deleted)
+            delete_done_before(conn, *cutoff, *limit).map(Written::Deleted)
         }
-    };
-    if result.is_ok() {
-        savepoint.commit().map_err(classify)?;
     }
-    // A dropped savepoint rolls back.
-    result
 }
 
 fn insert(
