@@ -341,11 +341,7 @@ impl PostgresStore {
             ),
             // Reads wait on the database, not on each other: a lane per
             // four connections (at least one) keeps the pool for the rest.
-            reads: reads::PointReads::start(
-                pool.clone(),
-                (options.max_connections / 4).max(1),
-                !options.pooled,
-            ),
+            reads: reads::PointReads::start(pool.clone(), (options.max_connections / 4).max(1)),
             pool,
             timeout: options.timeout,
             cache_statements: !options.pooled,

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::types::Type;
 
 use opsd_core::EventKind;
 use opsd_core::event::{Placement, placement};
@@ -237,16 +238,14 @@ async fn record_events(
         cache_statements: cache,
     } = settings;
     let ids: Vec<&str> = events.iter().map(|e| e.operation_id.as_str()).collect();
-    let last = prepare_statement(
-        transaction,
-        "SELECT DISTINCT ON (operation_id) operation_id, sequence, kind, folded, position \
-             FROM events WHERE operation_id = ANY($1) ORDER BY operation_id, sequence DESC",
-        cache,
-    )
-    .await
-    .map_err(classify)?;
+    // Planned on every run, never from a cached generic plan: one made while
+    // the table was small scans all of it for `= ANY($1)` (see `reads.rs`).
     let last: std::collections::HashMap<String, (i64, i64, i64, i64)> = transaction
-        .query(&last, &[&ids])
+        .query_typed(
+            "SELECT DISTINCT ON (operation_id) operation_id, sequence, kind, folded, position \
+             FROM events WHERE operation_id = ANY($1) ORDER BY operation_id, sequence DESC",
+            &[(&ids, Type::TEXT_ARRAY)],
+        )
         .await
         .map_err(classify)?
         .into_iter()
