@@ -25,7 +25,6 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio_postgres::types::Type;
 
 use opsd_core::EventKind;
 use opsd_core::event::{Placement, placement};
@@ -238,14 +237,21 @@ async fn record_events(
         cache_statements: cache,
     } = settings;
     let ids: Vec<&str> = events.iter().map(|e| e.operation_id.as_str()).collect();
-    // Planned on every run, never from a cached generic plan: one made while
-    // the table was small scans all of it for `= ANY($1)` (see `reads.rs`).
+    // One index probe per operation, whatever the statistics say: for
+    // `operation_id = ANY($1)` without fresh statistics (a new or fast-growing
+    // table) PostgreSQL estimated thousands of rows and scanned the table.
+    let last = prepare_statement(
+        transaction,
+        "SELECT wanted.id, last.sequence, last.kind, last.folded, last.position \
+             FROM unnest($1::text[]) AS wanted(id) CROSS JOIN LATERAL \
+             (SELECT sequence, kind, folded, position FROM events \
+              WHERE operation_id = wanted.id ORDER BY sequence DESC LIMIT 1) AS last",
+        cache,
+    )
+    .await
+    .map_err(classify)?;
     let last: std::collections::HashMap<String, (i64, i64, i64, i64)> = transaction
-        .query_typed(
-            "SELECT DISTINCT ON (operation_id) operation_id, sequence, kind, folded, position \
-             FROM events WHERE operation_id = ANY($1) ORDER BY operation_id, sequence DESC",
-            &[(&ids, Type::TEXT_ARRAY)],
-        )
+        .query(&last, &[&ids])
         .await
         .map_err(classify)?
         .into_iter()
