@@ -300,6 +300,7 @@ impl Config {
         ] {
             put(key, text(format_duration(duration)));
         }
+        put("retention_share", toml::Value::Float(self.retention_share));
         put("max_message_size", text(format_size(self.max_message_size)));
         for (key, value) in [
             (
@@ -848,6 +849,12 @@ pub struct Config {
     #[arg(long, env = "OPSD_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub retention_interval: Duration,
 
+    /// The most of its time the retention collector spends deleting a backlog,
+    /// from 0.01 to 1: after a batch that took t it waits t × (1/share − 1),
+    /// so deletion yields to the calls being served. 1 deletes flat out.
+    #[arg(long, env = "OPSD_RETENTION_SHARE", default_value = "0.1", value_parser = parse_share)]
+    pub retention_share: f64,
+
     /// How long a stopping server waits for open calls before dropping them.
     #[arg(long, env = "OPSD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -1046,6 +1053,18 @@ fn parse_ratio(raw: &str) -> Result<f64, String> {
         .ok()
         .filter(|ratio| (0.0..=1.0).contains(ratio))
         .ok_or_else(|| format!("{raw:?} is not a ratio from 0 to 1"))
+}
+
+/// A share of time for `--retention-share`: a number from 0.01 to 1.
+fn parse_share(raw: &str) -> Result<f64, String> {
+    let share: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number (a share from 0.01 to 1, like 0.1)"))?;
+    if !(0.01..=1.0).contains(&share) {
+        return Err(format!("{raw} is outside 0.01 to 1"));
+    }
+    Ok(share)
 }
 
 /// A duration as a number and a unit: `500ms`, `30s`, `5m`, `1h`, `30d`.
@@ -1423,6 +1442,20 @@ mod tests {
         assert!(!again.sqlite_record_events);
     }
 
+    #[test]
+    fn the_retention_share_is_a_number_from_a_hundredth_to_one() {
+        assert_eq!(parse_share("0.1"), Ok(0.1));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert_eq!(parse_share("0.01"), Ok(0.01));
+        for bad in ["0", "0.001", "1.5", "-0.5", "NaN", "inf", "", "10%"] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
+        let config =
+            Config::load_from(["opsd", "--store", "memory", "--retention-share", "0.25"]).unwrap();
+        assert_eq!(config.retention_share, 0.25);
+        assert!(config.to_toml().contains("retention_share = 0.25"));
+    }
+
     proptest! {
         #[test]
         fn formatted_durations_parse_back(millis in 0u64..10_000_000_000) {
@@ -1443,6 +1476,12 @@ mod tests {
         #[test]
         fn parse_duration_never_panics(raw in "\\PC{0,24}") {
             let _ = parse_duration(&raw);
+        }
+
+        #[test]
+        fn parse_share_accepts_exactly_numbers_from_a_hundredth_to_one(raw in "\\PC{0,12}") {
+            let expected = raw.trim().parse::<f64>().ok().filter(|x| (0.01..=1.0).contains(x));
+            prop_assert_eq!(parse_share(&raw).ok(), expected);
         }
     }
 }

@@ -143,6 +143,7 @@ async fn run(config: Config, trace_spans: bool) -> anyhow::Result<()> {
             retention: config.retention,
             max_wait: config.max_wait,
             stuck_after: config.console_stuck_after,
+            retention_share: config.retention_share,
             ..ServiceConfig::default()
         },
     ));

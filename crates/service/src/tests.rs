@@ -369,6 +369,61 @@ async fn the_resource_guard_names_the_running_operation() {
     service.create(&alice(), exclusive).await.unwrap();
 }
 
+/// A backlog is deleted in batches with pauses in between: a batch that took
+/// 10 ms is followed by 90 ms of rest at the default share of 0.1.
+#[tokio::test(start_paused = true)]
+async fn retention_spends_at_most_its_share_of_the_time_deleting() {
+    use opsd_store::faults::{Call, Calls, Fault, Faults, FaultyStore};
+    let faults = Faults::new();
+    let clock = ManualClock::new(Timestamp::from_unix_nanos(1_700_000_000_000_000_000));
+    let config = ServiceConfig {
+        retention_batch: 2,
+        ..ServiceConfig::default()
+    };
+    assert_eq!(config.retention_share, 0.1);
+    let service = OperationService::new(
+        Arc::new(FaultyStore::new(
+            Arc::new(MemoryStore::new()),
+            Arc::clone(&faults),
+        )),
+        Arc::new(clock.clone()),
+        config,
+    );
+    for tag in 0..7 {
+        let op = service
+            .create(&alice(), request(CancellationPolicy::Immediate))
+            .await
+            .unwrap();
+        service
+            .complete(&alice(), &op.id, response(tag))
+            .await
+            .unwrap();
+    }
+    clock.advance(service.config().retention + Duration::from_secs(1));
+    faults.inject(
+        Calls::Only(Call::DeleteDoneBefore),
+        Fault::Latency(Duration::from_millis(10)),
+    );
+    let started = tokio::time::Instant::now();
+    assert_eq!(service.collect_garbage().await.unwrap(), 7);
+    // Four batches (2, 2, 2, 1) of 10 ms each, and a 90 ms pause after each
+    // full one; none after the last, which found the backlog gone.
+    assert_eq!(started.elapsed(), Duration::from_millis(4 * 10 + 3 * 90));
+    assert_eq!(faults.injected(), 4);
+}
+
+#[test]
+fn the_retention_pause_keeps_the_share_and_never_panics() {
+    let ms = Duration::from_millis;
+    assert_eq!(retention_pause(ms(10), 0.1), ms(90));
+    assert_eq!(retention_pause(ms(10), 0.5), ms(10));
+    assert_eq!(retention_pause(ms(10), 1.0), Duration::ZERO);
+    for share in [0.0, -1.0, f64::NAN, f64::INFINITY, 2.0] {
+        assert_eq!(retention_pause(ms(10), share), Duration::ZERO, "{share}");
+    }
+    assert_eq!(retention_pause(Duration::MAX, 0.01), Duration::MAX);
+}
+
 #[tokio::test]
 async fn retention_deletes_only_done_operations_past_it() {
     let (service, clock) = service();
