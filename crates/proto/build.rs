@@ -25,7 +25,9 @@ const WELL_KNOWN: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it was compiled: a build directory
+    // reused from another checkout must still find this checkout's protos.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
 
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
