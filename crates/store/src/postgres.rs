@@ -339,9 +339,11 @@ impl PostgresStore {
                 options.max_events_per_operation,
                 !options.pooled,
             ),
-            // Reads wait on the database, not on each other: a lane per
-            // four connections (at least one) keeps the pool for the rest.
-            reads: reads::PointReads::start(pool.clone(), (options.max_connections / 4).max(1)),
+            // Reads wait on the database, not on each other: a lane per eight
+            // connections (at least one) keeps the pool for the rest. Fewer
+            // lanes make bigger batches: with 16 connections, 2 lanes served
+            // 9-14% more running Gets than 4 at less CPU per Get.
+            reads: reads::PointReads::start(pool.clone(), (options.max_connections / 8).max(1)),
             pool,
             timeout: options.timeout,
             cache_statements: !options.pooled,
