@@ -1055,16 +1055,13 @@ fn parse_ratio(raw: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{raw:?} is not a ratio from 0 to 1"))
 }
 
-/// A share of time for `--retention-share`: a number from 0.01 to 1.
+/// A share of time for `--retention-share`: a ratio of at least 0.01 (a
+/// share of 0 would never delete).
 fn parse_share(raw: &str) -> Result<f64, String> {
-    let share: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a number (a share from 0.01 to 1, like 0.1)"))?;
-    if !(0.01..=1.0).contains(&share) {
-        return Err(format!("{raw} is outside 0.01 to 1"));
-    }
-    Ok(share)
+    parse_ratio(raw)
+        .ok()
+        .filter(|&share| share >= 0.01)
+        .ok_or_else(|| format!("{raw:?} is not a share from 0.01 to 1 (like 0.1)"))
 }
 
 /// A duration as a number and a unit: `500ms`, `30s`, `5m`, `1h`, `30d`.
