@@ -2,9 +2,9 @@
 //! write is on disk before it is acknowledged.
 //!
 //! All writes go through one writer thread that owns the only read-write
-//! connection. It takes every request that is waiting, applies each inside its
-//! own savepoint of one transaction and commits once (group commit): one sync
-//! covers the whole batch, and each caller hears back only after that sync.
+//! connection. It takes every request that is waiting, applies them in one
+//! transaction and commits once (group commit): one sync covers the whole
+//! batch, and each caller hears back only after that sync.
 //! Reads run on a small pool of read-only connections; WAL lets them proceed
 //! while the writer commits.
 
@@ -27,6 +27,10 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 use crate::record::{COLUMNS, EVENT_COLUMNS, EventRecord, Record};
 use crate::running::RunningCache;
 use crate::sql::{self, Param};
+use tails::{Tail, Tails};
+
+mod tails;
+
 use crate::{
     CHANGE_BUFFER, Change, FeedBounds, Inserted, OperationStore, SchemaVersion, StoreError,
     Swapped, newer_schema,
@@ -750,6 +754,7 @@ fn run_writer(
     running: &RunningCache,
 ) {
     let mut batch = Vec::with_capacity(limits.max_batch);
+    let mut tails = Tails::default();
     // `recv` fails only once every sender is gone and the queue is empty.
     while let Ok(first) = requests.recv() {
         batch.push(first);
@@ -760,7 +765,7 @@ fn run_writer(
             }
         }
         running.begin(batch.iter().flat_map(|request| request.write.changes()));
-        let results = commit_batch(&mut conn, &batch, limits);
+        let results = commit_batch(&mut conn, &batch, limits, &mut tails);
         // Before anyone hears of the batch: a caller told its write is done
         // and a watcher woken by it must both read the new version.
         running.end(batch.iter().zip(&results).filter_map(|(request, result)| {
@@ -806,10 +811,11 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
     limits: WriterLimits,
+    tails: &mut Tails,
 ) -> Vec<Result<Written, StoreError>> {
-    match apply_batch(conn, batch, limits, Isolation::Together) {
+    match apply_batch(conn, batch, limits, Isolation::Together, tails) {
         Some(results) => results,
-        None => apply_batch(conn, batch, limits, Isolation::EachInSavepoint)
+        None => apply_batch(conn, batch, limits, Isolation::EachInSavepoint, tails)
             .expect("a batch applied write by write answers every write"),
     }
 }
@@ -830,7 +836,14 @@ fn apply_batch(
     batch: &[WriteRequest],
     limits: WriterLimits,
     isolation: Isolation,
+    tails: &mut Tails,
 ) -> Option<Vec<Result<Written, StoreError>>> {
+    let touched = || {
+        batch
+            .iter()
+            .flat_map(|request| request.write.changes())
+            .map(OperationId::as_str)
+    };
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -841,8 +854,10 @@ fn apply_batch(
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
         let result = match isolation {
-            Isolation::Together => apply(&tx, &request.write, limits),
-            Isolation::EachInSavepoint => apply_in_savepoint(&mut tx, &request.write, limits),
+            Isolation::Together => apply(&tx, &request.write, limits, tails),
+            Isolation::EachInSavepoint => {
+                apply_in_savepoint(&mut tx, &request.write, limits, tails)
+            }
         };
         if tx.is_autocommit() {
             // SQLite rolled back the whole transaction, not just this write (it
@@ -853,6 +868,7 @@ fn apply_batch(
                 Ok(_) => StoreError::Unavailable("sqlite ended the transaction".into()),
             };
             tracing::warn!(error = %error, writes = batch.len(), "sqlite rolled back a whole batch");
+            tails.abandon(touched());
             return Some(batch.iter().map(|_| Err(error.clone())).collect());
         }
         if isolation == Isolation::Together && result.is_err() {
@@ -861,6 +877,7 @@ fn apply_batch(
                 writes = batch.len(),
                 "a write of the batch failed, applying it write by write"
             );
+            tails.abandon(touched());
             return None;
         }
         results.push(result);
@@ -868,8 +885,10 @@ fn apply_batch(
     if let Err(e) = tx.commit() {
         let error = classify(e);
         tracing::warn!(error = %error, writes = batch.len(), "sqlite commit failed");
+        tails.abandon(touched());
         return Some(batch.iter().map(|_| Err(error.clone())).collect());
     }
+    tails.commit();
     Some(results)
 }
 
@@ -877,19 +896,31 @@ fn apply_in_savepoint(
     tx: &mut Transaction<'_>,
     write: &Write,
     limits: WriterLimits,
+    tails: &mut Tails,
 ) -> Result<Written, StoreError> {
-    let savepoint = tx.savepoint().map_err(classify)?;
-    let result = apply(&savepoint, write, limits);
-    if result.is_ok() {
+    let mark = tails.mark();
+    let result = tx.savepoint().map_err(classify).and_then(|savepoint| {
+        let result = apply(&savepoint, write, limits, tails)?;
         savepoint.commit().map_err(classify)?;
+        Ok(result)
+    });
+    if result.is_err() {
+        // A dropped savepoint rolls back; so does what the write staged.
+        tails.undo_to(mark);
     }
-    // A dropped savepoint rolls back.
     result
 }
 
-fn apply(conn: &Connection, write: &Write, limits: WriterLimits) -> Result<Written, StoreError> {
+fn apply(
+    conn: &Connection,
+    write: &Write,
+    limits: WriterLimits,
+    tails: &mut Tails,
+) -> Result<Written, StoreError> {
     match write {
-        Write::Insert(op, event) => insert(conn, op, event, limits).map(Written::Inserted),
+        Write::Insert(op, event) => {
+            insert(conn, op, event, limits, Some(tails)).map(Written::Inserted)
+        }
         // In id order, so consecutive rows land on neighbouring index pages.
         Write::Import(ops) => {
             let mut ops: Vec<&Operation> = ops.iter().collect();
@@ -898,14 +929,17 @@ fn apply(conn: &Connection, write: &Write, limits: WriterLimits) -> Result<Writt
                 .try_fold(0, |created, op| {
                     // A loaded operation starts its timeline at its creation.
                     let event = NewEvent::of(EventKind::Created, op, &op.created_by);
-                    let inserted = insert(conn, op, &event, limits)?;
+                    // Not remembered: an import may hold far more than a batch.
+                    let inserted = insert(conn, op, &event, limits, None)?;
                     Ok(created + usize::from(inserted == Inserted::Created))
                 })
                 .map(Written::Imported)
         }
-        Write::Swap(op, event) => swap(conn, op, event.as_ref(), limits).map(Written::Swapped),
+        Write::Swap(op, event) => {
+            swap(conn, op, event.as_ref(), limits, tails).map(Written::Swapped)
+        }
         Write::DeleteDoneBefore { cutoff, limit } => {
-            delete_done_before(conn, *cutoff, *limit).map(Written::Deleted)
+            delete_done_before(conn, *cutoff, *limit, tails).map(Written::Deleted)
         }
     }
 }
@@ -915,6 +949,7 @@ fn insert(
     op: &Operation,
     event: &NewEvent,
     limits: WriterLimits,
+    tails: Option<&mut Tails>,
 ) -> Result<Inserted, StoreError> {
     if let Some(idempotency) = &op.idempotency {
         let existing = conn
@@ -968,7 +1003,7 @@ fn insert(
     if inserted == 1 {
         if limits.record_events {
             // A new operation has no timeline yet: nothing to look up.
-            record_event(conn, op, event, limits.max_events, Timeline::Empty)?;
+            record_event(conn, op, event, limits.max_events, Timeline::Empty, tails)?;
         }
         return Ok(Inserted::Created);
     }
@@ -991,6 +1026,7 @@ fn delete_done_before(
     conn: &Connection,
     cutoff: Timestamp,
     limit: usize,
+    tails: &mut Tails,
 ) -> Result<usize, StoreError> {
     let deleted: Vec<String> = conn
         .prepare_cached(
@@ -1012,6 +1048,9 @@ fn delete_done_before(
     // Their events go with them; the feed's horizon moves past the highest.
     let mut horizon = 0i64;
     for id in &deleted {
+        // Only done operations are deleted, and those are not remembered;
+        // forgetting them keeps that true whatever a future change does.
+        tails.stage(id, None);
         let highest: Option<i64> = conn
             .prepare_cached("DELETE FROM events WHERE operation_id = ?1 RETURNING position")
             .and_then(|mut stmt| {
@@ -1067,6 +1106,7 @@ fn swap(
     next: &Operation,
     event: Option<&NewEvent>,
     limits: WriterLimits,
+    tails: &mut Tails,
 ) -> Result<Swapped, StoreError> {
     let r = Record::from(next);
     let updated = conn
@@ -1104,7 +1144,16 @@ fn swap(
         if let Some(event) = event
             && limits.record_events
         {
-            record_event(conn, next, event, limits.max_events, Timeline::Stored)?;
+            record_event(
+                conn,
+                next,
+                event,
+                limits.max_events,
+                Timeline::Stored,
+                Some(tails),
+            )?;
+        } else if next.is_done() {
+            tails.stage(&r.id, None);
         }
         return Ok(Swapped::Swapped);
     }
@@ -1119,23 +1168,33 @@ fn swap(
 enum Timeline {
     /// The operation was inserted by this write: it has no events.
     Empty,
-    /// Look its last event up.
+    /// Its last event is the writer's to remember, or to look up.
     Stored,
 }
 
 /// Appends `new` to the timeline of `op` (or folds it into the last event),
 /// in the write that changed `op`. Positions come from AUTOINCREMENT, which
 /// never reuses one: with a single writer they grow in commit order.
+/// With `tails`, the new last event of a running operation is remembered
+/// and a remembered one saves the look-up.
 fn record_event(
     conn: &Connection,
     op: &Operation,
     new: &NewEvent,
     max_events: u64,
     timeline: Timeline,
+    tails: Option<&mut Tails>,
 ) -> Result<(), StoreError> {
-    let last: Option<(i64, i64, i64, i64)> = match timeline {
-        Timeline::Empty => None,
-        Timeline::Stored => conn
+    let remembered = match (&tails, timeline) {
+        (Some(tails), Timeline::Stored) => tails.known(op.id.as_str()),
+        _ => None,
+    };
+    let last: Option<(i64, i64, i64, i64)> = match (timeline, remembered) {
+        (Timeline::Empty, _) => None,
+        (Timeline::Stored, Some(tail)) => {
+            Some((tail.sequence, tail.kind, tail.folded, tail.position))
+        }
+        (Timeline::Stored, None) => conn
             .prepare_cached(
                 "SELECT sequence, kind, folded, position FROM events WHERE operation_id = ?1 \
                  ORDER BY sequence DESC LIMIT 1",
@@ -1182,6 +1241,15 @@ fn record_event(
         ])
     })
     .map_err(classify)?;
+    if let Some(tails) = tails {
+        let tail = (!op.is_done()).then(|| Tail {
+            sequence: record.sequence,
+            kind: record.kind,
+            folded: record.folded,
+            position: conn.last_insert_rowid(),
+        });
+        tails.stage(op.id.as_str(), tail);
+    }
     Ok(())
 }
 
@@ -1476,6 +1544,77 @@ mod tests {
             store.list_events(&neighbour.id, 0, 10).await.unwrap().len(),
             1
         );
+        store.close().await.unwrap();
+    }
+
+    /// The writer remembers each running operation's last event. A batch
+    /// whose first attempt failed (one refused event among many changes) is
+    /// applied again: what the failed attempt wrote must not be remembered,
+    /// or the neighbours' next events would skip a sequence number.
+    #[tokio::test]
+    async fn remembered_timeline_tails_never_outlive_a_failed_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse_events BEFORE INSERT ON events WHEN NEW.actor = 'refused' \
+                 BEGIN SELECT RAISE(ABORT, 'injected event failure'); END;",
+            )
+            .unwrap();
+        let ops: Vec<_> = (0..32).map(sample).collect();
+        for op in &ops {
+            store
+                .insert(op, &crate::conformance::created(op))
+                .await
+                .unwrap();
+        }
+        for round in 0..3u64 {
+            let changes: Vec<_> = ops
+                .iter()
+                .enumerate()
+                .map(|(n, op)| {
+                    let mut next = op.clone();
+                    next.version = 2 + round;
+                    next.description = format!("round {round}");
+                    // One refused change per round, at a different place in the batch.
+                    let actor = if n as u64 == 5 + 10 * round {
+                        "refused"
+                    } else {
+                        "bob"
+                    };
+                    let event = NewEvent::of(EventKind::MetadataUpdated, &next, actor);
+                    let store = Arc::clone(&store);
+                    async move { store.compare_and_swap(&next, Some(&event)).await }
+                })
+                .collect();
+            let results = futures_util::future::join_all(changes).await;
+            for (n, result) in results.into_iter().enumerate() {
+                if n as u64 == 5 + 10 * round {
+                    assert!(result.is_err(), "the refused change fails");
+                } else {
+                    assert_eq!(result.unwrap(), Swapped::Swapped);
+                }
+            }
+            // The refused operation catches up, with its own event.
+            let refused = &ops[(5 + 10 * round) as usize];
+            let mut next = refused.clone();
+            next.version = 2 + round;
+            next.description = format!("round {round}");
+            let event = NewEvent::of(EventKind::MetadataUpdated, &next, "bob");
+            assert_eq!(
+                store.compare_and_swap(&next, Some(&event)).await.unwrap(),
+                Swapped::Swapped
+            );
+        }
+        for op in &ops {
+            let events = store.list_events(&op.id, 0, 10).await.unwrap();
+            let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+            assert_eq!(sequences, [1, 2, 3, 4], "{}", op.id);
+            let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+            assert_eq!(versions, [1, 2, 3, 4], "{}", op.id);
+        }
         store.close().await.unwrap();
     }
 
