@@ -1,7 +1,9 @@
 //! Create + Complete: producers each creating an operation and completing it,
 //! as fast as answers come. Durable SQLite with group commit against the same
 //! store committing every write on its own; PostgreSQL with its pool against
-//! one connection (one commit at a time).
+//! one connection (one commit at a time). The memory store, which writes
+//! nothing to disk, shows what the RPCs and the service cost on their own:
+//! the ceiling any durable store can approach on this machine.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -35,6 +37,11 @@ pub async fn run(
         Setup {
             name: "sqlite, one commit per write",
             args: vec!["--sqlite-max-batch".into(), "1".into()],
+            postgres: false,
+        },
+        Setup {
+            name: "memory, nothing stored (the ceiling)",
+            args: vec!["--store".into(), "memory".into()],
             postgres: false,
         },
     ];
@@ -164,13 +171,18 @@ pub async fn create_and_complete(
     Ok(())
 }
 
-/// Empties the operations table between runs so each starts alike.
+/// Empties the tables between runs so each starts alike.
 fn truncate(cluster: &opsd_testkit::Cluster) -> anyhow::Result<()> {
     let psql = opsd_testkit::postgres_bin_dir()
         .context("no psql")?
         .join("psql");
     let output = Command::new(psql)
-        .args([&cluster.url("postgres"), "-q", "-c", "TRUNCATE operations"])
+        .args([
+            &cluster.url("postgres"),
+            "-q",
+            "-c",
+            "TRUNCATE operations, events",
+        ])
         .output()?;
     anyhow::ensure!(
         output.status.success(),

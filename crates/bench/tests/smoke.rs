@@ -35,6 +35,10 @@ fn a_quick_run_of_every_scenario_writes_well_formed_results() {
         .status()
         .unwrap();
     assert!(status.success());
+    assert!(
+        !dir.path().join("targets.json").exists(),
+        "a quick run measures nothing, so it is held to no target"
+    );
     let read = |scenario: &str| -> Value {
         let path = dir.path().join(format!("{scenario}.json"));
         let report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -72,7 +76,11 @@ fn a_quick_run_of_every_scenario_writes_well_formed_results() {
     assert_eq!(tables.len(), 2);
     for table in tables {
         let rows = table["rows"].as_array().unwrap();
-        assert_eq!(rows.len(), 4, "sqlite × 2 and postgres × 2: {rows:?}");
+        assert_eq!(
+            rows.len(),
+            5,
+            "sqlite × 2, memory and postgres × 2: {rows:?}"
+        );
         for row in rows {
             positive(&row["per_second"], "operations per second");
         }

@@ -50,10 +50,12 @@ impl Change {
         }
     }
 
-    fn event(&self) -> Option<&EventRecord> {
+    /// The event, and whether its operation may already have a timeline (a
+    /// new one has none, so its last event is not looked up).
+    fn event(&self) -> Option<(&EventRecord, bool)> {
         match self {
-            Change::Insert(_, event) => Some(event),
-            Change::Swap(_, event) => event.as_ref(),
+            Change::Insert(_, event) => Some((event, false)),
+            Change::Swap(_, event) => event.as_ref().map(|event| (event, true)),
         }
     }
 }
@@ -211,7 +213,7 @@ async fn write_all(
     .await
     .into_iter()
     .collect::<Result<Vec<u64>, StoreError>>()?;
-    let events: Vec<&EventRecord> = changes
+    let events: Vec<(&EventRecord, bool)> = changes
         .iter()
         .zip(&rows)
         .filter(|(_, rows)| **rows == 1)
@@ -224,44 +226,53 @@ async fn write_all(
 }
 
 /// Appends (or folds) each event into its operation's timeline. The last
-/// event of every operation is read first (the batch holds their rows, so
-/// nobody else writes those timelines), then the feed lock is taken and the
-/// events get their positions.
+/// event of every changed operation is read first (the batch holds their
+/// rows, so nobody else writes those timelines), then the feed lock is taken
+/// and the events get their positions. Each event comes with whether its
+/// operation may have a timeline already (not so for a new one).
 async fn record_events(
     transaction: &deadpool_postgres::Transaction<'_>,
-    events: &[&EventRecord],
+    events: &[(&EventRecord, bool)],
     settings: Settings,
 ) -> Result<(), StoreError> {
     let Settings {
         max_events,
         cache_statements: cache,
     } = settings;
-    let ids: Vec<&str> = events.iter().map(|e| e.operation_id.as_str()).collect();
-    // One index probe per operation, whatever the statistics say: for
-    // `operation_id = ANY($1)` without fresh statistics (a new or fast-growing
-    // table) PostgreSQL estimated thousands of rows and scanned the table.
-    let last = prepare_statement(
-        transaction,
-        "SELECT wanted.id, last.sequence, last.kind, last.folded, last.position \
-             FROM unnest($1::text[]) AS wanted(id) CROSS JOIN LATERAL \
-             (SELECT sequence, kind, folded, position FROM events \
-              WHERE operation_id = wanted.id ORDER BY sequence DESC LIMIT 1) AS last",
-        cache,
-    )
-    .await
-    .map_err(classify)?;
-    let last: std::collections::HashMap<String, (i64, i64, i64, i64)> = transaction
-        .query(&last, &[&ids])
-        .await
-        .map_err(classify)?
-        .into_iter()
-        .map(|row| {
-            (
-                row.get::<_, String>(0),
-                (row.get(1), row.get(2), row.get(3), row.get(4)),
-            )
-        })
+    let ids: Vec<&str> = events
+        .iter()
+        .filter(|(_, stored)| *stored)
+        .map(|(e, _)| e.operation_id.as_str())
         .collect();
+    let mut last: std::collections::HashMap<String, (i64, i64, i64, i64)> = Default::default();
+    if !ids.is_empty() {
+        // One index probe per operation, whatever the statistics say: for
+        // `operation_id = ANY($1)` without fresh statistics (a new or
+        // fast-growing table) PostgreSQL estimated thousands of rows and
+        // scanned the table.
+        let statement = prepare_statement(
+            transaction,
+            "SELECT wanted.id, last.sequence, last.kind, last.folded, last.position \
+                 FROM unnest($1::text[]) AS wanted(id) CROSS JOIN LATERAL \
+                 (SELECT sequence, kind, folded, position FROM events \
+                  WHERE operation_id = wanted.id ORDER BY sequence DESC LIMIT 1) AS last",
+            cache,
+        )
+        .await
+        .map_err(classify)?;
+        last = transaction
+            .query(&statement, &[&ids])
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(|row| {
+                (
+                    row.get::<_, String>(0),
+                    (row.get(1), row.get(2), row.get(3), row.get(4)),
+                )
+            })
+            .collect();
+    }
     let lock = prepare_statement(transaction, "SELECT pg_advisory_xact_lock($1)", cache)
         .await
         .map_err(classify)?;
@@ -289,7 +300,7 @@ async fn record_events(
     // A batch changes an operation at most once (a second change of it is
     // computed only after the first is acknowledged), so its events are
     // independent of each other and go out pipelined.
-    let writes = events.iter().map(|event| {
+    let writes = events.iter().map(|(event, _)| {
         let previous = last.get(&event.operation_id).copied();
         let count = previous.map_or(0, |(sequence, ..)| sequence.max(0) as u64);
         let last_kind = previous.and_then(|(_, kind, ..)| EventKind::from_number(kind as i32));
