@@ -1,6 +1,6 @@
 //! An in-memory backend: fast, not durable; for tests and experiments.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -22,8 +22,10 @@ struct Tables {
     operations: HashMap<OperationId, Operation>,
     /// (created_by, idempotency key) → the operation that key created.
     idempotency: HashMap<(String, String), OperationId>,
-    /// Every event, in position order.
-    events: Vec<Event>,
+    /// Every event, by position.
+    events: BTreeMap<u64, Event>,
+    /// Each operation's event positions, in sequence order.
+    timelines: HashMap<OperationId, Vec<u64>>,
     /// The last position handed out.
     head: u64,
     horizon: u64,
@@ -35,21 +37,33 @@ impl Tables {
     fn record(&mut self, op: &Operation, new: &NewEvent, max_events: u64) {
         self.head += 1;
         let position = self.head;
-        let timeline: Vec<usize> = (0..self.events.len())
-            .filter(|&i| self.events[i].operation_id == op.id)
-            .collect();
-        let last = timeline.last().map(|&i| &self.events[i]);
+        let timeline = self.timelines.entry(op.id.clone()).or_default();
+        let last = timeline.last().and_then(|p| self.events.get(p));
         let count = last.map_or(0, |e| e.sequence);
         match placement(new.kind, count, last.map(|e| e.kind), max_events) {
             Placement::FoldIntoLast => {
-                let index = *timeline.last().expect("folding needs a last event");
-                let folded = self.events.remove(index).fold(new, position);
-                self.events.push(folded);
+                let last_position = timeline.pop().expect("folding needs a last event");
+                let last = self
+                    .events
+                    .remove(&last_position)
+                    .expect("a timeline's positions are stored");
+                self.events.insert(position, last.fold(new, position));
             }
-            Placement::Append => self
-                .events
-                .push(Event::stored(new, op, count + 1, position)),
+            Placement::Append => {
+                self.events
+                    .insert(position, Event::stored(new, op, count + 1, position));
+            }
         }
+        timeline.push(position);
+    }
+
+    /// The events of `id`, in sequence order.
+    fn timeline(&self, id: &OperationId) -> impl Iterator<Item = &Event> {
+        self.timelines
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|position| self.events.get(position))
     }
 }
 
@@ -167,15 +181,12 @@ impl OperationStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let tables = self.tables()?;
-        let mut events: Vec<Event> = tables
-            .events
-            .iter()
-            .filter(|e| &e.operation_id == id && e.sequence > after)
+        Ok(tables
+            .timeline(id)
+            .filter(|e| e.sequence > after)
+            .take(limit)
             .cloned()
-            .collect();
-        events.sort_by_key(|e| e.sequence);
-        events.truncate(limit);
-        Ok(events)
+            .collect())
     }
 
     async fn read_feed(
@@ -187,8 +198,9 @@ impl OperationStore for MemoryStore {
         let tables = self.tables()?;
         Ok(tables
             .events
-            .iter()
-            .filter(|e| e.position > after && filter.matches(e))
+            .range(after.saturating_add(1)..)
+            .map(|(_, e)| e)
+            .filter(|e| filter.matches(e))
             .take(limit)
             .cloned()
             .collect())
@@ -253,17 +265,11 @@ impl OperationStore for MemoryStore {
                 tables.idempotency.remove(&(op.created_by, idempotency.key));
             }
         }
-        if !expired.is_empty() {
-            let gone: std::collections::HashSet<&OperationId> = expired.iter().collect();
-            let mut horizon = tables.horizon;
-            tables.events.retain(|e| {
-                let keep = !gone.contains(&e.operation_id);
-                if !keep {
-                    horizon = horizon.max(e.position);
-                }
-                keep
-            });
-            tables.horizon = horizon;
+        for id in &expired {
+            for position in tables.timelines.remove(id).unwrap_or_default() {
+                tables.events.remove(&position);
+                tables.horizon = tables.horizon.max(position);
+            }
         }
         if !expired.is_empty() {
             let _ = self.changes.send(Change::Purged { before: cutoff });
@@ -305,13 +311,10 @@ impl OperationStore for MemoryStore {
         Ok(chosen
             .into_iter()
             .map(|id| {
-                let mut events: Vec<&Event> = tables
-                    .events
-                    .iter()
-                    .filter(|e| &e.operation_id == id)
+                let events: Vec<&Event> = tables
+                    .timeline(id)
                     .filter(|e| e.sequence <= query.events_per_operation as u64)
                     .collect();
-                events.sort_by_key(|e| e.sequence);
                 ProgressSample {
                     id: id.clone(),
                     events: events.into_iter().map(|e| (e.kind, e.at)).collect(),
