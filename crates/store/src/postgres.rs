@@ -244,16 +244,18 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
+        let mut pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
             .wait_timeout(Some(options.timeout))
             .create_timeout(Some(options.timeout))
             .recycle_timeout(Some(options.timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot build the connection pool: {e}"))
-            })?;
+            .runtime(Runtime::Tokio1);
+        if !options.pooled {
+            pool = pool.post_create(index_plans_only());
+        }
+        let pool = pool.build().map_err(|e| {
+            StoreError::Unavailable(format!("cannot build the connection pool: {e}"))
+        })?;
 
         let listen_target = options.listen_target()?;
         let probe_channel = format!("opsd_probe_{:016x}", rand_u64());
@@ -685,6 +687,28 @@ fn insert_statement() -> String {
            ON CONFLICT DO NOTHING RETURNING id, version) \
          SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
     )
+}
+
+/// Run on every pool connection as it is made: no plan of this session
+/// scans a whole table while an index could answer.
+///
+/// Every statement opsd sends is meant for an index, and a statement stays
+/// prepared (with its plan) for the connection's life. A plan made while a
+/// table was nearly empty (a new database, or one retention emptied) was a
+/// sequential scan, and stayed one while the table grew: Create + Complete
+/// fell from about 4,000 to 1,178 operations/s at 837 µs of CPU each, the
+/// database reading 220 million rows in 80,000 scans. Behind a
+/// transaction-mode pooler nothing stays prepared (each transaction plans
+/// anew) and a session setting would leak to other clients, so it is left out.
+fn index_plans_only() -> deadpool_postgres::Hook {
+    deadpool_postgres::Hook::async_fn(|client, _| {
+        Box::pin(async move {
+            client
+                .batch_execute("SET enable_seqscan = off")
+                .await
+                .map_err(deadpool_postgres::HookError::Backend)
+        })
+    })
 }
 
 /// Swaps in the next version if the stored one is the one before it,
@@ -1249,6 +1273,56 @@ fn classify(e: tokio_postgres::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A point write prepared while `operations` was empty (and analyzed so)
+    /// must still use the primary key once the table has grown: a plan
+    /// cached per connection outlives the table's size.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_prepared_on_an_empty_table_still_uses_its_index() {
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let store = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let client = store.pool.get().await.unwrap();
+        client
+            .batch_execute(
+                "ANALYZE operations; \
+                 PREPARE point_write(text) AS \
+                 UPDATE operations SET version = version + 1 WHERE id = $1",
+            )
+            .await
+            .unwrap();
+        // Past five runs PostgreSQL may keep one generic plan for good.
+        for _ in 0..8 {
+            client
+                .batch_execute("EXECUTE point_write('missing')")
+                .await
+                .unwrap();
+        }
+        for n in 0..300 {
+            let op = crate::conformance::sample(n);
+            store
+                .insert(&op, &crate::conformance::created(&op))
+                .await
+                .unwrap();
+        }
+        let plan: Vec<String> = client
+            .query("EXPLAIN EXECUTE point_write('missing')", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index Scan") && !plan.contains("Seq Scan"),
+            "{plan}"
+        );
+        drop(client);
+        store.close().await.unwrap();
+    }
 
     #[test]
     fn notifications_parse_or_are_ignored() {
