@@ -1551,22 +1551,28 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// A store whose database carries `trigger`, which makes chosen writes fail.
+    fn store_with_trigger(trigger: &str) -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsd.db");
+        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(trigger)
+            .unwrap();
+        (dir, store)
+    }
+
     /// The writer remembers each running operation's last event. A batch
     /// whose first attempt failed (one refused event among many changes) is
     /// applied again: what the failed attempt wrote must not be remembered,
     /// or the neighbours' next events would skip a sequence number.
     #[tokio::test]
     async fn remembered_timeline_tails_never_outlive_a_failed_attempt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("opsd.db");
-        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "CREATE TRIGGER refuse_events BEFORE INSERT ON events WHEN NEW.actor = 'refused' \
-                 BEGIN SELECT RAISE(ABORT, 'injected event failure'); END;",
-            )
-            .unwrap();
+        let (_dir, store) = store_with_trigger(
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON events WHEN NEW.actor = 'refused' \
+             BEGIN SELECT RAISE(ABORT, 'injected event failure'); END;",
+        );
         let ops: Vec<_> = (0..32).map(sample).collect();
         for op in &ops {
             store
@@ -1926,16 +1932,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_write_does_not_undo_its_batch_neighbours() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("opsd.db");
-        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON operations \
-                 WHEN NEW.description = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
-            )
-            .unwrap();
+        let (_dir, store) = store_with_trigger(
+            "CREATE TRIGGER poison BEFORE INSERT ON operations \
+             WHEN NEW.description = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        );
         let mut ops: Vec<_> = (0..64).map(sample).collect();
         ops[17].description = "poison".into();
         let tasks: Vec<_> = ops
@@ -1969,16 +1969,10 @@ mod tests {
     /// failed (unannounced to watchers, and retried by their callers).
     #[tokio::test]
     async fn a_write_that_rolls_back_the_transaction_fails_its_whole_batch_truthfully() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("opsd.db");
-        let store = Arc::new(SqliteStore::open(SqliteOptions::new(&path)).unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch(
-                "CREATE TRIGGER doom BEFORE INSERT ON operations \
-                 WHEN NEW.description = 'doom' BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END",
-            )
-            .unwrap();
+        let (_dir, store) = store_with_trigger(
+            "CREATE TRIGGER doom BEFORE INSERT ON operations \
+             WHEN NEW.description = 'doom' BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END",
+        );
         let mut changes = store.subscribe();
         let mut ops: Vec<_> = (0..64).map(sample).collect();
         ops[17].description = "doom".into();
