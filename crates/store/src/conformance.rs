@@ -27,6 +27,7 @@ macro_rules! conformance_suite {
             insert_of_a_taken_id_is_refused,
             idempotency_key_returns_the_first_operation,
             idempotency_keys_are_scoped_to_the_creator,
+            racing_creates_with_one_idempotency_key_make_one_operation,
             compare_and_swap_replaces_the_expected_version,
             compare_and_swap_with_a_stale_version_returns_the_current_one,
             compare_and_swap_of_a_missing_operation,
@@ -1136,6 +1137,51 @@ pub async fn list_search_reads_past_many_rows_that_do_not_match(store: Arc<dyn O
         [id(1), id(0)]
     );
     assert_eq!(all_pages(store.as_ref(), &filter, 1).await.len(), 4);
+}
+
+/// Creates racing with one idempotency key (a batching store may write them
+/// in one statement) make one operation; plain creates among them all land.
+pub async fn racing_creates_with_one_idempotency_key_make_one_operation(
+    store: Arc<dyn OperationStore>,
+) {
+    let racers: Vec<_> = (0..32u64)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let op = if n % 2 == 0 {
+                with_key(sample(n), "alice", "one-key")
+            } else {
+                sample(n)
+            };
+            tokio::spawn(async move {
+                let inserted = store.insert(&op, &created(&op)).await.unwrap();
+                (op, inserted)
+            })
+        })
+        .collect();
+    let mut keyed_winners = Vec::new();
+    let mut answers = Vec::new();
+    for racer in racers {
+        let (op, inserted) = racer.await.unwrap();
+        if op.idempotency.is_none() {
+            assert_eq!(inserted, Inserted::Created, "a plain create among them");
+            assert_eq!(store.get(&op.id).await.unwrap(), Some(op));
+        } else if inserted == Inserted::Created {
+            keyed_winners.push(op);
+        } else {
+            answers.push((op, inserted));
+        }
+    }
+    assert_eq!(keyed_winners.len(), 1, "one operation for the key");
+    let winner = &keyed_winners[0];
+    for (op, inserted) in answers {
+        assert_eq!(inserted, Inserted::IdempotencyKeyUsed(winner.clone()));
+        assert_eq!(store.get(&op.id).await.unwrap(), None, "no second operation");
+    }
+    let timeline = store
+        .list_events(&winner.id, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(timeline.len(), 1, "{timeline:?}");
 }
 
 pub async fn the_resource_guard_admits_one_running_exclusive_operation(

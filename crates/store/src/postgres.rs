@@ -345,7 +345,11 @@ impl PostgresStore {
             // connections (at least one) keeps the pool for the rest. Fewer
             // lanes make bigger batches: with 16 connections, 2 lanes served
             // 9-14% more running Gets than 4 at less CPU per Get.
-            reads: reads::PointReads::start(pool.clone(), (options.max_connections / 8).max(1)),
+            reads: reads::PointReads::start(
+                pool.clone(),
+                (options.max_connections / 8).max(1),
+                !options.pooled,
+            ),
             pool,
             timeout: options.timeout,
             cache_statements: !options.pooled,
@@ -678,17 +682,6 @@ async fn listen_once(
 
 /// Inserts an operation unless its id, idempotency key or resource guard is
 /// taken, announcing it in the same statement.
-fn insert_statement() -> String {
-    format!(
-        "WITH inserted AS ( \
-           INSERT INTO operations ({COLUMNS}) VALUES \
-           ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-            $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) \
-           ON CONFLICT DO NOTHING RETURNING id, version) \
-         SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM inserted"
-    )
-}
-
 /// Run on every pool connection as it is made: no plan of this session
 /// scans a whole table while an index could answer.
 ///
@@ -709,21 +702,6 @@ fn index_plans_only() -> deadpool_postgres::Hook {
                 .map_err(deadpool_postgres::HookError::Backend)
         })
     })
-}
-
-/// Swaps in the next version if the stored one is the one before it,
-/// announcing it in the same statement.
-fn swap_statement() -> String {
-    format!(
-        "WITH updated AS ( \
-           UPDATE operations SET version = $2::BIGINT, modified_at = $3, metadata_type_url = $4, \
-           metadata_value = $5, state = $6, cancel_requested_at = $7, response_type_url = $8, \
-           response_value = $9, error_code = $10, error_message = $11, error_details = $12, \
-           progress = $13, lease_expires_at = $14, expires_at = $15, reported_failure = $16, \
-           failure_reported_at = $17 \
-           WHERE id = $1 AND version = $2::BIGINT - 1 RETURNING id, version) \
-         SELECT pg_notify('{CHANNEL}', id || ':' || version) FROM updated"
-    )
 }
 
 /// `id:version`, as the write statements send it, or `purged:<unix nanos>`
@@ -1322,6 +1300,68 @@ mod tests {
         );
         drop(client);
         store.close().await.unwrap();
+    }
+
+    /// The batched point read is prepared once per connection: its generic
+    /// plan, made while `operations` was empty, must still probe the primary
+    /// key with the array once the table has grown.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prepared_point_read_probes_the_index_whatever_the_table_was() {
+        let Some(database) = opsd_testkit::postgres().await else {
+            return;
+        };
+        let store = PostgresStore::open(PostgresOptions::new(&database.url))
+            .await
+            .unwrap();
+        let client = store.pool.get().await.unwrap();
+        client.batch_execute("ANALYZE operations").await.unwrap();
+        let statement = client.prepare_cached(&reads::POINT_READ).await.unwrap();
+        let missing = vec!["missing".to_owned()];
+        // Past five runs PostgreSQL may keep one generic plan for good.
+        for _ in 0..8 {
+            client.query(&statement, &[&missing]).await.unwrap();
+        }
+        grow_operations(&store, 300).await;
+        client
+            .batch_execute(&format!(
+                "PREPARE point_read(text[]) AS {}; SET plan_cache_mode = force_generic_plan",
+                *reads::POINT_READ
+            ))
+            .await
+            .unwrap();
+        let plan = explain(&client, "EXPLAIN EXECUTE point_read('{missing}')").await;
+        assert!(
+            plan.contains("Index Cond: (id = ANY") && !plan.contains("Seq Scan"),
+            "{plan}"
+        );
+        drop(client);
+        store.close().await.unwrap();
+    }
+
+    async fn grow_operations(store: &PostgresStore, count: u32) {
+        let operations: Vec<Operation> = (0..u64::from(count))
+            .map(crate::conformance::sample)
+            .collect();
+        for chunk in operations.chunks(100) {
+            futures_util::future::try_join_all(
+                chunk.iter().map(|op| async move {
+                    store.insert(op, &crate::conformance::created(op)).await
+                }),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    async fn explain(client: &deadpool_postgres::Object, statement: &str) -> String {
+        let lines: Vec<String> = client
+            .query(statement, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        lines.join("\n")
     }
 
     #[test]
