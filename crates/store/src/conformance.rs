@@ -1175,12 +1175,13 @@ pub async fn racing_creates_with_one_idempotency_key_make_one_operation(
     let winner = &keyed_winners[0];
     for (op, inserted) in answers {
         assert_eq!(inserted, Inserted::IdempotencyKeyUsed(winner.clone()));
-        assert_eq!(store.get(&op.id).await.unwrap(), None, "no second operation");
+        assert_eq!(
+            store.get(&op.id).await.unwrap(),
+            None,
+            "no second operation"
+        );
     }
-    let timeline = store
-        .list_events(&winner.id, 0, 10)
-        .await
-        .unwrap();
+    let timeline = store.list_events(&winner.id, 0, 10).await.unwrap();
     assert_eq!(timeline.len(), 1, "{timeline:?}");
 }
 
