@@ -134,7 +134,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let command = match cli.command {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "opsctl", &mut std::io::stdout());
+            // Into a buffer: writing straight to stdout panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "opsctl", &mut script);
+            write_stdout(&script)?;
             return Ok(0);
         }
         command => command,
@@ -174,10 +177,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     .await?;
     if let Some(request) = request {
         let (operation, trace_id) = request.send(&client).await?;
-        println!(
-            "{}",
-            output::render_traced(&operation, trace_id.as_deref(), cli.format)?
-        );
+        print_line(&output::render_traced(
+            &operation,
+            trace_id.as_deref(),
+            cli.format,
+        )?)?;
         return Ok(0);
     }
     match command {
@@ -188,28 +192,30 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             if live::wanted(cli.format) {
                 live::follow(client.clone(), id.clone()).await;
                 let latest = client.get(&id).await?;
-                println!("{}", output::render(&latest, cli.format)?);
+                print_line(&output::render(&latest, cli.format)?)?;
                 return Ok(0);
             }
             let mut stream = client.watch(&id).await?;
             while let Some(op) = stream.message().await.map_err(ClientError::from)? {
-                println!("{}", output::render_update(&op, cli.format)?);
+                if print_line(&output::render_update(&op, cli.format)?)? == Stdout::Closed {
+                    break;
+                }
             }
             Ok(0)
         }
         Command::Events(args) => {
             let events = args.timeline(&client).await?;
-            println!("{}", output::render_events(&events, cli.format)?);
+            print_line(&output::render_events(&events, cli.format)?)?;
             Ok(0)
         }
         Command::List(args) => {
             let page = client.list(args.request()).await?;
-            println!("{}", output::render_list(&page, cli.format)?);
+            print_line(&output::render_list(&page, cli.format)?)?;
             Ok(0)
         }
         Command::Overview(args) => {
             let overview = client.overview(args.request()).await?;
-            println!("{}", output::render_overview(&overview, cli.format)?);
+            print_line(&output::render_overview(&overview, cli.format)?)?;
             Ok(0)
         }
         _ => unreachable!("single-operation commands returned above"),
@@ -223,7 +229,6 @@ async fn watch_all(
     args: &commands::watch::Args,
     format: Format,
 ) -> anyhow::Result<u8> {
-    use std::io::Write;
     let options = FollowOptions {
         notify: Some(Arc::new(announce_interruptions())),
         ..FollowOptions::default()
@@ -248,14 +253,34 @@ async fn watch_all(
         let Some(item) = item else {
             return Ok(0);
         };
-        let line = output::render_feed_event(&item, format)?;
-        let mut stdout = std::io::stdout().lock();
-        match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-            Ok(()) => {}
-            // The reader went away (`| head`): done, not failed.
-            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
-            Err(error) => return Err(error.into()),
+        if print_line(&output::render_feed_event(&item, format)?)? == Stdout::Closed {
+            return Ok(0);
         }
+    }
+}
+
+/// Whether anyone still reads what opsctl prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stdout {
+    Open,
+    /// The reader went away (`opsctl list | head`): the command is done, not
+    /// failed, and prints nothing more.
+    Closed,
+}
+
+/// Prints `text` and a newline, flushed, so a follower's line shows at once.
+fn print_line(text: &str) -> std::io::Result<Stdout> {
+    write_stdout(format!("{text}\n").as_bytes())
+}
+
+/// Writes to stdout without `println!`'s panic when the pipe is closed.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<Stdout> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(Stdout::Open),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(Stdout::Closed),
+        Err(error) => Err(error),
     }
 }
 
@@ -311,6 +336,6 @@ async fn wait(client: &Client, args: &commands::wait::Args, format: Format) -> a
         Err(other) => return Err(other.into()),
     };
     let latest = client.get(&args.id).await?;
-    println!("{}", output::render(&latest, format)?);
+    print_line(&output::render(&latest, format)?)?;
     Ok(code)
 }

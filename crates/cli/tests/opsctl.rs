@@ -1387,3 +1387,50 @@ async fn overview_prints_stuck_oldest_and_producers_and_json_like_grpc() {
     );
     server.stop().await;
 }
+
+/// `opsctl list | head` closes the pipe before opsctl is done writing: the
+/// command ends quietly with 0, as `cat` and `ls` do, instead of panicking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_every_command_quietly() {
+    let server = Server::start().await;
+    let created = server.json(&["create", "--description", "piped"]).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    server
+        .json(&["complete", &id, "--response-json", "{}"])
+        .await;
+    for args in [
+        &["get", &id][..],
+        &["--format", "json", "get", &id],
+        &["list"],
+        &["--format", "json", "list"],
+        &["events", &id],
+        &["overview"],
+        &["watch", &id],
+        &["wait", &id],
+        &["completions", "bash"],
+    ] {
+        // The reading end is closed before opsctl starts, so its first
+        // write already meets a broken pipe.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        // Spawned, not `output()`, which would replace stdout with its own pipe.
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_opsctl"))
+            .env("OPSD_ENDPOINT", &server.endpoint)
+            .args(args)
+            .stdout(std::process::Stdio::from(writer))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+            .wait_with_output()
+            .await
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output), "", "{args:?}");
+    }
+    server.stop().await;
+}

@@ -463,7 +463,7 @@ function filterForm(filters) {
 function operationRow(op) {
   const o = op.operation || {};
   const href = "/console/operations/" + encodeURIComponent(o.id);
-  return el("tr", { "data-id": o.id, "data-created": o.createdAt, "data-state": outcome(op) },
+  return el("tr", { "data-id": o.id, "data-created": o.createdAt, "data-modified": o.modifiedAt || "", "data-state": outcome(op) },
     el("td", { class: "id" }, el("a", { href }, o.id)),
     el("td", { class: "desc" }, o.description || ""),
     el("td", {}, stateBadge(op)),
@@ -473,6 +473,17 @@ function operationRow(op) {
     el("td", { class: "hide-narrow" }, o.createdBy || ""),
     el("td", {}, timeCell(o.createdAt)),
     el("td", { class: "hide-narrow" }, timeCell(o.modifiedAt)));
+}
+
+// An RFC 3339 time as nanoseconds since 1970 (a BigInt), so that two
+// versions a microsecond apart still compare; 0 when absent or unreadable.
+function modifiedNanos(rfc3339) {
+  const match = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(rfc3339 || "");
+  if (!match) return 0n;
+  const millis = Date.parse(match[1] + match[3]);
+  if (Number.isNaN(millis)) return 0n;
+  const fraction = BigInt((match[2] || "").padEnd(9, "0").slice(0, 9));
+  return BigInt(millis) * 1000000n + fraction;
 }
 
 function newer(a, b) {
@@ -536,6 +547,9 @@ async function listPage(firstPage) {
   const upsert = (op) => {
     const o = op.operation || {};
     const existing = tbody.querySelector(`tr[data-id="${CSS.escape(o.id)}"]`);
+    // Answers may arrive out of order (a page read against a Get): an older
+    // version never replaces a newer one.
+    if (existing && modifiedNanos(o.modifiedAt) < modifiedNanos(existing.dataset.modified)) return;
     if (!matches(op, filters)) {
       if (existing) existing.remove();
       updateStatus();
@@ -571,15 +585,21 @@ async function listPage(firstPage) {
   follow(feed, (event) => {
     if (event.operationId) refresh(event.operationId);
   }, () => location.reload(), async () => {
-    // Rows shown may have changed before the feed opened, and new ones come
-    // first in a fresh read of the first page.
-    for (const row of [...tbody.children]) refresh(row.dataset.id);
+    // Rows shown may have changed before the feed opened. One fresh read of
+    // the first page brings most of them and any new ones; only rows it does
+    // not hold (loaded from later pages, pushed down, or no longer matching)
+    // are read one by one.
+    let fresh = new Set();
     try {
       const page = await api("/v1/operations?" + new URLSearchParams(query).toString());
-      for (const op of page.operations || []) upsert(op);
+      for (const op of page.operations || []) {
+        upsert(op);
+        if (op.operation) fresh.add(op.operation.id);
+      }
     } catch (_) {
-      // The feed brings what follows.
+      fresh = new Set();
     }
+    for (const row of [...tbody.children]) if (!fresh.has(row.dataset.id)) refresh(row.dataset.id);
   });
 }
 
