@@ -1281,9 +1281,10 @@ mod tests {
         }
         grow_operations(&store, 300).await;
         let plan = explain(&client, "EXPLAIN EXECUTE point_write('missing')").await;
-        // Not necessarily the primary key: on an analyzed, empty table the
-        // costs tie and PostgreSQL may pick `operations_by_scope`, whose last
-        // column is the id (docs/performance.md, "plans that go stale").
+        // Not necessarily the primary key: on an analyzed, empty table a scan
+        // of `operations_by_scope` (whose last column is the id) expects no
+        // row and costs less than the primary key's probe, which expects one
+        // (docs/performance.md, "plans that go stale").
         assert!(
             plan.contains("Index Scan") && !plan.contains("Seq Scan"),
             "{plan}"
