@@ -347,47 +347,34 @@ async fn watch_feed(
     // An `id:` without data: no event for the client, but the token its
     // EventSource sends back as Last-Event-ID if it reconnects before the first event.
     let bookmark = SseEvent::default().id(opsd_core::event::encode_resume_token(feed.position()));
-    let draining = gateway.draining.clone();
-    let events = futures_util::stream::unfold(
-        (feed, permit, false),
-        move |(mut feed, permit, finished)| {
-            let draining = draining.clone();
-            async move {
-                if finished {
-                    return None;
+    let events = futures_util::StreamExt::map(
+        crate::grpc::feed_events(feed, permit, gateway.draining.clone()),
+        |next| {
+            let event = match next {
+                Ok(event) => {
+                    let message = translate::feed_message(&event);
+                    let data = opsd_proto::json::to_json(&message.event.unwrap_or_default())
+                        .map(|json| json.to_string())
+                        .unwrap_or_else(|e| {
+                            serde_json::json!({"error": e.to_string()}).to_string()
+                        });
+                    SseEvent::default()
+                        .id(message.resume_token)
+                        .event(event.kind.name())
+                        .data(data)
                 }
-                tokio::select! {
-                    next = feed.next() => {
-                        let (event, finished) = match next {
-                            Ok(event) => {
-                                let message = translate::feed_message(&event);
-                                let data = opsd_proto::json::to_json(&message.event.unwrap_or_default())
-                                    .map(|json| json.to_string())
-                                    .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}).to_string());
-                                (
-                                    SseEvent::default()
-                                        .id(message.resume_token)
-                                        .event(event.kind.name())
-                                        .data(data),
-                                    false,
-                                )
-                            }
-                            // The stream ends with the error, as google.rpc.Status JSON.
-                            Err(error) => {
-                                let status = crate::grpc::status::to_status(error);
-                                let data = serde_json::json!({
-                                    "code": status.code() as i32,
-                                    "message": status.message(),
-                                })
-                                .to_string();
-                                (SseEvent::default().event("error").data(data), true)
-                            }
-                        };
-                        Some((Ok::<_, std::convert::Infallible>(event), (feed, permit, finished)))
-                    }
-                    () = crate::grpc::drained(draining) => None,
+                // The stream ends with the error, as google.rpc.Status JSON.
+                Err(error) => {
+                    let status = crate::grpc::status::to_status(error);
+                    let data = serde_json::json!({
+                        "code": status.code() as i32,
+                        "message": status.message(),
+                    })
+                    .to_string();
+                    SseEvent::default().event("error").data(data)
                 }
-            }
+            };
+            Ok::<_, std::convert::Infallible>(event)
         },
     );
     let stream = futures_util::StreamExt::chain(

@@ -67,6 +67,35 @@ pub(crate) async fn drained(draining: Option<tokio::sync::watch::Receiver<bool>>
     }
 }
 
+/// A feed reader's events, for gRPC and REST alike: it ends after the
+/// first error (which it yields) or when the server drains, as the reader
+/// then resumes elsewhere with its last token. `admission` (the reader's
+/// permit) is held as long as the stream.
+pub(crate) fn feed_events<A: Send + 'static>(
+    feed: opsd_service::Feed,
+    admission: A,
+    draining: Option<tokio::sync::watch::Receiver<bool>>,
+) -> impl Stream<Item = Result<opsd_core::Event, Error>> + Send + 'static {
+    futures_util::stream::unfold(
+        (feed, admission, false),
+        move |(mut feed, admission, failed)| {
+            let draining = draining.clone();
+            async move {
+                if failed {
+                    return None;
+                }
+                tokio::select! {
+                    next = feed.next() => {
+                        let failed = next.is_err();
+                        Some((next, (feed, admission, failed)))
+                    }
+                    () = drained(draining) => None,
+                }
+            }
+        },
+    )
+}
+
 /// A Get answer, with the poll hint while the operation runs.
 fn answer_get<M>(message: M, op: &Operation, options: &GrpcOptions) -> Response<M> {
     let mut response = Response::new(message);
@@ -315,26 +344,11 @@ impl pb::operation_service_server::OperationService for OpsdOperations {
             event: None,
             resume_token: opsd_core::event::encode_resume_token(feed.position()),
         };
-        let draining = self.options.draining.clone();
-        let events = futures_util::stream::unfold(
-            (feed, permit, false),
-            move |(mut feed, permit, finished)| {
-                let draining = draining.clone();
-                async move {
-                    if finished {
-                        return None;
-                    }
-                    tokio::select! {
-                        next = feed.next() => match next {
-                            Ok(event) => Some((
-                                Ok(translate::feed_message(&event)),
-                                (feed, permit, false),
-                            )),
-                            Err(error) => Some((Err(to_status(error)), (feed, permit, true))),
-                        },
-                        () = drained(draining) => None,
-                    }
-                }
+        let events = futures_util::StreamExt::map(
+            feed_events(feed, permit, self.options.draining.clone()),
+            |next| match next {
+                Ok(event) => Ok(translate::feed_message(&event)),
+                Err(error) => Err(to_status(error)),
             },
         );
         let stream =
