@@ -597,6 +597,7 @@ async function listPage(firstPage) {
         if (op.operation) fresh.add(op.operation.id);
       }
     } catch (_) {
+      // Then every row is read by itself.
       fresh = new Set();
     }
     for (const row of [...tbody.children]) if (!fresh.has(row.dataset.id)) refresh(row.dataset.id);
