@@ -5,6 +5,8 @@
 //! and for `wait`: 4 the operation failed, 5 it was cancelled, 6 the wait
 //! timed out, 7 (with `--stop-at-failure`) a failure was reported while the
 //! operation still runs; `watch --all` runs until interrupted: 130 at Ctrl-C.
+//! A closed stdout (`opsctl list | head`) ends any command quietly, with the
+//! exit code it would have had.
 
 mod commands;
 mod live;
