@@ -680,8 +680,6 @@ async fn listen_once(
     }
 }
 
-/// Inserts an operation unless its id, idempotency key or resource guard is
-/// taken, announcing it in the same statement.
 /// Run on every pool connection as it is made: no plan of this session
 /// scans a whole table while an index could answer.
 ///

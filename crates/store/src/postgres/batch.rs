@@ -214,10 +214,8 @@ async fn alone(
 /// The row changes, then the events of those that wrote a row; the rows
 /// each change wrote (0 or 1). Any failure fails the whole.
 ///
-/// All of a batch's inserts are one statement and all of its swaps another
-/// (arrays, one element per change): the database's cost of a batch was
-/// mostly per statement. A batch names each operation once (see [`commit`]),
-/// so what a statement returns maps back to its change by id.
+/// A batch names each operation once (see [`commit`]), so the ids the
+/// statements report map back to their changes.
 async fn write_all(
     transaction: &deadpool_postgres::Transaction<'_>,
     changes: &[&Change],
